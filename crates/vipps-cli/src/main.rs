@@ -1,0 +1,2 @@
+//! The `vipps` command.
+fn main() {}
