@@ -1,0 +1,498 @@
+//! Deterministic exports of an [`AllowSet`] for firewalls and proxies.
+//!
+//! Every function is pure: the same set gives byte-identical output (sorted, no timestamps), so a watcher can
+//! compare contents to detect a change. Each format is applied atomically by the tool that reads it; the
+//! comment at the top of each artefact says how.
+//!
+//! ```
+//! use vipps_allowlist::{AllowSet, ExportOptions, Format};
+//! let set = AllowSet::from_pairs([("104.45.17.199".parse().unwrap(), "callback-1.vipps.no")]);
+//! let nginx = vipps_allowlist::export::render(Format::Nginx, &set, &ExportOptions::default());
+//! assert!(nginx.contains("allow 104.45.17.199; # callback-1.vipps.no\n"));
+//! assert!(nginx.ends_with("deny all;\n"));
+//! ```
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::{AllowSet, Entry};
+
+/// An export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// A complete nftables table file (`nft -f`): sets, a filter chain, replaced as one transaction.
+    Nft,
+    /// An nftables element update (`nft -f`): `flush set` and `add element` in one transaction.
+    NftUpdate,
+    /// An `ipset restore` script that fills temporary sets and swaps them in.
+    Ipset,
+    /// An `iptables-restore --noflush` snippet (IPv4) with one chain.
+    Iptables,
+    /// An `ip6tables-restore --noflush` snippet (IPv6) with one chain.
+    Ip6tables,
+    /// An nginx include: `allow ...;` lines and `deny all;`.
+    Nginx,
+    /// An HAProxy ACL pattern file (`acl vipps src -f FILE`).
+    Haproxy,
+    /// A shell script of HAProxy runtime API commands that replace the ACL atomically (prepare, add, commit).
+    HaproxyRuntime,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// Every format.
+    pub const ALL: [Format; 9] = [
+        Format::Nft,
+        Format::NftUpdate,
+        Format::Ipset,
+        Format::Iptables,
+        Format::Ip6tables,
+        Format::Nginx,
+        Format::Haproxy,
+        Format::HaproxyRuntime,
+        Format::Json,
+    ];
+
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Nft => "nft",
+            Format::NftUpdate => "nft-update",
+            Format::Ipset => "ipset",
+            Format::Iptables => "iptables",
+            Format::Ip6tables => "ip6tables",
+            Format::Nginx => "nginx",
+            Format::Haproxy => "haproxy",
+            Format::HaproxyRuntime => "haproxy-runtime",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A format name that is not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown export format `{0}` (expected one of nft, nft-update, ipset, iptables, ip6tables, nginx, haproxy, haproxy-runtime, json)"
+)]
+pub struct UnknownFormat(pub String);
+
+impl std::str::FromStr for Format {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| UnknownFormat(s.to_owned()))
+    }
+}
+
+/// Names and knobs of the generated artefacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// The nftables table (family `inet`).
+    pub nft_table: String,
+    /// The nftables IPv4 set.
+    pub nft_set_v4: String,
+    /// The nftables IPv6 set.
+    pub nft_set_v6: String,
+    /// The TCP port the table's chain guards.
+    pub port: u16,
+    /// The IPv4 ipset.
+    pub ipset_v4: String,
+    /// The IPv6 ipset.
+    pub ipset_v6: String,
+    /// The iptables chain.
+    pub chain: String,
+    /// The HAProxy ACL file, as named in `haproxy.cfg` (for the runtime commands).
+    pub haproxy_acl_file: String,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            nft_table: "vipps_allow".into(),
+            nft_set_v4: "v4".into(),
+            nft_set_v6: "v6".into(),
+            port: 443,
+            ipset_v4: "vipps4".into(),
+            ipset_v6: "vipps6".into(),
+            chain: "VIPPS_CB".into(),
+            haproxy_acl_file: "/etc/haproxy/vipps.lst".into(),
+        }
+    }
+}
+
+/// Renders `set` in `format`.
+pub fn render(format: Format, set: &AllowSet, opts: &ExportOptions) -> String {
+    match format {
+        Format::Nft => nft_table(set, opts),
+        Format::NftUpdate => nft_update(set, opts),
+        Format::Ipset => ipset(set, opts),
+        Format::Iptables => iptables(set, opts, false),
+        Format::Ip6tables => iptables(set, opts, true),
+        Format::Nginx => nginx(set),
+        Format::Haproxy => haproxy_acl(set),
+        Format::HaproxyRuntime => haproxy_runtime(set, opts),
+        Format::Json => json(set),
+    }
+}
+
+const HEADER: &str =
+    "Vipps MobilePay request servers, generated by vipps-allowlist from DNS. Do not edit.";
+
+/// A comment-safe rendering of the names: DNS characters only, at most `max` bytes.
+fn comment(names: &[String], max: usize) -> String {
+    let mut s: String = names
+        .join(", ")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ',' | ' ') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.truncate(max);
+    s
+}
+
+fn v4(set: &AllowSet) -> impl Iterator<Item = &Entry> {
+    set.entries().iter().filter(|e| e.address.is_ipv4())
+}
+
+fn v6(set: &AllowSet) -> impl Iterator<Item = &Entry> {
+    set.entries().iter().filter(|e| e.address.is_ipv6())
+}
+
+fn nft_elements(entries: Vec<&Entry>) -> String {
+    entries
+        .iter()
+        .map(|e| format!("{} comment \"{}\"", e.address, comment(&e.names, 120)))
+        .collect::<Vec<_>>()
+        .join(",\n\t\t\t     ")
+}
+
+/// A complete `inet` table: an IPv4 and an IPv6 set with the addresses (element comments carry the hostnames)
+/// and an input chain that accepts established traffic, accepts the sets on the guarded port and drops the
+/// rest of that port. The file first creates and deletes the table, so `nft -f` replaces it in one transaction
+/// whether or not it exists.
+pub fn nft_table(set: &AllowSet, opts: &ExportOptions) -> String {
+    let t = &opts.nft_table;
+    let mut out =
+        format!("#!/usr/sbin/nft -f\n# {HEADER}\n# Apply: nft -f FILE (one transaction).\n");
+    let _ = writeln!(
+        out,
+        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{"
+    );
+    for (name, ty, entries) in [
+        (&opts.nft_set_v4, "ipv4_addr", v4(set).collect::<Vec<_>>()),
+        (&opts.nft_set_v6, "ipv6_addr", v6(set).collect::<Vec<_>>()),
+    ] {
+        let _ = writeln!(out, "\tset {name} {{\n\t\ttype {ty}");
+        if !entries.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", nft_elements(entries));
+        }
+        out.push_str("\t}\n");
+    }
+    let p = opts.port;
+    let _ = write!(
+        out,
+        "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tct state established,related accept\n\
+         \t\ttcp dport {p} ip saddr @{} accept\n\
+         \t\ttcp dport {p} ip6 saddr @{} accept\n\
+         \t\ttcp dport {p} counter drop\n\t}}\n}}\n",
+        opts.nft_set_v4, opts.nft_set_v6
+    );
+    out
+}
+
+/// An element update for the table of [`nft_table`]: both sets flushed and refilled in one `nft -f`
+/// transaction (a failing file changes nothing).
+pub fn nft_update(set: &AllowSet, opts: &ExportOptions) -> String {
+    let t = &opts.nft_table;
+    let mut out =
+        format!("#!/usr/sbin/nft -f\n# {HEADER}\n# Apply: nft -f FILE (one transaction).\n");
+    for s in [&opts.nft_set_v4, &opts.nft_set_v6] {
+        let _ = writeln!(out, "flush set inet {t} {s}");
+    }
+    for (s, entries) in [
+        (&opts.nft_set_v4, v4(set).collect::<Vec<_>>()),
+        (&opts.nft_set_v6, v6(set).collect::<Vec<_>>()),
+    ] {
+        if !entries.is_empty() {
+            let _ = writeln!(
+                out,
+                "add element inet {t} {s} {{ {} }}",
+                nft_elements(entries)
+            );
+        }
+    }
+    out
+}
+
+/// An `ipset restore` script: fills temporary sets (`hash:ip` with comments) and swaps them with the live ones,
+/// the only atomic primitive ipset has. Apply with `ipset restore -exist < FILE`.
+pub fn ipset(set: &AllowSet, opts: &ExportOptions) -> String {
+    let mut out = format!("# {HEADER}\n# Apply: ipset restore < FILE (the swap is atomic).\n");
+    for (name, family, entries) in [
+        (&opts.ipset_v4, "inet", v4(set).collect::<Vec<_>>()),
+        (&opts.ipset_v6, "inet6", v6(set).collect::<Vec<_>>()),
+    ] {
+        let tmp = format!("{name}-tmp");
+        let _ = writeln!(out, "create {name} hash:ip family {family} comment -exist");
+        let _ = writeln!(out, "create {tmp} hash:ip family {family} comment -exist");
+        let _ = writeln!(out, "flush {tmp}");
+        for e in entries {
+            let _ = writeln!(
+                out,
+                "add {tmp} {} comment \"{}\" -exist",
+                e.address,
+                comment(&e.names, 250)
+            );
+        }
+        let _ = writeln!(out, "swap {tmp} {name}");
+        let _ = writeln!(out, "destroy {tmp}");
+    }
+    out
+}
+
+/// An `iptables-restore --noflush` (or `ip6tables-restore`) snippet: one chain that accepts the addresses of
+/// one family and drops the rest; `COMMIT` makes it one transaction. Jump to it from `INPUT` for the guarded
+/// port, for example `-A INPUT -p tcp --dport 443 -j VIPPS_CB`.
+pub fn iptables(set: &AllowSet, opts: &ExportOptions, ipv6: bool) -> String {
+    let (tool, entries, prefix) = if ipv6 {
+        ("ip6tables-restore", v6(set).collect::<Vec<_>>(), 128)
+    } else {
+        ("iptables-restore", v4(set).collect::<Vec<_>>(), 32)
+    };
+    let c = &opts.chain;
+    let mut out = format!(
+        "# {HEADER}\n# Apply: {tool} --noflush FILE (COMMIT is atomic).\n*filter\n:{c} - [0:0]\n-F {c}\n"
+    );
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "-A {c} -s {}/{prefix} -m comment --comment \"{}\" -j ACCEPT",
+            e.address,
+            comment(&e.names, 250)
+        );
+    }
+    let _ = writeln!(out, "-A {c} -j DROP\nCOMMIT");
+    out
+}
+
+/// An nginx include for a `location`: `allow ADDR;` per address with the hostnames as a comment, then
+/// `deny all;`. Write it atomically, then `nginx -t && nginx -s reload`. (A `return` in the same location runs
+/// before the access phase and bypasses it.)
+pub fn nginx(set: &AllowSet) -> String {
+    let mut out = format!("# {HEADER}\n# Apply: nginx -t && nginx -s reload\n");
+    for e in set.entries() {
+        let _ = writeln!(out, "allow {}; # {}", e.address, comment(&e.names, 1000));
+    }
+    out.push_str("deny all;\n");
+    out
+}
+
+/// An HAProxy ACL pattern file (IPv4 and IPv6 mixed), each address preceded by a comment line with its
+/// hostnames: `acl from_vipps src -f FILE` and `http-request deny deny_status 403 unless from_vipps`.
+pub fn haproxy_acl(set: &AllowSet) -> String {
+    let mut out = format!("# {HEADER}\n");
+    for e in set.entries() {
+        let _ = writeln!(out, "# {}\n{}", comment(&e.names, 1000), e.address);
+    }
+    out
+}
+
+/// The runtime API commands that replace the loaded ACL `file` atomically with version `version` (as answered
+/// by `prepare acl FILE`): one `add acl @V` per address, then `commit acl @V`.
+pub fn haproxy_runtime_commands(set: &AllowSet, file: &str, version: u64) -> Vec<String> {
+    let mut cmds: Vec<String> = set
+        .entries()
+        .iter()
+        .map(|e| format!("add acl @{version} {file} {}", e.address))
+        .collect();
+    cmds.push(format!("commit acl @{version} {file}"));
+    cmds
+}
+
+/// A POSIX shell script that talks to the HAProxy runtime API through `socat`: `prepare acl`, one `add acl`
+/// per address into the new version, then `commit acl`, which swaps the whole list atomically. Runtime changes
+/// are lost on reload, so also rewrite the [`haproxy_acl`] file.
+pub fn haproxy_runtime(set: &AllowSet, opts: &ExportOptions) -> String {
+    let file = &opts.haproxy_acl_file;
+    let mut out = format!(
+        "#!/bin/sh\n# {HEADER}\n# Run: HAPROXY_SOCKET=/run/haproxy/admin.sock sh FILE\nset -eu\n\
+         S=\"${{HAPROXY_SOCKET:-/run/haproxy/admin.sock}}\"\n\
+         api() {{ echo \"$1\" | socat stdio \"unix-connect:$S\"; }}\n\
+         V=$(api \"prepare acl {file}\" | sed -n 's/^New version created: *//p')\n\
+         [ -n \"$V\" ] || {{ echo \"prepare acl failed\" >&2; exit 1; }}\n"
+    );
+    for e in set.entries() {
+        let _ = writeln!(
+            out,
+            "api \"add acl @$V {file} {}\" >/dev/null # {}",
+            e.address,
+            comment(&e.names, 1000)
+        );
+    }
+    let _ = writeln!(out, "api \"commit acl @$V {file}\"");
+    out
+}
+
+#[derive(Serialize)]
+struct JsonExport<'a> {
+    addresses: Vec<JsonEntry<'a>>,
+    ipv4: Vec<IpAddr>,
+    ipv6: Vec<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    address: IpAddr,
+    names: &'a [String],
+}
+
+/// JSON: `{"addresses":[{"address":..,"names":[..]}],"ipv4":[..],"ipv6":[..]}`, sorted, no timestamps.
+pub fn json(set: &AllowSet) -> String {
+    let doc = JsonExport {
+        addresses: set
+            .entries()
+            .iter()
+            .map(|e| JsonEntry {
+                address: e.address,
+                names: &e.names,
+            })
+            .collect(),
+        ipv4: set.v4().map(IpAddr::V4).collect(),
+        ipv6: set.v6().map(IpAddr::V6).collect(),
+    };
+    let mut s = serde_json::to_string_pretty(&doc).expect("serialises");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AllowSet {
+        AllowSet::from_pairs([
+            ("104.45.17.199".parse().unwrap(), "callback-1.vipps.no"),
+            ("2a01:4f8::1".parse().unwrap(), "callback-2.vipps.no"),
+            ("51.105.122.48".parse().unwrap(), "callback-2.vipps.no"),
+            ("51.105.122.48".parse().unwrap(), "callback-dr-1.vipps.no"),
+        ])
+    }
+
+    #[test]
+    fn golden_nft_table() {
+        let expected = "#!/usr/sbin/nft -f
+# Vipps MobilePay request servers, generated by vipps-allowlist from DNS. Do not edit.
+# Apply: nft -f FILE (one transaction).
+table inet vipps_allow
+delete table inet vipps_allow
+table inet vipps_allow {
+\tset v4 {
+\t\ttype ipv4_addr
+\t\telements = { 51.105.122.48 comment \"callback-2.vipps.no, callback-dr-1.vipps.no\",
+\t\t\t     104.45.17.199 comment \"callback-1.vipps.no\" }
+\t}
+\tset v6 {
+\t\ttype ipv6_addr
+\t\telements = { 2a01:4f8::1 comment \"callback-2.vipps.no\" }
+\t}
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tct state established,related accept
+\t\ttcp dport 443 ip saddr @v4 accept
+\t\ttcp dport 443 ip6 saddr @v6 accept
+\t\ttcp dport 443 counter drop
+\t}
+}
+";
+        assert_eq!(nft_table(&sample(), &ExportOptions::default()), expected);
+    }
+
+    #[test]
+    fn golden_small_formats() {
+        let s = sample();
+        let o = ExportOptions::default();
+        assert!(nft_update(&s, &o).ends_with(
+            "flush set inet vipps_allow v4\nflush set inet vipps_allow v6\n\
+             add element inet vipps_allow v4 { 51.105.122.48 comment \"callback-2.vipps.no, callback-dr-1.vipps.no\",\n\
+             \t\t\t     104.45.17.199 comment \"callback-1.vipps.no\" }\n\
+             add element inet vipps_allow v6 { 2a01:4f8::1 comment \"callback-2.vipps.no\" }\n"
+        ));
+        assert!(nginx(&s).ends_with(
+            "allow 51.105.122.48; # callback-2.vipps.no, callback-dr-1.vipps.no\n\
+             allow 104.45.17.199; # callback-1.vipps.no\nallow 2a01:4f8::1; # callback-2.vipps.no\ndeny all;\n"
+        ));
+        assert!(haproxy_acl(&s).ends_with(
+            "# callback-2.vipps.no, callback-dr-1.vipps.no\n51.105.122.48\n# callback-1.vipps.no\n104.45.17.199\n\
+             # callback-2.vipps.no\n2a01:4f8::1\n"
+        ));
+        let ipt = iptables(&s, &o, false);
+        assert!(
+            ipt.contains(
+                "*filter\n:VIPPS_CB - [0:0]\n-F VIPPS_CB\n-A VIPPS_CB -s 51.105.122.48/32"
+            )
+        );
+        assert!(ipt.ends_with("-A VIPPS_CB -j DROP\nCOMMIT\n"));
+        assert!(!ipt.contains("2a01"));
+        assert!(iptables(&s, &o, true).contains("-A VIPPS_CB -s 2a01:4f8::1/128 -m comment --comment \"callback-2.vipps.no\" -j ACCEPT\n"));
+        let ips = ipset(&s, &o);
+        assert!(ips.contains("create vipps4-tmp hash:ip family inet comment -exist\nflush vipps4-tmp\n\
+             add vipps4-tmp 51.105.122.48 comment \"callback-2.vipps.no, callback-dr-1.vipps.no\" -exist\n\
+             add vipps4-tmp 104.45.17.199 comment \"callback-1.vipps.no\" -exist\nswap vipps4-tmp vipps4\ndestroy vipps4-tmp\n"));
+        assert!(ips.contains("swap vipps6-tmp vipps6\n"));
+        assert_eq!(
+            haproxy_runtime_commands(&s, "/etc/haproxy/vipps.lst", 7),
+            [
+                "add acl @7 /etc/haproxy/vipps.lst 51.105.122.48",
+                "add acl @7 /etc/haproxy/vipps.lst 104.45.17.199",
+                "add acl @7 /etc/haproxy/vipps.lst 2a01:4f8::1",
+                "commit acl @7 /etc/haproxy/vipps.lst",
+            ]
+        );
+        assert!(
+            haproxy_runtime(&s, &o).contains("api \"commit acl @$V /etc/haproxy/vipps.lst\"\n")
+        );
+        let j: serde_json::Value = serde_json::from_str(&json(&s)).unwrap();
+        assert_eq!(j["addresses"][0]["address"], "51.105.122.48");
+        assert_eq!(j["ipv6"][0], "2a01:4f8::1");
+    }
+
+    #[test]
+    fn deterministic_and_comment_safe() {
+        let a = AllowSet::from_pairs([
+            ("8.8.8.8".parse().unwrap(), "b\"; drop"),
+            ("1.1.1.1".parse().unwrap(), "a"),
+        ]);
+        let b = AllowSet::from_pairs([
+            ("1.1.1.1".parse().unwrap(), "a"),
+            ("8.8.8.8".parse().unwrap(), "b\"; drop"),
+        ]);
+        for f in Format::ALL {
+            assert_eq!(
+                render(f, &a, &ExportOptions::default()),
+                render(f, &b, &ExportOptions::default())
+            );
+            assert_eq!(f.as_str().parse::<Format>().unwrap(), f);
+        }
+        assert!(nginx(&a).contains("# b__ drop\n"));
+        // Empty sets still render valid artefacts (never published, but a format must not break).
+        assert!(!nft_table(&AllowSet::empty(), &ExportOptions::default()).contains("elements"));
+        assert_eq!(nginx(&AllowSet::empty()).lines().last(), Some("deny all;"));
+    }
+}
