@@ -1,0 +1,400 @@
+//! `vipps allowlist ...` through the real binary against DNS servers on 127.0.0.1: fail closed, last-known-good
+//! from the snapshot, atomic writes and `--on-change` only on change (dnsmasq).
+#![allow(clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VIPPS: &str = env!("CARGO_BIN_EXE_vipps");
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn vipps(args: &[&str]) -> Output {
+    Command::new(VIPPS)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("vipps runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// dnsmasq serving an `--addn-hosts` file on a free port of 127.0.0.1.
+struct Dnsmasq {
+    addr: SocketAddr,
+    hosts: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    fn start(hosts: &str) -> Option<Dnsmasq> {
+        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!(
+                    "dnsmasq is not installed, and CI must run this test (apt-get install -y dnsmasq)"
+                );
+            }
+            eprintln!(
+                "SKIPPED: dnsmasq is not installed (apt-get install -y dnsmasq); skipping this test"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, hosts).unwrap();
+        for _ in 0..5 {
+            let port = free_udp_port();
+            let mut child = Command::new(bin)
+                .args([
+                    "--no-daemon",
+                    &format!("--port={port}"),
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--local=/vipps.no/",
+                    "--local-ttl=1",
+                    "--pid-file=",
+                    "--user=root",
+                    &format!("--addn-hosts={}", path.display()),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq starts");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            for _ in 0..100 {
+                if std::net::UdpSocket::bind(addr).is_err() {
+                    return Some(Dnsmasq {
+                        addr,
+                        hosts: path,
+                        child,
+                        _dir: dir,
+                    });
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start");
+    }
+
+    fn set_hosts(&self, hosts: &str) {
+        std::fs::write(&self.hosts, hosts).unwrap();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn first_start_without_data_fails_closed_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("allow.conf");
+    let ns = format!("127.0.0.1:{}", free_udp_port());
+    let o = vipps(&[
+        "allowlist",
+        "export",
+        "--format",
+        "nginx",
+        "--name",
+        "callback-mt-1.vipps.no",
+        "--nameserver",
+        &ns,
+        "--timeout",
+        "300ms",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "stderr: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("fail closed"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!out.exists(), "nothing is written when nothing is known");
+}
+
+#[test]
+fn export_uses_the_snapshot_when_dns_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"names":{"callback-mt-1.vipps.no":{"addresses":{"127.0.0.11":{"last_seen":1700000000,"ttl":60},"10.9.9.9":{"last_seen":1700000000,"ttl":60}}}}}"#,
+    )
+    .unwrap();
+    let ns = format!("127.0.0.1:{}", free_udp_port());
+    let o = vipps(&[
+        "allowlist",
+        "export",
+        "--format",
+        "nginx",
+        "--name",
+        "callback-mt-1.vipps.no",
+        "--nameserver",
+        &ns,
+        "--timeout",
+        "300ms",
+        "--state",
+        state.to_str().unwrap(),
+        "--allow-net",
+        "127.0.0.0/8",
+    ]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("allow 127.0.0.11; # callback-mt-1.vipps.no\n"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("10.9.9.9"),
+        "a private address from the snapshot is not admitted: {stdout}"
+    );
+    assert!(stdout.ends_with("deny all;\n"));
+    // Usage errors exit 2.
+    assert_eq!(
+        vipps(&["allowlist", "export", "--format", "pf"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn resolve_and_export_against_dnsmasq() {
+    let Some(dns) = Dnsmasq::start(
+        "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n10.0.0.1 callback-mt-2.vipps.no\n",
+    ) else {
+        return;
+    };
+    let ns = dns.addr.to_string();
+    let o = vipps(&[
+        "allowlist",
+        "resolve",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+        "--allow-net",
+        "127.0.0.0/8",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["names"][0]["name"], "callback-mt-1.vipps.no");
+    assert_eq!(v["names"][0]["answered"][0], "127.0.0.11");
+    assert_eq!(v["names"][1]["rejected"][0], "10.0.0.1");
+    assert_eq!(v["addresses"].as_array().unwrap().len(), 2);
+
+    let o = vipps(&[
+        "allowlist",
+        "resolve",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+        "--allow-net",
+        "127.0.0.0/8",
+    ]);
+    let t = text(&o.stdout);
+    assert!(
+        t.contains("callback-mt-1.vipps.no  ok        127.0.0.11 (ttl 1s)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("2 addresses (2 IPv4, 0 IPv6) from 2/2 names answering"),
+        "{t}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("vipps.lst");
+    let o = vipps(&[
+        "allowlist",
+        "export",
+        "--format",
+        "haproxy",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+        "--allow-net",
+        "127.0.0.0/8",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert!(
+        std::fs::read_to_string(&out).unwrap().ends_with(
+            "# callback-mt-1.vipps.no\n127.0.0.11\n# callback-mt-2.vipps.no\n127.0.0.12\n"
+        )
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["vipps.lst"], "no temporary file is left behind");
+}
+
+#[cfg(unix)]
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+#[cfg(unix)]
+#[test]
+fn watch_rewrites_atomically_and_runs_on_change_only_when_the_content_changed() {
+    let Some(dns) =
+        Dnsmasq::start("127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("allow.conf");
+    let state = dir.path().join("state.json");
+    let log = dir.path().join("changes.log");
+    let hook = format!(
+        "echo \"changed $VIPPS_ALLOWLIST_FILE\" >> {}",
+        log.display()
+    );
+    let ns = dns.addr.to_string();
+    let args = |iterations: &'static str| -> Vec<String> {
+        [
+            "allowlist",
+            "watch",
+            "--profile",
+            "test",
+            "--nameserver",
+            &ns,
+            "--allow-net",
+            "127.0.0.0/8",
+            "--format",
+            "nginx",
+            "--output",
+            out.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--on-change",
+            &hook,
+            "--min-ttl",
+            "1s",
+            "--max-ttl",
+            "1s",
+            "--timeout",
+            "500ms",
+            "--max-iterations",
+            iterations,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let child = Command::new(VIPPS)
+        .args(args("4"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !out.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first file never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_inode = inode(&out);
+    let first = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        first.contains("allow 127.0.0.11; # callback-mt-1.vipps.no\nallow 127.0.0.12;"),
+        "{first}"
+    );
+
+    // The address of callback-mt-1 rotates.
+    dns.set_hosts("127.0.0.21 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n");
+    let o = child.wait_with_output().unwrap();
+    let stdout = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&o.stderr)
+    );
+    let now = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        now.contains("allow 127.0.0.21; # callback-mt-1.vipps.no\n"),
+        "{now}"
+    );
+    assert!(
+        now.contains("allow 127.0.0.11;"),
+        "the old address stays for its grace period: {now}"
+    );
+    assert_ne!(
+        inode(&out),
+        first_inode,
+        "the file is replaced by a rename, not rewritten in place"
+    );
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        runs.lines().count(),
+        2,
+        "one run for the first write, one for the change: {runs}"
+    );
+    assert!(runs.starts_with(&format!("changed {}", out.display())));
+    assert!(
+        stdout.contains("allowlist: + 127.0.0.21 (callback-mt-1.vipps.no)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("3 addresses (3 IPv4, 0 IPv6) from 2/2 names answering"),
+        "{stdout}"
+    );
+
+    // A restart with the same snapshot renders the same content: the command does not run.
+    let o = Command::new(VIPPS).args(args("1")).output().unwrap();
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["allow.conf", "changes.log", "state.json"],
+        "no temporary file is left behind"
+    );
+}
