@@ -1,1 +1,38 @@
-//! Filled by a later issue.
+//! A local, stateful, durable Vipps MobilePay API platform for tests and development.
+//!
+//! It serves the access-token endpoint, the ePayment API v1 and the Webhooks API v1 with the vendor's status
+//! codes, field names and problem bodies; enforces the header contract; makes create, capture, refund and cancel
+//! idempotent (replays byte for byte, refuses a reused key with a different body, answers 423 while the first
+//! request still runs); keeps state in SQLite with group commit; and offers test controls under `/_emulator/`:
+//! a movable clock, acting as the user, fault injection and a request record.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use vipps_emulator::{Config, Emulator, MerchantConfig};
+//!
+//! let config = Config::ephemeral().with_merchant(MerchantConfig::test("654321", "id", "secret", "key")?);
+//! let emu = Emulator::start(config).await?;
+//! let base = emu.base_url().clone(); // http://127.0.0.1:<port>/
+//! # let _ = base;
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod faults;
+pub mod http;
+pub mod ids;
+pub mod render;
+pub mod reqlog;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use config::{Config, Durability, MerchantConfig, MerchantEnvironment, PartnerConfig, Storage, Validation};
+pub use server::{Emulator, Injected, StartError};

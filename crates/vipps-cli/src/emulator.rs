@@ -1,0 +1,116 @@
+//! `vipps emulator`: runs the platform emulator until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use vipps_emulator::{Config, Durability, Emulator, MerchantConfig, PartnerConfig, Storage, Validation};
+
+use crate::exit::{Class, classify};
+
+/// Options of `vipps emulator`.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on; port 0 picks a free port (the bound URL is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "VIPPS_EMULATOR_LISTEN")]
+    listen: SocketAddr,
+    /// Directory for the SQLite database (default: $VIPPS_EMULATOR_DATA, else ~/.local/share/vipps-emulator).
+    #[arg(long, conflicts_with = "in_memory")]
+    data: Option<PathBuf>,
+    /// Keep state in a throwaway database that is deleted at exit.
+    #[arg(long)]
+    in_memory: bool,
+    /// Add a test merchant: MSN:CLIENT_ID:CLIENT_SECRET:SUBSCRIPTION_KEY (repeatable).
+    #[arg(long = "merchant", value_name = "SPEC")]
+    merchants: Vec<String>,
+    /// Add a test partner: CLIENT_ID:CLIENT_SECRET:SUBSCRIPTION_KEY:MSN,MSN,... (repeatable).
+    #[arg(long = "partner", value_name = "SPEC")]
+    partners: Vec<String>,
+    /// A TOML configuration file (merchants, token lifetimes, limits, validation, retention).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Accept and log headers that break the contract instead of answering 400.
+    #[arg(long)]
+    lenient: bool,
+    /// Turn off the /_emulator test controls.
+    #[arg(long)]
+    no_controls: bool,
+    /// Acknowledge writes once they reach the OS instead of after fsync (survives a process crash, not power loss).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Demand https and public addresses for webhook URLs.
+    #[arg(long)]
+    strict_webhook_urls: bool,
+}
+
+fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
+    let mut cfg = Config::default();
+    if let Some(path) = &a.config {
+        cfg = cfg.apply_toml_file(path).map_err(|e| classify(Class::Usage, e))?;
+    }
+    cfg.listen = a.listen;
+    if a.in_memory {
+        cfg.storage = Storage::Ephemeral;
+    } else if let Some(d) = &a.data {
+        cfg.storage = Storage::Dir(d.clone());
+    }
+    for m in &a.merchants {
+        cfg.merchants.push(MerchantConfig::parse_spec(m).map_err(|e| classify(Class::Usage, e))?);
+    }
+    for p in &a.partners {
+        cfg.partners.push(PartnerConfig::parse_spec(p).map_err(|e| classify(Class::Usage, e))?);
+    }
+    if a.lenient {
+        cfg.validation = Validation::Lenient;
+    }
+    if a.no_controls {
+        cfg.controls = false;
+    }
+    if a.no_fsync {
+        cfg.durability = Durability::Process;
+    }
+    if a.strict_webhook_urls {
+        cfg.strict_webhook_urls = true;
+    }
+    cfg.validate().map_err(|e| classify(Class::Usage, e))?;
+    Ok(cfg)
+}
+
+/// Runs the emulator until interrupted.
+pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
+    let cfg = build_config(&args)?;
+    let storage = match &cfg.storage {
+        Storage::Ephemeral => "in memory (throwaway)".to_owned(),
+        Storage::Dir(d) => d.display().to_string(),
+    };
+    let mut emu = Emulator::start(cfg).await.context("starting the emulator")?;
+    let demo = emu.demo_merchant().clone();
+    println!("Vipps emulator listening on {}", emu.base_url());
+    println!("  data:             {storage}");
+    println!("  demo merchant:    MSN {} (test)", demo.msn);
+    println!("    client_id:        {}", demo.client_id);
+    println!("    client_secret:    {}", demo.client_secret);
+    println!("    subscription key: {}", demo.subscription_key);
+    for m in emu.config().merchants.iter().filter(|m| m.msn != demo.msn) {
+        println!("  merchant:         MSN {} ({:?}), client_id {}", m.msn, m.environment, m.client_id);
+    }
+    for p in &emu.config().partners {
+        let msns: Vec<_> = p.msns.iter().map(|m| m.as_str()).collect();
+        println!("  partner:          client_id {} for MSN {}", p.client_id, msns.join(", "));
+    }
+    if emu.config().controls {
+        println!("  test controls:    {}_emulator/ (clock, faults, requests, approve/reject)", emu.base_url());
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let token = emu.shutdown_token();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("stopping");
+            token.cancel();
+        }
+        _ = emu.wait() => {}
+    }
+    Ok(())
+}

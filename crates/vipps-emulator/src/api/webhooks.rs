@@ -1,0 +1,124 @@
+//! Webhooks API v1 handlers: register, list, delete.
+
+use axum::extract::{Path, Request, State};
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use vipps_types::webhooks::{QueryResponse, RegisterRequest, Webhook};
+
+use super::{S, internal, meta_of, run_write};
+use crate::auth;
+use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
+use crate::store::{Op, WebhookRow};
+
+/// Event types the emulator accepts registrations for (ePayment, plus the other APIs' documented types).
+pub fn known_event_types() -> Vec<String> {
+    let mut v = vipps_types::webhooks::epayment_event_types();
+    for e in [
+        "recurring.agreement-activated.v1",
+        "recurring.agreement-rejected.v1",
+        "recurring.agreement-stopped.v1",
+        "recurring.agreement-expired.v1",
+        "recurring.charge-reserved.v1",
+        "recurring.charge-captured.v1",
+        "recurring.charge-canceled.v1",
+        "recurring.charge-refunded.v1",
+        "recurring.charge-failed.v1",
+        "recurring.charge-creation-failed.v1",
+        "user.checked-in.v1",
+    ] {
+        v.push(e.to_owned());
+    }
+    v
+}
+
+fn bad(meta: &RequestMeta, field: &str, reason: impl Into<String>) -> ApiError {
+    let reason = reason.into();
+    meta.problem(400, "Bad Request", format!("Invalid `{field}`: {reason}")).field(field, reason).err()
+}
+
+fn check_url(strict: bool, raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a valid absolute URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if !strict => {}
+        "http" => return Err("must use https (strict webhook URLs)".into()),
+        other => return Err(format!("the `{other}` scheme is not allowed; use https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must have a host".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a fragment".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    if strict {
+        let public = match url.host() {
+            Some(url::Host::Ipv4(ip)) => {
+                !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast())
+            }
+            Some(url::Host::Ipv6(ip)) => !(ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00),
+            Some(url::Host::Domain(d)) => d != "localhost" && !d.ends_with(".localhost") && d.contains('.'),
+            None => false,
+        };
+        if !public {
+            return Err("must be a public, world-reachable address (strict webhook URLs)".into());
+        }
+    }
+    Ok(url)
+}
+
+/// `POST /webhooks/v1/webhooks`.
+pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    let (parts, body) = req.into_parts();
+    let auth = auth::authenticate(&s, &meta, &parts.headers, false)?;
+    let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
+    let r: RegisterRequest = parse_json(&meta, &bytes)?;
+    let url = check_url(s.config.strict_webhook_urls, &r.url).map_err(|e| bad(&meta, "url", e))?;
+    if r.events.is_empty() {
+        return Err(bad(&meta, "events", "at least one event type is required"));
+    }
+    let known = known_event_types();
+    let mut events: Vec<String> = Vec::new();
+    for (i, e) in r.events.iter().enumerate() {
+        if !known.contains(e) {
+            return Err(bad(&meta, &format!("events[{i}]"), format!("unknown event type `{e}`")));
+        }
+        if !events.contains(e) {
+            events.push(e.clone());
+        }
+    }
+    let secret = base64::engine::general_purpose::STANDARD.encode([s.ids.bytes16(), s.ids.bytes16()].concat());
+    let row = WebhookRow {
+        id: crate::ids::uuid_from(s.ids.bytes16()),
+        owner: auth.owner(),
+        url: url.to_string(),
+        events,
+        secret,
+        created_ms: s.clock.unix_ms(),
+    };
+    run_write(&s, &meta, Op::RegisterWebhook { row, max_per_event: s.config.limits.webhooks_per_event }).await
+}
+
+/// `GET /webhooks/v1/webhooks` (secrets are never listed).
+pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    let auth = auth::authenticate(&s, &meta, req.headers(), false)?;
+    let rows = s.store.webhooks(&auth.owner()).await.map_err(|e| internal(&meta, &e))?;
+    let body = QueryResponse {
+        webhooks: rows.into_iter().map(|w| Webhook { id: w.id, url: w.url, events: w.events }).collect(),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// `DELETE /webhooks/v1/webhooks/{id}`.
+pub async fn delete(State(s): State<S>, Path(id): Path<String>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    let auth = auth::authenticate(&s, &meta, req.headers(), false)?;
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(bad(&meta, "id", "must be a UUID"));
+    }
+    run_write(&s, &meta, Op::DeleteWebhook { owner: auth.owner(), id }).await
+}

@@ -1,0 +1,557 @@
+//! The ePayment state machine, as pure functions over a [`Payment`] row: no I/O, time and ids are passed in.
+//!
+//! ```text
+//! CREATED --user approves--> AUTHORIZED (capture, refund and cancel move only the aggregate)
+//! CREATED --user rejects---> ABORTED
+//! CREATED --expiry---------> EXPIRED
+//! CREATED --merchant cancel> TERMINATED
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vipps_types::money::Currency;
+use vipps_types::problem::ErrorCode;
+
+/// The stored state of a payment (a storage row, not a wire type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PState {
+    /// Waiting for the user.
+    Created,
+    /// The user rejected.
+    Aborted,
+    /// Not approved in time.
+    Expired,
+    /// Approved.
+    Authorized,
+    /// Cancelled by the merchant before approval.
+    Terminated,
+}
+
+impl PState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PState::Created => "CREATED",
+            PState::Aborted => "ABORTED",
+            PState::Expired => "EXPIRED",
+            PState::Authorized => "AUTHORIZED",
+            PState::Terminated => "TERMINATED",
+        }
+    }
+}
+
+/// The name of a stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventName {
+    /// Created.
+    Created,
+    /// Aborted by the user.
+    Aborted,
+    /// Expired.
+    Expired,
+    /// Cancelled after approval.
+    Cancelled,
+    /// Captured.
+    Captured,
+    /// Refunded.
+    Refunded,
+    /// Authorized.
+    Authorized,
+    /// Terminated before approval.
+    Terminated,
+}
+
+impl EventName {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::Created => "CREATED",
+            EventName::Aborted => "ABORTED",
+            EventName::Expired => "EXPIRED",
+            EventName::Cancelled => "CANCELLED",
+            EventName::Captured => "CAPTURED",
+            EventName::Refunded => "REFUNDED",
+            EventName::Authorized => "AUTHORIZED",
+            EventName::Terminated => "TERMINATED",
+        }
+    }
+}
+
+/// One entry of a payment's event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// This event's own pspReference.
+    pub psp: String,
+    /// What happened.
+    pub name: EventName,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Emulator time, Unix milliseconds.
+    pub at_ms: i64,
+    /// The idempotency key of the request that caused it.
+    pub key: Option<String>,
+    /// Outcome.
+    pub success: bool,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// Sales unit.
+    pub msn: String,
+    /// Merchant reference.
+    pub reference: String,
+    /// Currency.
+    pub currency: Currency,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// State.
+    pub state: PState,
+    /// Authorized total.
+    pub authorized: i64,
+    /// Cancelled total.
+    pub cancelled: i64,
+    /// Captured total.
+    pub captured: i64,
+    /// Refunded total.
+    pub refunded: i64,
+    /// The payment's pspReference (its CREATED event's).
+    pub psp: String,
+    /// Landing page or QR URL.
+    pub redirect_url: Option<String>,
+    /// The user flow, as sent.
+    pub user_flow: String,
+    /// `WALLET` or `CARD`.
+    pub method: String,
+    /// Requested profile scope.
+    pub scope: Option<String>,
+    /// The user's `sub`, once authorized with a scope.
+    pub sub: Option<String>,
+    /// Merchant metadata.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Created at (ms).
+    pub created_ms: i64,
+    /// Expires at (ms) while CREATED.
+    pub expires_ms: i64,
+    /// Magic amount 201: approval result unknown until this time (ms).
+    pub pending_until_ms: Option<i64>,
+    /// Whether the merchant is a test merchant (magic amounts and force approve apply).
+    pub test: bool,
+    /// The token in the redirect URL (force approve may name it).
+    pub token: String,
+    /// The event log, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// A business-rule failure, with the HTTP status and the Vipps error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainError {
+    /// HTTP status.
+    pub status: u16,
+    /// The Vipps error code.
+    pub code: ErrorCode,
+    /// Explanation.
+    pub detail: String,
+}
+
+impl DomainError {
+    fn new(status: u16, code: ErrorCode, detail: impl Into<String>) -> Self {
+        DomainError { status, code, detail: detail.into() }
+    }
+}
+
+/// What a change needs from the outside: the time and fresh pspReferences.
+pub struct Ctx<'a> {
+    /// Emulator time, Unix milliseconds.
+    pub now_ms: i64,
+    /// Makes a new pspReference.
+    pub new_psp: &'a dyn Fn() -> String,
+}
+
+/// Magic amounts of the test environment that make an approval fail: (value, status, code, detail).
+const FAILING_APPROVALS: &[(i64, u16, ErrorCode, &str)] = &[
+    (151, 400, ErrorCode::FundsUnavailable, "Insufficient funds (test amount 151)"),
+    (182, 400, ErrorCode::ApproveFailed, "Refused by issuer (test amount 182)"),
+    (183, 400, ErrorCode::ApproveFailed, "Suspected fraud (test amount 183)"),
+    (184, 400, ErrorCode::ApproveFailed, "Withdrawal amount limit exceeded (test amount 184)"),
+    (185, 400, ErrorCode::ApproveFailed, "Withdrawal frequency limit exceeded (test amount 185)"),
+    (186, 500, ErrorCode::InternalError, "Expired card (test amount 186)"),
+    (187, 400, ErrorCode::ApproveFailed, "Invalid card (test amount 187)"),
+    (197, 400, ErrorCode::ApproveFailed, "3-D Secure denied (test amount 197)"),
+    (202, 400, ErrorCode::IdentificationRequired, "Strong customer authentication required (test amount 202)"),
+];
+
+/// Magic amount whose approval result stays unknown for an hour before it is authorized.
+pub const PENDING_AMOUNT: i64 = 201;
+/// How long the 201 result stays unknown.
+pub const PENDING_MS: i64 = 3_600_000;
+
+impl Payment {
+    /// The next time this payment changes by itself (expiry or a pending approval), if any.
+    pub fn due_ms(&self) -> Option<i64> {
+        if self.state != PState::Created {
+            return None;
+        }
+        Some(self.pending_until_ms.unwrap_or(self.expires_ms))
+    }
+
+    fn push(&mut self, ctx: &Ctx<'_>, name: EventName, amount: i64, at_ms: i64, key: Option<&str>) {
+        self.events.push(Event {
+            psp: (ctx.new_psp)(),
+            name,
+            amount,
+            at_ms,
+            key: key.map(str::to_owned),
+            success: true,
+        });
+    }
+
+    /// Applies what time has done: a pending approval resolves, an unapproved payment expires. Events carry the
+    /// time the change became due, not the time it was noticed. Returns whether anything changed.
+    pub fn settle(&mut self, ctx: &Ctx<'_>) -> bool {
+        if self.state != PState::Created {
+            return false;
+        }
+        if let Some(until) = self.pending_until_ms {
+            if ctx.now_ms >= until {
+                self.pending_until_ms = None;
+                self.authorize(ctx, until, None);
+                return true;
+            }
+            return false;
+        }
+        if ctx.now_ms >= self.expires_ms {
+            self.state = PState::Expired;
+            let (amount, at) = (self.amount, self.expires_ms);
+            self.push(ctx, EventName::Expired, amount, at, None);
+            return true;
+        }
+        false
+    }
+
+    fn authorize(&mut self, ctx: &Ctx<'_>, at_ms: i64, key: Option<&str>) {
+        self.state = PState::Authorized;
+        self.authorized = self.amount;
+        if self.scope.is_some() && self.sub.is_none() {
+            self.sub = Some(format!("emulator-sub-{}", self.psp));
+        }
+        let amount = self.amount;
+        self.push(ctx, EventName::Authorized, amount, at_ms, key);
+    }
+
+    /// The user (or force approve) approves the payment.
+    pub fn approve(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
+        self.settle(ctx);
+        match self.state {
+            PState::Created if self.pending_until_ms.is_some() => {
+                Err(DomainError::new(400, ErrorCode::OrderProcessing, "The approval of this payment is being processed"))
+            }
+            PState::Created => {
+                if self.test {
+                    if let Some((_, status, code, detail)) =
+                        FAILING_APPROVALS.iter().find(|(v, ..)| *v == self.amount)
+                    {
+                        return Err(DomainError::new(*status, *code, *detail));
+                    }
+                    if self.amount == PENDING_AMOUNT {
+                        self.pending_until_ms = Some(ctx.now_ms + PENDING_MS);
+                        return Ok(());
+                    }
+                }
+                self.authorize(ctx, ctx.now_ms, None);
+                Ok(())
+            }
+            PState::Authorized => {
+                Err(DomainError::new(400, ErrorCode::AlreadyReserved, "The payment is already authorized"))
+            }
+            s => Err(DomainError::new(
+                400,
+                ErrorCode::ApproveFailed,
+                format!("The payment is {} and can no longer be approved", s.as_str()),
+            )),
+        }
+    }
+
+    /// The user rejects the payment.
+    pub fn reject(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
+        self.settle(ctx);
+        match self.state {
+            PState::Created => {
+                self.state = PState::Aborted;
+                self.pending_until_ms = None;
+                let amount = self.amount;
+                self.push(ctx, EventName::Aborted, amount, ctx.now_ms, None);
+                Ok(())
+            }
+            s => Err(DomainError::new(
+                400,
+                ErrorCode::OperationNotSupported,
+                format!("The payment is {} and can no longer be rejected", s.as_str()),
+            )),
+        }
+    }
+
+    /// The merchant captures `value` (partial and repeated captures allowed up to the authorized amount).
+    pub fn capture(&mut self, ctx: &Ctx<'_>, currency: Currency, value: i64, key: &str) -> Result<(), DomainError> {
+        self.settle(ctx);
+        self.check_currency(currency)?;
+        if value <= 0 {
+            return Err(DomainError::new(400, ErrorCode::InvalidAmount, "modificationAmount.value must be above 0"));
+        }
+        match self.state {
+            PState::Authorized => {}
+            PState::Created => {
+                return Err(DomainError::new(
+                    400,
+                    ErrorCode::CaptureBeforeReservation,
+                    "The payment is not authorized yet, so nothing is reserved to capture",
+                ));
+            }
+            s => {
+                return Err(DomainError::new(
+                    400,
+                    ErrorCode::CannotCaptureInState,
+                    format!("A {} payment cannot be captured", s.as_str()),
+                ));
+            }
+        }
+        if self.cancelled > 0 {
+            return Err(DomainError::new(400, ErrorCode::CannotCaptureCancelled, "The payment is cancelled"));
+        }
+        let left = self.authorized - self.captured;
+        if left == 0 {
+            return Err(DomainError::new(400, ErrorCode::AlreadyCaptured, "The authorized amount is fully captured"));
+        }
+        if value > left {
+            return Err(DomainError::new(
+                400,
+                ErrorCode::CaptureAmountTooHigh,
+                format!("Cannot capture {value}: only {left} of the authorized amount is left to capture"),
+            ));
+        }
+        self.captured += value;
+        self.push(ctx, EventName::Captured, value, ctx.now_ms, Some(key));
+        Ok(())
+    }
+
+    /// The merchant refunds `value` (up to the captured amount not yet refunded).
+    pub fn refund(&mut self, ctx: &Ctx<'_>, currency: Currency, value: i64, key: &str) -> Result<(), DomainError> {
+        self.settle(ctx);
+        self.check_currency(currency)?;
+        if value <= 0 {
+            return Err(DomainError::new(400, ErrorCode::InvalidAmount, "modificationAmount.value must be above 0"));
+        }
+        match self.state {
+            PState::Authorized => {}
+            PState::Created => {
+                return Err(DomainError::new(
+                    400,
+                    ErrorCode::RefundBeforeReservation,
+                    "The payment is not authorized yet, so there is nothing to refund",
+                ));
+            }
+            s => {
+                return Err(DomainError::new(
+                    400,
+                    ErrorCode::CannotRefundInState,
+                    format!("A {} payment cannot be refunded", s.as_str()),
+                ));
+            }
+        }
+        if self.test && value == 123 {
+            return Err(DomainError::new(
+                400,
+                ErrorCode::RefundNotPossible,
+                "The refund cannot be made: the user has no account to refund to (test amount 123)",
+            ));
+        }
+        if self.test && value == 124 {
+            return Err(DomainError::new(
+                400,
+                ErrorCode::RefundPeriodExpired,
+                "The refund period has expired (test amount 124)",
+            ));
+        }
+        let left = self.captured - self.refunded;
+        if self.captured > 0 && left == 0 {
+            return Err(DomainError::new(400, ErrorCode::AlreadyRefunded, "The captured amount is fully refunded"));
+        }
+        if value > left {
+            return Err(DomainError::new(
+                400,
+                ErrorCode::NotEnoughRefundable,
+                format!("Cannot refund {value}: only {left} of the captured amount can be refunded"),
+            ));
+        }
+        self.refunded += value;
+        self.push(ctx, EventName::Refunded, value, ctx.now_ms, Some(key));
+        Ok(())
+    }
+
+    /// The merchant cancels. Before approval the payment is `TERMINATED`; after approval the uncaptured
+    /// remainder is released (`cancelledAmount`) and the state stays `AUTHORIZED`. With `transaction_only`, an
+    /// authorized payment is refused (6060).
+    pub fn cancel(&mut self, ctx: &Ctx<'_>, transaction_only: bool, key: Option<&str>) -> Result<(), DomainError> {
+        self.settle(ctx);
+        match self.state {
+            PState::Created => {
+                if self.pending_until_ms.is_some() {
+                    return Err(DomainError::new(
+                        409,
+                        ErrorCode::CannotCancelProcessing,
+                        "The approval of this payment is being processed",
+                    ));
+                }
+                self.state = PState::Terminated;
+                let amount = self.amount;
+                self.push(ctx, EventName::Terminated, amount, ctx.now_ms, key);
+                Ok(())
+            }
+            PState::Authorized => {
+                if transaction_only {
+                    return Err(DomainError::new(
+                        400,
+                        ErrorCode::CannotCancelAuthorized,
+                        "cancelTransactionOnly is set and the payment is already authorized",
+                    ));
+                }
+                if self.cancelled > 0 {
+                    // Already cancelled: cancelling again changes nothing.
+                    return Ok(());
+                }
+                let left = self.authorized - self.captured;
+                if left == 0 {
+                    return Err(DomainError::new(
+                        400,
+                        ErrorCode::CannotCancelCaptured,
+                        "The payment is fully captured; refund it instead",
+                    ));
+                }
+                self.cancelled += left;
+                self.push(ctx, EventName::Cancelled, left, ctx.now_ms, key);
+                Ok(())
+            }
+            PState::Terminated => Ok(()),
+            s => Err(DomainError::new(
+                400,
+                ErrorCode::CannotCancelInState,
+                format!("A {} payment cannot be cancelled", s.as_str()),
+            )),
+        }
+    }
+
+    fn check_currency(&self, currency: Currency) -> Result<(), DomainError> {
+        if currency != self.currency {
+            return Err(DomainError::new(
+                400,
+                ErrorCode::InvalidCurrency,
+                format!("modificationAmount.currency must be {}, the currency of the payment", self.currency),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(amount: i64) -> Payment {
+        Payment {
+            msn: "123456".into(),
+            reference: "ref-12345678".into(),
+            currency: Currency::Nok,
+            amount,
+            state: PState::Created,
+            authorized: 0,
+            cancelled: 0,
+            captured: 0,
+            refunded: 0,
+            psp: "1".into(),
+            redirect_url: None,
+            user_flow: "WEB_REDIRECT".into(),
+            method: "WALLET".into(),
+            scope: None,
+            sub: None,
+            metadata: None,
+            created_ms: 0,
+            expires_ms: 600_000,
+            pending_until_ms: None,
+            test: true,
+            token: "t".into(),
+            events: vec![],
+        }
+    }
+
+    fn ctx(now_ms: i64) -> Ctx<'static> {
+        Ctx { now_ms, new_psp: &|| "p".to_string() }
+    }
+
+    #[test]
+    fn lifecycle_and_aggregates() {
+        let mut p = payment(1000);
+        assert_eq!(p.capture(&ctx(1), Currency::Nok, 100, "k").unwrap_err().code, ErrorCode::CaptureBeforeReservation);
+        p.approve(&ctx(1)).unwrap();
+        p.capture(&ctx(2), Currency::Nok, 400, "k1").unwrap();
+        p.capture(&ctx(3), Currency::Nok, 400, "k2").unwrap();
+        assert_eq!(p.capture(&ctx(4), Currency::Nok, 201, "k3").unwrap_err().code, ErrorCode::CaptureAmountTooHigh);
+        assert_eq!(p.refund(&ctx(4), Currency::Nok, 801, "r").unwrap_err().code, ErrorCode::NotEnoughRefundable);
+        p.refund(&ctx(5), Currency::Nok, 800, "r1").unwrap();
+        assert_eq!(p.refund(&ctx(5), Currency::Nok, 1, "r2").unwrap_err().code, ErrorCode::AlreadyRefunded);
+        p.cancel(&ctx(6), false, None).unwrap();
+        assert_eq!((p.authorized, p.captured, p.refunded, p.cancelled), (1000, 800, 800, 200));
+        assert_eq!(p.state, PState::Authorized);
+        assert_eq!(p.capture(&ctx(7), Currency::Nok, 1, "k4").unwrap_err().code, ErrorCode::CannotCaptureCancelled);
+        let names: Vec<_> = p.events.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            [EventName::Authorized, EventName::Captured, EventName::Captured, EventName::Refunded, EventName::Cancelled]
+        );
+    }
+
+    #[test]
+    fn cancel_rules() {
+        let mut p = payment(1000);
+        p.cancel(&ctx(1), true, Some("c")).unwrap();
+        assert_eq!(p.state, PState::Terminated);
+        let mut p = payment(1000);
+        p.approve(&ctx(1)).unwrap();
+        assert_eq!(p.cancel(&ctx(2), true, None).unwrap_err().code, ErrorCode::CannotCancelAuthorized);
+        p.capture(&ctx(2), Currency::Nok, 1000, "k").unwrap();
+        assert_eq!(p.cancel(&ctx(3), false, None).unwrap_err().code, ErrorCode::CannotCancelCaptured);
+    }
+
+    #[test]
+    fn expiry_and_magic_amounts() {
+        let mut p = payment(1000);
+        assert!(!p.settle(&ctx(599_999)));
+        assert!(p.settle(&ctx(600_000)));
+        assert_eq!(p.state, PState::Expired);
+        assert_eq!(p.events[0].at_ms, 600_000);
+        assert_eq!(p.approve(&ctx(700_000)).unwrap_err().code, ErrorCode::ApproveFailed);
+
+        let mut p = payment(151);
+        assert_eq!(p.approve(&ctx(1)).unwrap_err().code, ErrorCode::FundsUnavailable);
+        assert_eq!(p.state, PState::Created);
+        let mut p = payment(186);
+        assert_eq!(p.approve(&ctx(1)).unwrap_err().status, 500);
+
+        let mut p = payment(201);
+        p.approve(&ctx(1000)).unwrap();
+        assert_eq!(p.state, PState::Created);
+        assert!(!p.settle(&ctx(700_000)), "pending payments do not expire");
+        assert!(p.settle(&ctx(1000 + PENDING_MS)));
+        assert_eq!(p.state, PState::Authorized);
+
+        let mut p = payment(1000);
+        p.approve(&ctx(1)).unwrap();
+        p.capture(&ctx(1), Currency::Nok, 1000, "k").unwrap();
+        assert_eq!(p.refund(&ctx(1), Currency::Nok, 123, "r").unwrap_err().code, ErrorCode::RefundNotPossible);
+        assert_eq!(p.refund(&ctx(1), Currency::Nok, 124, "r").unwrap_err().code, ErrorCode::RefundPeriodExpired);
+        assert_eq!(p.refund(&ctx(1), Currency::Eur, 10, "r").unwrap_err().code, ErrorCode::InvalidCurrency);
+        let mut prod = payment(151);
+        prod.test = false;
+        prod.approve(&ctx(1)).unwrap();
+    }
+}

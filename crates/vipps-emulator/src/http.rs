@@ -1,0 +1,184 @@
+//! HTTP plumbing shared by the handlers: problem answers, body reading and JSON parsing that name the field.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
+use vipps_types::problem::{ErrorCode, GatewayError, Problem};
+
+use crate::render::StoredResponse;
+
+/// Per-request facts set by the outermost middleware.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// The trace id.
+    pub trace_id: String,
+    /// The request path.
+    pub path: String,
+}
+
+/// An early answer: a handler returns `Err(ApiError)` to stop with this response.
+#[derive(Debug)]
+pub struct ApiError(pub Box<Response>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult = Result<Response, ApiError>;
+
+impl RequestMeta {
+    /// A problem answer.
+    pub fn problem(&self, status: u16, title: &str, detail: impl Into<String>) -> ProblemBuilder {
+        ProblemBuilder {
+            problem: Problem::new(status, title, detail).with_instance(&self.path).with_trace_id(&self.trace_id),
+            retry_after: None,
+        }
+    }
+}
+
+/// Builds a problem answer.
+#[derive(Debug)]
+pub struct ProblemBuilder {
+    problem: Problem,
+    retry_after: Option<u64>,
+}
+
+impl ProblemBuilder {
+    /// Adds the Vipps error code.
+    pub fn code(mut self, c: ErrorCode) -> Self {
+        self.problem = self.problem.with_code(c);
+        self
+    }
+    /// Adds a field detail.
+    pub fn field(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.problem = self.problem.with_detail(name, reason);
+        self
+    }
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+    /// The problem.
+    pub fn into_problem(self) -> Problem {
+        self.problem
+    }
+    /// As an error.
+    pub fn err(self) -> ApiError {
+        ApiError(Box::new(self.into_response()))
+    }
+}
+
+impl IntoResponse for ProblemBuilder {
+    fn into_response(self) -> Response {
+        let mut r = stored_to_response(StoredResponse::problem(&self.problem), false);
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+/// The gateway's 401 body for a missing or unknown subscription key.
+pub fn gateway_401(message: &str) -> ApiError {
+    let body = serde_json::to_vec(&GatewayError { status_code: 401, message: message.into() }).unwrap_or_default();
+    ApiError(Box::new(
+        Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap_or_default(),
+    ))
+}
+
+/// Turns a stored answer into a response, marking replays.
+pub fn stored_to_response(r: StoredResponse, replayed: bool) -> Response {
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in &r.headers {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    if replayed {
+        resp.headers_mut().insert(vipps_types::headers::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// Reads a body up to `limit` bytes; 413 above.
+pub async fn read_body(meta: &RequestMeta, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_big {
+                Err(meta
+                    .problem(413, "Payload Too Large", format!("The request body is larger than {limit} bytes"))
+                    .field("body", format!("at most {limit} bytes"))
+                    .err())
+            } else {
+                Err(meta.problem(400, "Bad Request", format!("The request body could not be read: {e}")).err())
+            }
+        }
+    }
+}
+
+/// Parses JSON, answering 400 with the path of the offending field and the rule it broke.
+pub fn parse_json<T: DeserializeOwned>(meta: &RequestMeta, bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(meta
+            .problem(400, "Bad Request", "The request body is empty; a JSON object is required")
+            .field("body", "a JSON object is required")
+            .code(ErrorCode::MissingRequiredParameter)
+            .err());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            let field = if path == "." || path.is_empty() { field_from_message(&msg) } else { path };
+            let detail = if inner.is_syntax() || inner.is_eof() {
+                format!("The request body is not valid JSON: {msg}")
+            } else {
+                format!("Invalid value for `{field}`: {msg}")
+            };
+            Err(meta.problem(400, "Bad Request", detail).field(field, clean_reason(&msg)).err())
+        }
+    }
+}
+
+fn field_from_message(msg: &str) -> String {
+    // serde reports missing and unknown fields at the parent: take the name from the message.
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(i) = msg.find(marker) {
+            let rest = &msg[i + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                return rest[..end].to_owned();
+            }
+        }
+    }
+    "body".to_owned()
+}
+
+fn clean_reason(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// A header value as text, if present and not empty.
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+}

@@ -1,0 +1,118 @@
+//! The request record: every API request with its troubleshooting headers, queryable under
+//! `GET /_emulator/requests`. Bounded: the oldest records are dropped first.
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// One recorded request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Emulator time when the request arrived (RFC 3339, UTC).
+    pub time: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path, as received.
+    pub path: String,
+    /// Status of the answer; for a dropped connection, the status that was never delivered.
+    pub status: u16,
+    /// Time spent in the emulator, in milliseconds.
+    pub latency_ms: f64,
+    /// `Merchant-Serial-Number`, as sent.
+    pub msn: Option<String>,
+    /// `Vipps-System-Name`, as sent.
+    pub system_name: Option<String>,
+    /// `Vipps-System-Version`, as sent.
+    pub system_version: Option<String>,
+    /// `Vipps-System-Plugin-Name`, as sent.
+    pub plugin_name: Option<String>,
+    /// `Vipps-System-Plugin-Version`, as sent.
+    pub plugin_version: Option<String>,
+    /// `Idempotency-Key`, as sent.
+    pub idempotency_key: Option<String>,
+    /// The trace id of the request (also in problem bodies).
+    pub trace_id: String,
+    /// `true` when the answer was an idempotent replay.
+    pub replayed: bool,
+    /// The injected fault, if one applied (`status`, `delay`, `drop_after_commit`).
+    pub fault: Option<String>,
+    /// `true` when the connection was dropped without an answer.
+    pub dropped: bool,
+}
+
+/// Filters for [`RequestLog::query`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFilter {
+    /// Only this MSN.
+    pub msn: Option<String>,
+    /// Only this `Vipps-System-Name`.
+    pub system_name: Option<String>,
+    /// Only this status.
+    pub status: Option<u16>,
+    /// Only this method.
+    pub method: Option<String>,
+    /// Only this exact path.
+    pub path: Option<String>,
+    /// Only this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Only this trace id.
+    pub trace_id: Option<String>,
+    /// At most this many (newest first); default 100.
+    pub limit: Option<usize>,
+}
+
+/// The bounded record.
+#[derive(Debug)]
+pub struct RequestLog {
+    records: Mutex<VecDeque<RequestRecord>>,
+    capacity: usize,
+}
+
+impl RequestLog {
+    /// A record keeping at most `capacity` requests.
+    pub fn new(capacity: usize) -> Self {
+        RequestLog { records: Mutex::new(VecDeque::with_capacity(capacity.min(4096))), capacity: capacity.max(1) }
+    }
+
+    /// Adds a record.
+    pub fn push(&self, r: RequestRecord) {
+        let mut q = self.records.lock();
+        if q.len() >= self.capacity {
+            q.pop_front();
+        }
+        q.push_back(r);
+    }
+
+    /// Matching records, newest first.
+    pub fn query(&self, f: &RequestFilter) -> Vec<RequestRecord> {
+        let limit = f.limit.unwrap_or(100);
+        let eq = |want: &Option<String>, have: &Option<String>| want.as_ref().is_none_or(|w| have.as_ref() == Some(w));
+        let q = self.records.lock();
+        q.iter()
+            .rev()
+            .filter(|r| {
+                eq(&f.msn, &r.msn)
+                    && eq(&f.system_name, &r.system_name)
+                    && f.status.is_none_or(|s| s == r.status)
+                    && f.method.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(&r.method))
+                    && f.path.as_ref().is_none_or(|p| p == &r.path)
+                    && eq(&f.idempotency_key, &r.idempotency_key)
+                    && f.trace_id.as_ref().is_none_or(|t| t == &r.trace_id)
+            })
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.records.lock().len()
+    }
+
+    /// Whether the record is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,303 @@
+//! Starting, serving and stopping the emulator.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use url::Url;
+
+use crate::api::{self, ConnKiller, S};
+use crate::clock::{EmulatorClock, SystemTime, TimeSource};
+use crate::config::{Config, ConfigError, MerchantConfig, MerchantEnvironment, Storage};
+use crate::faults::Faults;
+use crate::ids::{IdGen, RandomIds};
+use crate::reqlog::RequestLog;
+use crate::state::{AppState, InFlight, Principal};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Op, Store, StoreError, WriteRequest};
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What can be replaced for tests: the base time source and the id generator.
+pub struct Injected {
+    /// The base clock (the system clock by default).
+    pub time: Arc<dyn TimeSource>,
+    /// The id generator (random by default).
+    pub ids: Arc<dyn IdGen>,
+}
+
+impl Default for Injected {
+    fn default() -> Self {
+        Injected { time: Arc::new(SystemTime), ids: Arc::new(RandomIds::default()) }
+    }
+}
+
+/// A running emulator.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let emu = vipps_emulator::Emulator::start(vipps_emulator::Config::ephemeral()).await?;
+/// println!("listening on {}", emu.base_url());
+/// let demo = emu.demo_merchant();
+/// assert_eq!(demo.msn.as_str(), "123456");
+/// emu.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Emulator {
+    state: S,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator with the system clock and random ids.
+    pub async fn start(config: Config) -> Result<Emulator, StartError> {
+        Self::start_with(config, Injected::default()).await
+    }
+
+    /// Starts an emulator with an injected clock and id generator.
+    pub async fn start_with(mut config: Config, injected: Injected) -> Result<Emulator, StartError> {
+        if !config.merchants.iter().any(|m| m.msn.as_str() == crate::config::DEMO_MSN) {
+            config.merchants.insert(0, MerchantConfig::demo());
+        }
+        config.validate()?;
+        let ids = injected.ids;
+        let store: Arc<dyn Store> = match &config.storage {
+            Storage::Ephemeral => Arc::new(SqliteStore::ephemeral(ids.clone())?),
+            Storage::Dir(d) => Arc::new(SqliteStore::open_dir(d, config.durability, ids.clone())?),
+        };
+        let write_meta = |key: &str, value: String| WriteRequest {
+            idem: None,
+            op: Op::SetMeta { key: key.into(), value },
+            now_ms: 0,
+            trace_id: String::new(),
+            instance: String::new(),
+        };
+        let jwt_key = match store.meta("jwt_key").await? {
+            Some(k) => k,
+            None => {
+                let k = crate::ids::hex(&[ids.bytes16(), ids.bytes16()].concat());
+                store.write(write_meta("jwt_key", k.clone())).await?;
+                k
+            }
+        };
+        let offset = store.meta("clock_offset_ms").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let clock = EmulatorClock::new(injected.time, offset);
+
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+        let base_url = Url::parse(&format!("http://{host}:{}/", addr.port())).expect("valid URL");
+
+        let mut by_subscription_key = HashMap::new();
+        let mut msns = HashMap::new();
+        for m in &config.merchants {
+            by_subscription_key.insert(m.subscription_key.clone(), Principal::Merchant(Arc::new(m.clone())));
+            msns.insert(m.msn.as_str().to_owned(), m.environment);
+        }
+        for p in &config.partners {
+            by_subscription_key.insert(p.subscription_key.clone(), Principal::Partner(Arc::new(p.clone())));
+            for m in &p.msns {
+                msns.entry(m.as_str().to_owned()).or_insert(p.environment);
+            }
+        }
+        let state: S = Arc::new(AppState {
+            requests: RequestLog::new(config.limits.request_log_capacity),
+            config,
+            store,
+            clock,
+            ids,
+            jwt_key: jwt_key.into_bytes(),
+            by_subscription_key,
+            msns,
+            faults: Faults::default(),
+            inflight: InFlight::default(),
+            sweep: tokio::sync::Notify::new(),
+            base_url,
+        });
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(serve(listener, state.clone(), shutdown.clone())),
+            tokio::spawn(sweeper(state.clone(), shutdown.clone())),
+        ];
+        Ok(Emulator { state, addr, shutdown, tasks })
+    }
+
+    /// The base URL, such as `http://127.0.0.1:8080/`.
+    pub fn base_url(&self) -> &Url {
+        &self.state.base_url
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The demo merchant's credentials.
+    pub fn demo_merchant(&self) -> &MerchantConfig {
+        self.state
+            .config
+            .merchants
+            .iter()
+            .find(|m| m.msn.as_str() == crate::config::DEMO_MSN)
+            .expect("the demo merchant always exists")
+    }
+
+    /// The configuration in force (with the demo merchant added).
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// Stops serving and waits for the background tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until the emulator stops (after [`Emulator::shutdown`] from elsewhere or a fatal error).
+    pub async fn wait(&mut self) {
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// Returns a token that stops the emulator when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Whether a merchant environment is test.
+pub fn is_test(env: MerchantEnvironment) -> bool {
+    env == MerchantEnvironment::Test
+}
+
+async fn serve(listener: TcpListener, state: S, shutdown: CancellationToken) {
+    let router = api::router(state);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let killer = CancellationToken::new();
+        let router = router.clone();
+        let k = killer.clone();
+        let svc = tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnKiller(k.clone()));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            tokio::select! {
+                _ = conn => {}
+                _ = killer.cancelled() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Persists the changes time has made (expiries, pending approvals) for every payment that is due.
+pub async fn sweep_once(s: &S) {
+    loop {
+        let now = s.clock.unix_ms();
+        let due = match s.store.due_payments(now, 500).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep failed");
+                return;
+            }
+        };
+        let n = due.len();
+        let writes: Vec<_> = due
+            .into_iter()
+            .map(|(msn, reference)| {
+                s.store.write(WriteRequest {
+                    idem: None,
+                    op: Op::Settle { msn, reference },
+                    now_ms: now,
+                    trace_id: String::new(),
+                    instance: String::new(),
+                })
+            })
+            .collect();
+        for w in futures::future::join_all(writes).await {
+            if let Err(e) = w {
+                tracing::warn!(error = %e, "settling a payment failed");
+            }
+        }
+        if n < 500 {
+            return;
+        }
+    }
+}
+
+async fn sweeper(s: S, shutdown: CancellationToken) {
+    let mut last_purge = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = s.sweep.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        sweep_once(&s).await;
+        if last_purge.elapsed() >= Duration::from_secs(60) {
+            last_purge = std::time::Instant::now();
+            let before = s.clock.unix_ms() - s.config.idempotency_retention.as_millis() as i64;
+            let _ = s
+                .store
+                .write(WriteRequest {
+                    idem: None,
+                    op: Op::PurgeIdempotency { before_ms: before },
+                    now_ms: s.clock.unix_ms(),
+                    trace_id: String::new(),
+                    instance: String::new(),
+                })
+                .await;
+        }
+    }
+}

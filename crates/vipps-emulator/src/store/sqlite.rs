@@ -1,0 +1,487 @@
+//! The embedded SQLite backend: one writer thread with group commit, a pool of reader connections, WAL mode.
+//!
+//! Writes queue to the writer thread, which takes every queued write (up to a batch limit) into one
+//! transaction, each in its own savepoint, commits once, and only then answers them. With
+//! [`Durability::Fsync`] a commit is on disk before any write in it is acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+use vipps_types::problem::ErrorCode;
+
+use super::{BoxFut, Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult};
+use crate::config::Durability;
+use crate::domain::{Ctx, DomainError, Payment};
+use crate::ids::IdGen;
+use crate::render::{self, StoredResponse};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS payments (
+    msn TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    state TEXT NOT NULL,
+    due_ms INTEGER,
+    data BLOB NOT NULL,
+    PRIMARY KEY (msn, reference)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS payments_due ON payments (due_ms) WHERE due_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY,
+    fingerprint BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_ms);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_owner ON webhooks (owner);
+"#;
+
+/// The largest number of writes committed together.
+const MAX_BATCH: usize = 512;
+
+struct Job {
+    req: WriteRequest,
+    reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Process => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `vipps-emulator.sqlite3` in `dir`.
+    pub fn open_dir(dir: &Path, durability: Durability, ids: Arc<dyn IdGen>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        Self::open_file(dir.join("vipps-emulator.sqlite3"), durability, ids, None)
+    }
+
+    /// A throwaway store in a temporary directory (RAM-backed `/dev/shm` where it exists), deleted on drop.
+    pub fn ephemeral(ids: Arc<dyn IdGen>) -> Result<Self, StoreError> {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::Builder::new().prefix("vipps-emulator-").tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("vipps-emulator-").tempdir()
+        }
+        .map_err(err)?;
+        let path = dir.path().join("vipps-emulator.sqlite3");
+        Self::open_file(path, Durability::Process, ids, Some(dir))
+    }
+
+    fn open_file(
+        path: PathBuf,
+        durability: Durability,
+        ids: Arc<dyn IdGen>,
+        tempdir: Option<tempfile::TempDir>,
+    ) -> Result<Self, StoreError> {
+        let conn = open(&path, durability)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("vipps-emulator-writer".into())
+            .spawn(move || writer_loop(conn, rx, ids))
+            .map_err(err)?;
+        Ok(SqliteStore {
+            tx: Mutex::new(Some(tx)),
+            readers: Mutex::new(Vec::new()),
+            path,
+            writer: Mutex::new(Some(writer)),
+            _tempdir: tempdir,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the writer after the queued writes are done.
+    pub fn close(&self) {
+        self.tx.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(err)?;
+                c.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+                c.set_prepared_statement_cache_capacity(32);
+                c
+            }
+        };
+        let out = f(&conn).map_err(err);
+        let mut readers = self.readers.lock();
+        if readers.len() < 16 {
+            readers.push(conn);
+        }
+        out
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.tx.lock().as_ref() {
+            Some(tx) => tx.send(Job { req, reply }).map_err(|_| StoreError("the store is closed".into())),
+            None => Err(StoreError("the store is closed".into())),
+        };
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| StoreError("the writer stopped".into()))?
+        })
+    }
+
+    fn payment(&self, msn: &str, reference: &str) -> BoxFut<'static, Result<Option<Payment>, StoreError>> {
+        let r = self.with_reader(|c| {
+            c.prepare_cached("SELECT data FROM payments WHERE msn = ?1 AND reference = ?2")?
+                .query_row(params![msn, reference], |row| row.get::<_, Vec<u8>>(0))
+                .optional()
+        });
+        let r = r.and_then(|o| o.map(|d| serde_json::from_slice::<Payment>(&d).map_err(err)).transpose());
+        Box::pin(async move { r })
+    }
+
+    fn due_payments(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>> {
+        let r = self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT msn, reference FROM payments WHERE due_ms IS NOT NULL AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        });
+        Box::pin(async move { r })
+    }
+
+    fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>> {
+        let r = self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, owner, url, events, secret, created_ms FROM webhooks WHERE owner = ?1 ORDER BY created_ms, id",
+            )?;
+            let rows = st.query_map(params![owner], webhook_row)?;
+            rows.collect()
+        });
+        Box::pin(async move { r })
+    }
+
+    fn meta(&self, key: &str) -> BoxFut<'static, Result<Option<String>, StoreError>> {
+        let r = self.with_reader(|c| {
+            c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row(params![key], |r| r.get(0)).optional()
+        });
+        Box::pin(async move { r })
+    }
+
+    fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>> {
+        let r = self.with_reader(|c| {
+            let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|v| v as u64);
+            Ok((
+                n("SELECT count(*) FROM payments")?,
+                n("SELECT count(*) FROM idempotency")?,
+                n("SELECT count(*) FROM webhooks")?,
+            ))
+        });
+        Box::pin(async move { r })
+    }
+}
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
+    let events: String = r.get(3)?;
+    Ok(WebhookRow {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        url: r.get(2)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        secret: r.get(4)?,
+        created_ms: r.get(5)?,
+    })
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, ids: Arc<dyn IdGen>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for job in &batch {
+                let mut sp = tx.savepoint()?;
+                match apply(&sp, &job.req, ids.as_ref()) {
+                    Ok(r) => {
+                        sp.commit()?;
+                        results.push(Ok(r));
+                    }
+                    Err(e) => {
+                        sp.rollback()?;
+                        drop(sp);
+                        results.push(Err(err(e)));
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        match committed {
+            Ok(()) => {
+                for (job, r) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; {} writes are not acknowledged", batch.len());
+                for job in batch {
+                    let _ = job.reply.send(Err(err(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn load(c: &Connection, msn: &str, reference: &str) -> rusqlite::Result<Option<Payment>> {
+    let data: Option<Vec<u8>> = c
+        .prepare_cached("SELECT data FROM payments WHERE msn = ?1 AND reference = ?2")?
+        .query_row(params![msn, reference], |r| r.get(0))
+        .optional()?;
+    data.map(|d| {
+        serde_json::from_slice(&d).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    })
+    .transpose()
+}
+
+fn save(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
+    let data = serde_json::to_vec(p).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    c.prepare_cached(
+        "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
+    )?
+    .execute(params![p.msn, p.reference, p.state.as_str(), p.due_ms(), data])?;
+    Ok(())
+}
+
+fn not_found(req: &WriteRequest, reference: &str) -> StoredResponse {
+    StoredResponse::problem(&render::problem(
+        404,
+        "Payment not found",
+        format!("No payment with reference `{reference}` exists for this merchant serial number"),
+        Some(ErrorCode::ReferenceNotFound),
+        &req.instance,
+        &req.trace_id,
+    ))
+}
+
+fn domain_problem(req: &WriteRequest, e: &DomainError) -> StoredResponse {
+    StoredResponse::problem(&render::problem(e.status, e.code.title(), &e.detail, Some(e.code), &req.instance, &req.trace_id))
+}
+
+/// Applies one write inside the current transaction (savepoint).
+fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Result<WriteResult> {
+    if let Some(idem) = &req.idem {
+        let row: Option<(Vec<u8>, u16, String, Vec<u8>)> = c
+            .prepare_cached("SELECT fingerprint, status, headers, body FROM idempotency WHERE scope = ?1")?
+            .query_row(params![idem.scope], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        if let Some((fp, status, headers, body)) = row {
+            if fp.as_slice() != idem.fingerprint.as_slice() {
+                return Ok(WriteResult::Mismatch(idem.mismatch_code));
+            }
+            let headers: Vec<(String, String)> = serde_json::from_str(&headers).unwrap_or_default();
+            return Ok(WriteResult::Replayed(StoredResponse { status, headers, body: body.into() }));
+        }
+    }
+    let new_psp = || ids.psp_reference();
+    let ctx = Ctx { now_ms: req.now_ms, new_psp: &new_psp };
+    let resp = match &req.op {
+        Op::CreatePayment(p) => {
+            let exists: bool = c
+                .prepare_cached("SELECT 1 FROM payments WHERE msn = ?1 AND reference = ?2")?
+                .query_row(params![p.msn, p.reference], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if exists {
+                StoredResponse::problem(&render::problem(
+                    409,
+                    "Reference already exists",
+                    format!("A payment with reference `{}` already exists for this merchant serial number", p.reference),
+                    Some(ErrorCode::ReferenceAlreadyExists),
+                    &req.instance,
+                    &req.trace_id,
+                ))
+            } else {
+                save(c, p)?;
+                StoredResponse::json(201, &render::created(p))
+            }
+        }
+        Op::Capture { msn, reference, amount, key }
+        | Op::Refund { msn, reference, amount, key } => match load(c, msn, reference)? {
+            None => not_found(req, reference),
+            Some(mut p) => {
+                let r = if matches!(req.op, Op::Capture { .. }) {
+                    p.capture(&ctx, amount.currency, amount.value, key)
+                } else {
+                    p.refund(&ctx, amount.currency, amount.value, key)
+                };
+                // Time-based changes noticed on the way are kept even when the operation is refused.
+                save(c, &p)?;
+                match r {
+                    Ok(()) => StoredResponse::json(200, &render::modification(&p)),
+                    Err(e) => domain_problem(req, &e),
+                }
+            }
+        },
+        Op::Cancel { msn, reference, transaction_only, key } => match load(c, msn, reference)? {
+            None => not_found(req, reference),
+            Some(mut p) => {
+                let r = p.cancel(&ctx, *transaction_only, key.as_deref());
+                save(c, &p)?;
+                match r {
+                    Ok(()) => StoredResponse::json(200, &render::modification(&p)),
+                    Err(e) => domain_problem(req, &e),
+                }
+            }
+        },
+        Op::ForceApprove { msn, reference } | Op::UserApprove { msn, reference } | Op::UserReject { msn, reference } => {
+            match load(c, msn, reference)? {
+                None => not_found(req, reference),
+                Some(mut p) => {
+                    let r = if matches!(req.op, Op::UserReject { .. }) { p.reject(&ctx) } else { p.approve(&ctx) };
+                    save(c, &p)?;
+                    match r {
+                        Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => StoredResponse::empty(200),
+                        Ok(()) => StoredResponse::json(200, &render::payment(&p)),
+                        Err(e) => domain_problem(req, &e),
+                    }
+                }
+            }
+        }
+        Op::Settle { msn, reference } => {
+            if let Some(mut p) = load(c, msn, reference)? {
+                if p.settle(&ctx) {
+                    save(c, &p)?;
+                }
+            }
+            StoredResponse::empty(204)
+        }
+        Op::RegisterWebhook { row, max_per_event } => {
+            let existing: Vec<WebhookRow> = c
+                .prepare_cached("SELECT id, owner, url, events, secret, created_ms FROM webhooks WHERE owner = ?1")?
+                .query_map(params![row.owner], webhook_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let full = row.events.iter().find(|ev| existing.iter().filter(|w| w.events.contains(ev)).count() >= *max_per_event);
+            match full {
+                Some(ev) => StoredResponse::problem(
+                    &render::problem(
+                        400,
+                        "Too many webhooks",
+                        format!("At most {max_per_event} webhooks can be registered per event type; `{ev}` has reached the limit"),
+                        None,
+                        &req.instance,
+                        &req.trace_id,
+                    )
+                    .with_detail("events", format!("at most {max_per_event} registrations per event type")),
+                ),
+                None => {
+                    let events = serde_json::to_string(&row.events).unwrap_or_default();
+                    c.prepare_cached(
+                        "INSERT INTO webhooks (id, owner, url, events, secret, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![row.id, row.owner, row.url, events, row.secret, row.created_ms])?;
+                    StoredResponse::json(
+                        201,
+                        &vipps_types::webhooks::RegisterResponse { id: row.id.clone(), secret: row.secret.clone() },
+                    )
+                }
+            }
+        }
+        Op::DeleteWebhook { owner, id } => {
+            let n = c.prepare_cached("DELETE FROM webhooks WHERE owner = ?1 AND id = ?2")?.execute(params![owner, id])?;
+            if n == 0 {
+                StoredResponse::problem(&render::problem(
+                    404,
+                    "Webhook not found",
+                    format!("No webhook with id `{id}` is registered for this merchant"),
+                    None,
+                    &req.instance,
+                    &req.trace_id,
+                ))
+            } else {
+                StoredResponse::empty(204)
+            }
+        }
+        Op::PurgeIdempotency { before_ms } => {
+            c.prepare_cached("DELETE FROM idempotency WHERE created_ms < ?1")?.execute(params![before_ms])?;
+            StoredResponse::empty(204)
+        }
+        Op::SetMeta { key, value } => {
+            c.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+                .execute(params![key, value])?;
+            StoredResponse::empty(204)
+        }
+    };
+    if let Some(idem) = &req.idem {
+        // 2xx and 4xx outcomes are the answer for the key; 5xx are not stored so a retry executes again.
+        if resp.status < 500 {
+            let headers = serde_json::to_string(&resp.headers).unwrap_or_else(|_| "[]".into());
+            c.prepare_cached(
+                "INSERT INTO idempotency (scope, fingerprint, status, headers, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![idem.scope, idem.fingerprint.as_slice(), resp.status, headers, resp.body.as_ref(), req.now_ms])?;
+        }
+    }
+    Ok(WriteResult::Fresh(resp))
+}
