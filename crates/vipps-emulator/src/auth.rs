@@ -32,7 +32,12 @@ pub struct Claims {
 pub const ISSUER: &str = "vipps-emulator";
 
 /// Signs a token for `principal` valid from `now` for `lifetime_secs`.
-pub fn mint(state: &AppState, principal: &Principal, now: i64, lifetime_secs: i64) -> Result<String, String> {
+pub fn mint(
+    state: &AppState,
+    principal: &Principal,
+    now: i64,
+    lifetime_secs: i64,
+) -> Result<String, String> {
     let claims = Claims {
         iss: ISSUER.into(),
         sub: principal.client_id().into(),
@@ -45,8 +50,12 @@ pub fn mint(state: &AppState, principal: &Principal, now: i64, lifetime_secs: i6
             MerchantEnvironment::Production => "production".into(),
         },
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&state.jwt_key))
-        .map_err(|e| e.to_string())
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&state.jwt_key),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn verify(state: &AppState, token: &str) -> Result<Claims, String> {
@@ -63,8 +72,13 @@ fn verify(state: &AppState, token: &str) -> Result<Claims, String> {
 
 /// The principal a subscription key belongs to; 401 with the gateway body otherwise.
 pub fn subscription(state: &AppState, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
-    let key = header_str(headers, h::SUBSCRIPTION_KEY).ok_or_else(|| gateway_401(GatewayError::MISSING_KEY))?;
-    state.by_subscription_key.get(key).cloned().ok_or_else(|| gateway_401(GatewayError::INVALID_KEY))
+    let key = header_str(headers, h::SUBSCRIPTION_KEY)
+        .ok_or_else(|| gateway_401(GatewayError::MISSING_KEY))?;
+    state
+        .by_subscription_key
+        .get(key)
+        .cloned()
+        .ok_or_else(|| gateway_401(GatewayError::INVALID_KEY))
 }
 
 /// An authenticated call.
@@ -95,29 +109,51 @@ impl AuthCtx {
 }
 
 /// Checks the `Merchant-Serial-Number` header format: 400 when malformed.
-pub fn msn_header(meta: &RequestMeta, headers: &http::HeaderMap) -> Result<Option<MerchantSerialNumber>, ApiError> {
-    let Some(raw) = headers.get(h::MERCHANT_SERIAL_NUMBER) else { return Ok(None) };
+pub fn msn_header(
+    meta: &RequestMeta,
+    headers: &http::HeaderMap,
+) -> Result<Option<MerchantSerialNumber>, ApiError> {
+    let Some(raw) = headers.get(h::MERCHANT_SERIAL_NUMBER) else {
+        return Ok(None);
+    };
     let s = raw.to_str().unwrap_or("\u{fffd}").trim();
     if s.is_empty() {
         return Ok(None);
     }
     MerchantSerialNumber::new(s).map(Some).map_err(|e| {
-        meta.problem(400, "Bad Request", format!("Invalid Merchant-Serial-Number header: {e}"))
-            .field(h::MERCHANT_SERIAL_NUMBER, "4 to 7 digits (the spec says 4 to 6)")
-            .err()
+        meta.problem(
+            400,
+            "Bad Request",
+            format!("Invalid Merchant-Serial-Number header: {e}"),
+        )
+        .field(
+            h::MERCHANT_SERIAL_NUMBER,
+            "4 to 7 digits (the spec says 4 to 6)",
+        )
+        .err()
     })
 }
 
 /// Checks the four `Vipps-System-*` headers. Strict: 400 naming the header; lenient: logged.
-pub fn system_headers(state: &AppState, meta: &RequestMeta, headers: &http::HeaderMap) -> Result<(), ApiError> {
+pub fn system_headers(
+    state: &AppState,
+    meta: &RequestMeta,
+    headers: &http::HeaderMap,
+) -> Result<(), ApiError> {
     for sh in SystemHeader::ALL {
-        let Some(raw) = headers.get(sh.header_name()) else { continue };
+        let Some(raw) = headers.get(sh.header_name()) else {
+            continue;
+        };
         let value = raw.to_str().unwrap_or("\u{fffd}");
         if let Err(e) = SystemValue::new_optional(sh, value) {
             match state.config.validation {
                 Validation::Strict => {
                     return Err(meta
-                        .problem(400, "Bad Request", format!("Invalid {} header: {e}", sh.header_name()))
+                        .problem(
+                            400,
+                            "Bad Request",
+                            format!("Invalid {} header: {e}", sh.header_name()),
+                        )
                         .field(sh.header_name(), e.to_string())
                         .err());
                 }
@@ -140,20 +176,28 @@ pub fn authenticate(
 ) -> Result<AuthCtx, ApiError> {
     let principal = subscription(state, headers)?;
     let unauthorized = |detail: &str| meta.problem(401, "Unauthorized", detail.to_owned()).err();
-    let auth = header_str(headers, h::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("The Authorization header is missing; send `Authorization: Bearer <access token>`"))?;
+    let auth = header_str(headers, h::AUTHORIZATION).ok_or_else(|| {
+        unauthorized(
+            "The Authorization header is missing; send `Authorization: Bearer <access token>`",
+        )
+    })?;
     let token = auth
         .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("The Authorization header must be `Bearer <access token>` (the word Bearer is case-sensitive)"))?;
-    let claims = verify(state, token).map_err(|e| unauthorized(&format!("The access token is not valid: {e}")))?;
+    let claims = verify(state, token)
+        .map_err(|e| unauthorized(&format!("The access token is not valid: {e}")))?;
     if claims.sub != principal.client_id() {
-        return Err(unauthorized("The access token was not issued to the owner of this subscription key"));
+        return Err(unauthorized(
+            "The access token was not issued to the owner of this subscription key",
+        ));
     }
     let now = state.clock.unix();
     if now >= claims.exp {
-        return Err(unauthorized("The access token has expired; fetch a new one from /accesstoken/get"));
+        return Err(unauthorized(
+            "The access token has expired; fetch a new one from /accesstoken/get",
+        ));
     }
     if now < claims.nbf {
         return Err(unauthorized("The access token is not valid yet"));
@@ -161,25 +205,38 @@ pub fn authenticate(
     system_headers(state, meta, headers)?;
     let msn = msn_header(meta, headers)?;
     let forbidden = |detail: String| {
-        meta.problem(403, "Forbidden", detail).field(h::MERCHANT_SERIAL_NUMBER, "must be a sales unit of these API keys").err()
+        meta.problem(403, "Forbidden", detail)
+            .field(
+                h::MERCHANT_SERIAL_NUMBER,
+                "must be a sales unit of these API keys",
+            )
+            .err()
     };
     let msn = match (&principal, msn) {
         (Principal::Merchant(m), None) => Some(m.msn.clone()),
         (Principal::Merchant(m), Some(sent)) => {
             if sent != m.msn {
-                return Err(forbidden(format!("Merchant-Serial-Number {sent} does not belong to these API keys")));
+                return Err(forbidden(format!(
+                    "Merchant-Serial-Number {sent} does not belong to these API keys"
+                )));
             }
             Some(sent)
         }
         (Principal::Partner(p), Some(sent)) => {
             if !p.msns.contains(&sent) {
-                return Err(forbidden(format!("Invalid MSN: {sent} is not a sales unit of this partner")));
+                return Err(forbidden(format!(
+                    "Invalid MSN: {sent} is not a sales unit of this partner"
+                )));
             }
             Some(sent)
         }
         (Principal::Partner(_), None) if msn_required => {
             return Err(meta
-                .problem(403, "Forbidden", "Partner keys must send the Merchant-Serial-Number header")
+                .problem(
+                    403,
+                    "Forbidden",
+                    "Partner keys must send the Merchant-Serial-Number header",
+                )
                 .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
                 .err());
         }

@@ -54,19 +54,25 @@ pub struct EmulatorClock {
 
 impl std::fmt::Debug for EmulatorClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmulatorClock").field("offset_ms", &self.offset_ms.load(Ordering::Relaxed)).finish()
+        f.debug_struct("EmulatorClock")
+            .field("offset_ms", &self.offset_ms.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
 impl EmulatorClock {
     /// A clock over `base`, starting with an offset.
     pub fn new(base: Arc<dyn TimeSource>, offset_ms: i64) -> Self {
-        EmulatorClock { base, offset_ms: Arc::new(AtomicI64::new(offset_ms)) }
+        EmulatorClock {
+            base,
+            offset_ms: Arc::new(AtomicI64::new(offset_ms)),
+        }
     }
 
     /// Emulator time now, truncated to milliseconds.
     pub fn now(&self) -> OffsetDateTime {
-        let t = self.base.now() + time::Duration::milliseconds(self.offset_ms.load(Ordering::Acquire));
+        let t =
+            self.base.now() + time::Duration::milliseconds(self.offset_ms.load(Ordering::Acquire));
         let ms = t.millisecond();
         t.replace_millisecond(ms).unwrap_or(t)
     }

@@ -78,7 +78,12 @@ pub enum ConfigError {
 
 impl MerchantConfig {
     /// A test merchant.
-    pub fn test(msn: &str, client_id: &str, client_secret: &str, subscription_key: &str) -> Result<Self, ConfigError> {
+    pub fn test(
+        msn: &str,
+        client_id: &str,
+        client_secret: &str,
+        subscription_key: &str,
+    ) -> Result<Self, ConfigError> {
         Ok(MerchantConfig {
             msn: MerchantSerialNumber::new(msn).map_err(|e| ConfigError::BadSpec(e.to_string()))?,
             client_id: client_id.to_owned(),
@@ -90,8 +95,13 @@ impl MerchantConfig {
 
     /// The demo test merchant that always exists.
     pub fn demo() -> Self {
-        MerchantConfig::test(DEMO_MSN, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_SUBSCRIPTION_KEY)
-            .expect("demo merchant is valid")
+        MerchantConfig::test(
+            DEMO_MSN,
+            DEMO_CLIENT_ID,
+            DEMO_CLIENT_SECRET,
+            DEMO_SUBSCRIPTION_KEY,
+        )
+        .expect("demo merchant is valid")
     }
 
     /// Parses `MSN:CLIENT_ID:CLIENT_SECRET:SUBSCRIPTION_KEY` (a test merchant).
@@ -151,7 +161,9 @@ impl PartnerConfig {
         }
         let msns = parts[3]
             .split(',')
-            .map(|m| MerchantSerialNumber::new(m.trim()).map_err(|e| ConfigError::BadSpec(e.to_string())))
+            .map(|m| {
+                MerchantSerialNumber::new(m.trim()).map_err(|e| ConfigError::BadSpec(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PartnerConfig {
             client_id: parts[0].into(),
@@ -203,7 +215,10 @@ pub struct TokenLifetimes {
 
 impl Default for TokenLifetimes {
     fn default() -> Self {
-        TokenLifetimes { test: Duration::from_secs(3600), production: Duration::from_secs(86_400) }
+        TokenLifetimes {
+            test: Duration::from_secs(3600),
+            production: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -319,10 +334,15 @@ impl Config {
 
     /// Reads a TOML file and applies what it sets on top of this configuration.
     pub fn apply_toml_file(self, path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         self.apply_toml(&text).map_err(|e| match e {
-            ConfigError::File { message, .. } => ConfigError::File { path: path.to_owned(), message },
+            ConfigError::File { message, .. } => ConfigError::File {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
@@ -345,8 +365,10 @@ impl Config {
     /// assert_eq!(cfg.merchants.len(), 2);
     /// ```
     pub fn apply_toml(mut self, text: &str) -> Result<Self, ConfigError> {
-        let f: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::File { path: PathBuf::new(), message: e.to_string() })?;
+        let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::File {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
         if let Some(l) = f.listen {
             self.listen = l;
         }
@@ -398,7 +420,8 @@ impl Config {
             }
         }
         for m in f.merchants {
-            let mut mc = MerchantConfig::test(&m.msn, &m.client_id, &m.client_secret, &m.subscription_key)?;
+            let mut mc =
+                MerchantConfig::test(&m.msn, &m.client_id, &m.client_secret, &m.subscription_key)?;
             mc.environment = m.environment.unwrap_or(MerchantEnvironment::Test);
             self.merchants.push(mc);
         }
@@ -406,7 +429,9 @@ impl Config {
             let msns = p
                 .msns
                 .iter()
-                .map(|m| MerchantSerialNumber::new(m).map_err(|e| ConfigError::BadSpec(e.to_string())))
+                .map(|m| {
+                    MerchantSerialNumber::new(m).map_err(|e| ConfigError::BadSpec(e.to_string()))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             self.partners.push(PartnerConfig {
                 client_id: p.client_id,
@@ -426,33 +451,55 @@ impl Config {
         let mut msns = std::collections::HashSet::new();
         for m in &self.merchants {
             if !ids.insert(m.client_id.clone()) {
-                return Err(ConfigError::Invalid(format!("client_id `{}` is used twice", m.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "client_id `{}` is used twice",
+                    m.client_id
+                )));
             }
             if !keys.insert(m.subscription_key.clone()) {
-                return Err(ConfigError::Invalid(format!("a subscription key is used twice (MSN {})", m.msn)));
+                return Err(ConfigError::Invalid(format!(
+                    "a subscription key is used twice (MSN {})",
+                    m.msn
+                )));
             }
             if !msns.insert(m.msn.clone()) {
-                return Err(ConfigError::Invalid(format!("MSN {} is configured twice", m.msn)));
+                return Err(ConfigError::Invalid(format!(
+                    "MSN {} is configured twice",
+                    m.msn
+                )));
             }
         }
         for p in &self.partners {
             if !ids.insert(p.client_id.clone()) {
-                return Err(ConfigError::Invalid(format!("client_id `{}` is used twice", p.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "client_id `{}` is used twice",
+                    p.client_id
+                )));
             }
             if !keys.insert(p.subscription_key.clone()) {
-                return Err(ConfigError::Invalid(format!("a subscription key is used twice (partner {})", p.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "a subscription key is used twice (partner {})",
+                    p.client_id
+                )));
             }
             if p.msns.is_empty() {
-                return Err(ConfigError::Invalid(format!("partner `{}` has no MSN", p.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "partner `{}` has no MSN",
+                    p.client_id
+                )));
             }
         }
         if self.limits.reference_max_len < vipps_types::ids::REFERENCE_MIN_LEN
             || self.limits.reference_max_len > vipps_types::ids::REFERENCE_MAX_LEN
         {
-            return Err(ConfigError::Invalid("limits.reference_max_len must be between 8 and 64".into()));
+            return Err(ConfigError::Invalid(
+                "limits.reference_max_len must be between 8 and 64".into(),
+            ));
         }
         if self.limits.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("limits.max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "limits.max_body_bytes must be at least 1024".into(),
+            ));
         }
         Ok(())
     }

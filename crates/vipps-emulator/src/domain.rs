@@ -157,7 +157,11 @@ pub struct DomainError {
 
 impl DomainError {
     fn new(status: u16, code: ErrorCode, detail: impl Into<String>) -> Self {
-        DomainError { status, code, detail: detail.into() }
+        DomainError {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -171,15 +175,60 @@ pub struct Ctx<'a> {
 
 /// Magic amounts of the test environment that make an approval fail: (value, status, code, detail).
 const FAILING_APPROVALS: &[(i64, u16, ErrorCode, &str)] = &[
-    (151, 400, ErrorCode::FundsUnavailable, "Insufficient funds (test amount 151)"),
-    (182, 400, ErrorCode::ApproveFailed, "Refused by issuer (test amount 182)"),
-    (183, 400, ErrorCode::ApproveFailed, "Suspected fraud (test amount 183)"),
-    (184, 400, ErrorCode::ApproveFailed, "Withdrawal amount limit exceeded (test amount 184)"),
-    (185, 400, ErrorCode::ApproveFailed, "Withdrawal frequency limit exceeded (test amount 185)"),
-    (186, 500, ErrorCode::InternalError, "Expired card (test amount 186)"),
-    (187, 400, ErrorCode::ApproveFailed, "Invalid card (test amount 187)"),
-    (197, 400, ErrorCode::ApproveFailed, "3-D Secure denied (test amount 197)"),
-    (202, 400, ErrorCode::IdentificationRequired, "Strong customer authentication required (test amount 202)"),
+    (
+        151,
+        400,
+        ErrorCode::FundsUnavailable,
+        "Insufficient funds (test amount 151)",
+    ),
+    (
+        182,
+        400,
+        ErrorCode::ApproveFailed,
+        "Refused by issuer (test amount 182)",
+    ),
+    (
+        183,
+        400,
+        ErrorCode::ApproveFailed,
+        "Suspected fraud (test amount 183)",
+    ),
+    (
+        184,
+        400,
+        ErrorCode::ApproveFailed,
+        "Withdrawal amount limit exceeded (test amount 184)",
+    ),
+    (
+        185,
+        400,
+        ErrorCode::ApproveFailed,
+        "Withdrawal frequency limit exceeded (test amount 185)",
+    ),
+    (
+        186,
+        500,
+        ErrorCode::InternalError,
+        "Expired card (test amount 186)",
+    ),
+    (
+        187,
+        400,
+        ErrorCode::ApproveFailed,
+        "Invalid card (test amount 187)",
+    ),
+    (
+        197,
+        400,
+        ErrorCode::ApproveFailed,
+        "3-D Secure denied (test amount 197)",
+    ),
+    (
+        202,
+        400,
+        ErrorCode::IdentificationRequired,
+        "Strong customer authentication required (test amount 202)",
+    ),
 ];
 
 /// Magic amount whose approval result stays unknown for an hour before it is authorized.
@@ -244,9 +293,11 @@ impl Payment {
     pub fn approve(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
         self.settle(ctx);
         match self.state {
-            PState::Created if self.pending_until_ms.is_some() => {
-                Err(DomainError::new(400, ErrorCode::OrderProcessing, "The approval of this payment is being processed"))
-            }
+            PState::Created if self.pending_until_ms.is_some() => Err(DomainError::new(
+                400,
+                ErrorCode::OrderProcessing,
+                "The approval of this payment is being processed",
+            )),
             PState::Created => {
                 if self.test {
                     if let Some((_, status, code, detail)) =
@@ -262,13 +313,18 @@ impl Payment {
                 self.authorize(ctx, ctx.now_ms, None);
                 Ok(())
             }
-            PState::Authorized => {
-                Err(DomainError::new(400, ErrorCode::AlreadyReserved, "The payment is already authorized"))
-            }
+            PState::Authorized => Err(DomainError::new(
+                400,
+                ErrorCode::AlreadyReserved,
+                "The payment is already authorized",
+            )),
             s => Err(DomainError::new(
                 400,
                 ErrorCode::ApproveFailed,
-                format!("The payment is {} and can no longer be approved", s.as_str()),
+                format!(
+                    "The payment is {} and can no longer be approved",
+                    s.as_str()
+                ),
             )),
         }
     }
@@ -287,17 +343,30 @@ impl Payment {
             s => Err(DomainError::new(
                 400,
                 ErrorCode::OperationNotSupported,
-                format!("The payment is {} and can no longer be rejected", s.as_str()),
+                format!(
+                    "The payment is {} and can no longer be rejected",
+                    s.as_str()
+                ),
             )),
         }
     }
 
     /// The merchant captures `value` (partial and repeated captures allowed up to the authorized amount).
-    pub fn capture(&mut self, ctx: &Ctx<'_>, currency: Currency, value: i64, key: &str) -> Result<(), DomainError> {
+    pub fn capture(
+        &mut self,
+        ctx: &Ctx<'_>,
+        currency: Currency,
+        value: i64,
+        key: &str,
+    ) -> Result<(), DomainError> {
         self.settle(ctx);
         self.check_currency(currency)?;
         if value <= 0 {
-            return Err(DomainError::new(400, ErrorCode::InvalidAmount, "modificationAmount.value must be above 0"));
+            return Err(DomainError::new(
+                400,
+                ErrorCode::InvalidAmount,
+                "modificationAmount.value must be above 0",
+            ));
         }
         match self.state {
             PState::Authorized => {}
@@ -317,17 +386,27 @@ impl Payment {
             }
         }
         if self.cancelled > 0 {
-            return Err(DomainError::new(400, ErrorCode::CannotCaptureCancelled, "The payment is cancelled"));
+            return Err(DomainError::new(
+                400,
+                ErrorCode::CannotCaptureCancelled,
+                "The payment is cancelled",
+            ));
         }
         let left = self.authorized - self.captured;
         if left == 0 {
-            return Err(DomainError::new(400, ErrorCode::AlreadyCaptured, "The authorized amount is fully captured"));
+            return Err(DomainError::new(
+                400,
+                ErrorCode::AlreadyCaptured,
+                "The authorized amount is fully captured",
+            ));
         }
         if value > left {
             return Err(DomainError::new(
                 400,
                 ErrorCode::CaptureAmountTooHigh,
-                format!("Cannot capture {value}: only {left} of the authorized amount is left to capture"),
+                format!(
+                    "Cannot capture {value}: only {left} of the authorized amount is left to capture"
+                ),
             ));
         }
         self.captured += value;
@@ -336,11 +415,21 @@ impl Payment {
     }
 
     /// The merchant refunds `value` (up to the captured amount not yet refunded).
-    pub fn refund(&mut self, ctx: &Ctx<'_>, currency: Currency, value: i64, key: &str) -> Result<(), DomainError> {
+    pub fn refund(
+        &mut self,
+        ctx: &Ctx<'_>,
+        currency: Currency,
+        value: i64,
+        key: &str,
+    ) -> Result<(), DomainError> {
         self.settle(ctx);
         self.check_currency(currency)?;
         if value <= 0 {
-            return Err(DomainError::new(400, ErrorCode::InvalidAmount, "modificationAmount.value must be above 0"));
+            return Err(DomainError::new(
+                400,
+                ErrorCode::InvalidAmount,
+                "modificationAmount.value must be above 0",
+            ));
         }
         match self.state {
             PState::Authorized => {}
@@ -375,13 +464,19 @@ impl Payment {
         }
         let left = self.captured - self.refunded;
         if self.captured > 0 && left == 0 {
-            return Err(DomainError::new(400, ErrorCode::AlreadyRefunded, "The captured amount is fully refunded"));
+            return Err(DomainError::new(
+                400,
+                ErrorCode::AlreadyRefunded,
+                "The captured amount is fully refunded",
+            ));
         }
         if value > left {
             return Err(DomainError::new(
                 400,
                 ErrorCode::NotEnoughRefundable,
-                format!("Cannot refund {value}: only {left} of the captured amount can be refunded"),
+                format!(
+                    "Cannot refund {value}: only {left} of the captured amount can be refunded"
+                ),
             ));
         }
         self.refunded += value;
@@ -392,7 +487,12 @@ impl Payment {
     /// The merchant cancels. Before approval the payment is `TERMINATED`; after approval the uncaptured
     /// remainder is released (`cancelledAmount`) and the state stays `AUTHORIZED`. With `transaction_only`, an
     /// authorized payment is refused (6060).
-    pub fn cancel(&mut self, ctx: &Ctx<'_>, transaction_only: bool, key: Option<&str>) -> Result<(), DomainError> {
+    pub fn cancel(
+        &mut self,
+        ctx: &Ctx<'_>,
+        transaction_only: bool,
+        key: Option<&str>,
+    ) -> Result<(), DomainError> {
         self.settle(ctx);
         match self.state {
             PState::Created => {
@@ -446,7 +546,10 @@ impl Payment {
             return Err(DomainError::new(
                 400,
                 ErrorCode::InvalidCurrency,
-                format!("modificationAmount.currency must be {}, the currency of the payment", self.currency),
+                format!(
+                    "modificationAmount.currency must be {}, the currency of the payment",
+                    self.currency
+                ),
             ));
         }
         Ok(())
@@ -485,28 +588,59 @@ mod tests {
     }
 
     fn ctx(now_ms: i64) -> Ctx<'static> {
-        Ctx { now_ms, new_psp: &|| "p".to_string() }
+        Ctx {
+            now_ms,
+            new_psp: &|| "p".to_string(),
+        }
     }
 
     #[test]
     fn lifecycle_and_aggregates() {
         let mut p = payment(1000);
-        assert_eq!(p.capture(&ctx(1), Currency::Nok, 100, "k").unwrap_err().code, ErrorCode::CaptureBeforeReservation);
+        assert_eq!(
+            p.capture(&ctx(1), Currency::Nok, 100, "k")
+                .unwrap_err()
+                .code,
+            ErrorCode::CaptureBeforeReservation
+        );
         p.approve(&ctx(1)).unwrap();
         p.capture(&ctx(2), Currency::Nok, 400, "k1").unwrap();
         p.capture(&ctx(3), Currency::Nok, 400, "k2").unwrap();
-        assert_eq!(p.capture(&ctx(4), Currency::Nok, 201, "k3").unwrap_err().code, ErrorCode::CaptureAmountTooHigh);
-        assert_eq!(p.refund(&ctx(4), Currency::Nok, 801, "r").unwrap_err().code, ErrorCode::NotEnoughRefundable);
+        assert_eq!(
+            p.capture(&ctx(4), Currency::Nok, 201, "k3")
+                .unwrap_err()
+                .code,
+            ErrorCode::CaptureAmountTooHigh
+        );
+        assert_eq!(
+            p.refund(&ctx(4), Currency::Nok, 801, "r").unwrap_err().code,
+            ErrorCode::NotEnoughRefundable
+        );
         p.refund(&ctx(5), Currency::Nok, 800, "r1").unwrap();
-        assert_eq!(p.refund(&ctx(5), Currency::Nok, 1, "r2").unwrap_err().code, ErrorCode::AlreadyRefunded);
+        assert_eq!(
+            p.refund(&ctx(5), Currency::Nok, 1, "r2").unwrap_err().code,
+            ErrorCode::AlreadyRefunded
+        );
         p.cancel(&ctx(6), false, None).unwrap();
-        assert_eq!((p.authorized, p.captured, p.refunded, p.cancelled), (1000, 800, 800, 200));
+        assert_eq!(
+            (p.authorized, p.captured, p.refunded, p.cancelled),
+            (1000, 800, 800, 200)
+        );
         assert_eq!(p.state, PState::Authorized);
-        assert_eq!(p.capture(&ctx(7), Currency::Nok, 1, "k4").unwrap_err().code, ErrorCode::CannotCaptureCancelled);
+        assert_eq!(
+            p.capture(&ctx(7), Currency::Nok, 1, "k4").unwrap_err().code,
+            ErrorCode::CannotCaptureCancelled
+        );
         let names: Vec<_> = p.events.iter().map(|e| e.name).collect();
         assert_eq!(
             names,
-            [EventName::Authorized, EventName::Captured, EventName::Captured, EventName::Refunded, EventName::Cancelled]
+            [
+                EventName::Authorized,
+                EventName::Captured,
+                EventName::Captured,
+                EventName::Refunded,
+                EventName::Cancelled
+            ]
         );
     }
 
@@ -517,9 +651,15 @@ mod tests {
         assert_eq!(p.state, PState::Terminated);
         let mut p = payment(1000);
         p.approve(&ctx(1)).unwrap();
-        assert_eq!(p.cancel(&ctx(2), true, None).unwrap_err().code, ErrorCode::CannotCancelAuthorized);
+        assert_eq!(
+            p.cancel(&ctx(2), true, None).unwrap_err().code,
+            ErrorCode::CannotCancelAuthorized
+        );
         p.capture(&ctx(2), Currency::Nok, 1000, "k").unwrap();
-        assert_eq!(p.cancel(&ctx(3), false, None).unwrap_err().code, ErrorCode::CannotCancelCaptured);
+        assert_eq!(
+            p.cancel(&ctx(3), false, None).unwrap_err().code,
+            ErrorCode::CannotCancelCaptured
+        );
     }
 
     #[test]
@@ -529,10 +669,16 @@ mod tests {
         assert!(p.settle(&ctx(600_000)));
         assert_eq!(p.state, PState::Expired);
         assert_eq!(p.events[0].at_ms, 600_000);
-        assert_eq!(p.approve(&ctx(700_000)).unwrap_err().code, ErrorCode::ApproveFailed);
+        assert_eq!(
+            p.approve(&ctx(700_000)).unwrap_err().code,
+            ErrorCode::ApproveFailed
+        );
 
         let mut p = payment(151);
-        assert_eq!(p.approve(&ctx(1)).unwrap_err().code, ErrorCode::FundsUnavailable);
+        assert_eq!(
+            p.approve(&ctx(1)).unwrap_err().code,
+            ErrorCode::FundsUnavailable
+        );
         assert_eq!(p.state, PState::Created);
         let mut p = payment(186);
         assert_eq!(p.approve(&ctx(1)).unwrap_err().status, 500);
@@ -547,9 +693,18 @@ mod tests {
         let mut p = payment(1000);
         p.approve(&ctx(1)).unwrap();
         p.capture(&ctx(1), Currency::Nok, 1000, "k").unwrap();
-        assert_eq!(p.refund(&ctx(1), Currency::Nok, 123, "r").unwrap_err().code, ErrorCode::RefundNotPossible);
-        assert_eq!(p.refund(&ctx(1), Currency::Nok, 124, "r").unwrap_err().code, ErrorCode::RefundPeriodExpired);
-        assert_eq!(p.refund(&ctx(1), Currency::Eur, 10, "r").unwrap_err().code, ErrorCode::InvalidCurrency);
+        assert_eq!(
+            p.refund(&ctx(1), Currency::Nok, 123, "r").unwrap_err().code,
+            ErrorCode::RefundNotPossible
+        );
+        assert_eq!(
+            p.refund(&ctx(1), Currency::Nok, 124, "r").unwrap_err().code,
+            ErrorCode::RefundPeriodExpired
+        );
+        assert_eq!(
+            p.refund(&ctx(1), Currency::Eur, 10, "r").unwrap_err().code,
+            ErrorCode::InvalidCurrency
+        );
         let mut prod = payment(151);
         prod.test = false;
         prod.approve(&ctx(1)).unwrap();

@@ -24,9 +24,9 @@ pub enum FaultAction {
     DropAfterCommit,
 }
 
-/// A rule as posted to `POST /_emulator/faults`.
+/// A rule as posted to `POST /_emulator/faults`. Unknown fields are refused (by the action, which receives
+/// every field the rule itself does not know).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     /// Method to match (any when absent).
     pub method: Option<String>,
@@ -97,18 +97,30 @@ impl Faults {
     /// Adds a rule.
     pub fn add(&self, spec: FaultSpec) -> Result<FaultRule, FaultError> {
         if !spec.path.starts_with('/') {
-            return Err(FaultError::Invalid { field: "path", reason: "must start with /".into() });
+            return Err(FaultError::Invalid {
+                field: "path",
+                reason: "must start with /".into(),
+            });
         }
         let times = spec.times.unwrap_or(1);
         if times == 0 {
-            return Err(FaultError::Invalid { field: "times", reason: "must be at least 1".into() });
+            return Err(FaultError::Invalid {
+                field: "times",
+                reason: "must be at least 1".into(),
+            });
         }
         match &spec.action {
             FaultAction::Status { status, .. } if !(400..=599).contains(status) => {
-                return Err(FaultError::Invalid { field: "status", reason: "must be between 400 and 599".into() });
+                return Err(FaultError::Invalid {
+                    field: "status",
+                    reason: "must be between 400 and 599".into(),
+                });
             }
             FaultAction::Delay { ms } if *ms > 120_000 => {
-                return Err(FaultError::Invalid { field: "ms", reason: "must be at most 120000".into() });
+                return Err(FaultError::Invalid {
+                    field: "ms",
+                    reason: "must be at most 120000".into(),
+                });
             }
             _ => {}
         }
@@ -132,7 +144,10 @@ impl Faults {
     pub fn take(&self, method: &str, path: &str) -> Option<FaultAction> {
         let mut rules = self.rules.lock();
         let i = rules.iter().position(|r| {
-            r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && path_matches(&r.path, path)
+            r.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path_matches(&r.path, path)
         })?;
         let action = rules[i].action.clone();
         rules[i].remaining -= 1;
@@ -159,9 +174,18 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(path_matches("/epayment/v1/payments/*/capture", "/epayment/v1/payments/abc/capture"));
-        assert!(!path_matches("/epayment/v1/payments/*/capture", "/epayment/v1/payments/abc/refund"));
-        assert!(!path_matches("/epayment/v1/payments", "/epayment/v1/payments/abc"));
+        assert!(path_matches(
+            "/epayment/v1/payments/*/capture",
+            "/epayment/v1/payments/abc/capture"
+        ));
+        assert!(!path_matches(
+            "/epayment/v1/payments/*/capture",
+            "/epayment/v1/payments/abc/refund"
+        ));
+        assert!(!path_matches(
+            "/epayment/v1/payments",
+            "/epayment/v1/payments/abc"
+        ));
         assert!(path_matches("/epayment/**", "/epayment/v1/payments/abc"));
     }
 
@@ -172,7 +196,10 @@ mod tests {
             method: Some("post".into()),
             path: "/x".into(),
             times: Some(2),
-            action: FaultAction::Status { status: 503, retry_after: None },
+            action: FaultAction::Status {
+                status: 503,
+                retry_after: None,
+            },
         })
         .unwrap();
         assert!(f.take("GET", "/x").is_none());
@@ -180,7 +207,12 @@ mod tests {
         assert_eq!(f.list()[0].remaining, 1);
         assert!(f.take("POST", "/x").is_some());
         assert!(f.take("POST", "/x").is_none());
-        let bad = f.add(FaultSpec { method: None, path: "/x".into(), times: Some(0), action: FaultAction::DropAfterCommit });
+        let bad = f.add(FaultSpec {
+            method: None,
+            path: "/x".into(),
+            times: Some(0),
+            action: FaultAction::DropAfterCommit,
+        });
         assert!(bad.is_err());
     }
 }

@@ -35,7 +35,9 @@ impl RequestMeta {
     /// A problem answer.
     pub fn problem(&self, status: u16, title: &str, detail: impl Into<String>) -> ProblemBuilder {
         ProblemBuilder {
-            problem: Problem::new(status, title, detail).with_instance(&self.path).with_trace_id(&self.trace_id),
+            problem: Problem::new(status, title, detail)
+                .with_instance(&self.path)
+                .with_trace_id(&self.trace_id),
             retry_after: None,
         }
     }
@@ -78,7 +80,8 @@ impl IntoResponse for ProblemBuilder {
     fn into_response(self) -> Response {
         let mut r = stored_to_response(StoredResponse::problem(&self.problem), false);
         if let Some(s) = self.retry_after {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
     }
@@ -86,7 +89,11 @@ impl IntoResponse for ProblemBuilder {
 
 /// The gateway's 401 body for a missing or unknown subscription key.
 pub fn gateway_401(message: &str) -> ApiError {
-    let body = serde_json::to_vec(&GatewayError { status_code: 401, message: message.into() }).unwrap_or_default();
+    let body = serde_json::to_vec(&GatewayError {
+        status_code: 401,
+        message: message.into(),
+    })
+    .unwrap_or_default();
     ApiError(Box::new(
         Response::builder()
             .status(StatusCode::UNAUTHORIZED)
@@ -99,14 +106,21 @@ pub fn gateway_401(message: &str) -> ApiError {
 /// Turns a stored answer into a response, marking replays.
 pub fn stored_to_response(r: StoredResponse, replayed: bool) -> Response {
     let mut resp = Response::new(Body::from(r.body));
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in &r.headers {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
             resp.headers_mut().insert(k, v);
         }
     }
     if replayed {
-        resp.headers_mut().insert(vipps_types::headers::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            vipps_types::headers::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
     }
     resp
 }
@@ -121,11 +135,21 @@ pub async fn read_body(meta: &RequestMeta, body: Body, limit: usize) -> Result<B
                 || e.to_string().contains("length limit");
             if too_big {
                 Err(meta
-                    .problem(413, "Payload Too Large", format!("The request body is larger than {limit} bytes"))
+                    .problem(
+                        413,
+                        "Payload Too Large",
+                        format!("The request body is larger than {limit} bytes"),
+                    )
                     .field("body", format!("at most {limit} bytes"))
                     .err())
             } else {
-                Err(meta.problem(400, "Bad Request", format!("The request body could not be read: {e}")).err())
+                Err(meta
+                    .problem(
+                        400,
+                        "Bad Request",
+                        format!("The request body could not be read: {e}"),
+                    )
+                    .err())
             }
         }
     }
@@ -135,7 +159,11 @@ pub async fn read_body(meta: &RequestMeta, body: Body, limit: usize) -> Result<B
 pub fn parse_json<T: DeserializeOwned>(meta: &RequestMeta, bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(meta
-            .problem(400, "Bad Request", "The request body is empty; a JSON object is required")
+            .problem(
+                400,
+                "Bad Request",
+                "The request body is empty; a JSON object is required",
+            )
             .field("body", "a JSON object is required")
             .code(ErrorCode::MissingRequiredParameter)
             .err());
@@ -147,13 +175,20 @@ pub fn parse_json<T: DeserializeOwned>(meta: &RequestMeta, bytes: &[u8]) -> Resu
             let path = e.path().to_string();
             let inner = e.into_inner();
             let msg = inner.to_string();
-            let field = if path == "." || path.is_empty() { field_from_message(&msg) } else { path };
+            let field = if path == "." || path.is_empty() {
+                field_from_message(&msg)
+            } else {
+                path
+            };
             let detail = if inner.is_syntax() || inner.is_eof() {
                 format!("The request body is not valid JSON: {msg}")
             } else {
                 format!("Invalid value for `{field}`: {msg}")
             };
-            Err(meta.problem(400, "Bad Request", detail).field(field, clean_reason(&msg)).err())
+            Err(meta
+                .problem(400, "Bad Request", detail)
+                .field(field, clean_reason(&msg))
+                .err())
         }
     }
 }
@@ -180,5 +215,9 @@ fn clean_reason(msg: &str) -> String {
 
 /// A header value as text, if present and not empty.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }

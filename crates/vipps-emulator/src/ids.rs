@@ -26,7 +26,10 @@ impl IdGen for RandomIds {
         // Time-ordered high part plus a random low part: unique and increasing within a process.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let r: u32 = rand::rng().random_range(0..1000);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         format!("{}{:06}{:03}", t, n % 1_000_000, r)
     }
 }
@@ -41,7 +44,10 @@ pub struct SeededIds {
 impl SeededIds {
     /// From a seed.
     pub fn new(seed: u64) -> Self {
-        SeededIds { rng: parking_lot::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)), counter: AtomicU64::new(1) }
+        SeededIds {
+            rng: parking_lot::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            counter: AtomicU64::new(1),
+        }
     }
 }
 
@@ -56,7 +62,9 @@ impl IdGen for SeededIds {
 
 /// A UUID (version 4 layout) from 16 bytes.
 pub fn uuid_from(bytes: [u8; 16]) -> String {
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// Lower-case hex.

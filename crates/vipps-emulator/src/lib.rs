@@ -34,5 +34,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 
-pub use config::{Config, Durability, MerchantConfig, MerchantEnvironment, PartnerConfig, Storage, Validation};
+pub use config::{
+    Config, Durability, MerchantConfig, MerchantEnvironment, PartnerConfig, Storage, Validation,
+};
 pub use server::{Emulator, Injected, StartError};

@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 use vipps_types::epayment::{
-    Aggregate, CreatePaymentResponse, GetPaymentResponse, ModificationResponse, PaymentEvent, PaymentEventName,
-    PaymentMethodResponse, PaymentMethodType, ProfileResponse, State, WebhookEvent,
+    Aggregate, CreatePaymentResponse, GetPaymentResponse, ModificationResponse, PaymentEvent,
+    PaymentEventName, PaymentMethodResponse, PaymentMethodType, ProfileResponse, State,
+    WebhookEvent,
 };
 use vipps_types::headers::MerchantSerialNumber;
 use vipps_types::ids::{PspReference, Reference};
@@ -35,14 +36,21 @@ impl StoredResponse {
 
     /// An answer without a body.
     pub fn empty(status: u16) -> Self {
-        StoredResponse { status, headers: vec![], body: Bytes::new() }
+        StoredResponse {
+            status,
+            headers: vec![],
+            body: Bytes::new(),
+        }
     }
 
     /// A problem+json answer.
     pub fn problem(p: &Problem) -> Self {
         StoredResponse {
             status: p.status.unwrap_or(500),
-            headers: vec![("content-type".into(), vipps_types::headers::PROBLEM_JSON.into())],
+            headers: vec![(
+                "content-type".into(),
+                vipps_types::headers::PROBLEM_JSON.into(),
+            )],
             body: Bytes::from(serde_json::to_vec(p).unwrap_or_default()),
         }
     }
@@ -57,7 +65,9 @@ pub fn problem(
     instance: &str,
     trace_id: &str,
 ) -> Problem {
-    let mut p = Problem::new(status, title, detail).with_instance(instance).with_trace_id(trace_id);
+    let mut p = Problem::new(status, title, detail)
+        .with_instance(instance)
+        .with_trace_id(trace_id);
     if let Some(c) = code {
         p = p.with_code(c);
     }
@@ -66,11 +76,15 @@ pub fn problem(
 
 fn reference(p: &Payment) -> Reference {
     // Stored references were validated on the way in.
-    Reference::new(&p.reference).unwrap_or_else(|_| Reference::new("invalid-ref").expect("constant"))
+    Reference::new(&p.reference)
+        .unwrap_or_else(|_| Reference::new("invalid-ref").expect("constant"))
 }
 
 fn amount(p: &Payment, value: i64) -> Amount {
-    Amount { currency: p.currency, value }
+    Amount {
+        currency: p.currency,
+        value,
+    }
 }
 
 /// The aggregate of a payment.
@@ -94,7 +108,10 @@ pub fn payment(p: &Payment) -> GetPaymentResponse {
         aggregate: aggregate(p),
         amount: amount(p, p.amount),
         state: state(p),
-        payment_method: PaymentMethodResponse { type_: PaymentMethodType::from_wire(&p.method), card_bin: None },
+        payment_method: PaymentMethodResponse {
+            type_: PaymentMethodType::from_wire(&p.method),
+            card_bin: None,
+        },
         profile: ProfileResponse { sub: p.sub.clone() },
         psp_reference: PspReference(p.psp.clone()),
         redirect_url: p.redirect_url.clone(),
@@ -105,7 +122,10 @@ pub fn payment(p: &Payment) -> GetPaymentResponse {
 
 /// `201` of create.
 pub fn created(p: &Payment) -> CreatePaymentResponse {
-    CreatePaymentResponse { redirect_url: p.redirect_url.clone(), reference: reference(p) }
+    CreatePaymentResponse {
+        redirect_url: p.redirect_url.clone(),
+        reference: reference(p),
+    }
 }
 
 /// `200` of capture, refund and cancel.
@@ -120,7 +140,8 @@ pub fn modification(p: &Payment) -> ModificationResponse {
 }
 
 fn ts(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// One event-log entry.
@@ -144,7 +165,8 @@ pub fn events(p: &Payment) -> Vec<PaymentEvent> {
 /// The webhook payload for an event.
 pub fn webhook_event(p: &Payment, e: &Event) -> WebhookEvent {
     WebhookEvent {
-        msn: MerchantSerialNumber::new(&p.msn).unwrap_or_else(|_| MerchantSerialNumber::new("0000").expect("constant")),
+        msn: MerchantSerialNumber::new(&p.msn)
+            .unwrap_or_else(|_| MerchantSerialNumber::new("0000").expect("constant")),
         reference: reference(p),
         psp_reference: PspReference(e.psp.clone()),
         name: PaymentEventName::from_wire(e.name.as_str()),

@@ -73,7 +73,10 @@ pub struct RequestLog {
 impl RequestLog {
     /// A record keeping at most `capacity` requests.
     pub fn new(capacity: usize) -> Self {
-        RequestLog { records: Mutex::new(VecDeque::with_capacity(capacity.min(4096))), capacity: capacity.max(1) }
+        RequestLog {
+            records: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Adds a record.
@@ -88,7 +91,9 @@ impl RequestLog {
     /// Matching records, newest first.
     pub fn query(&self, f: &RequestFilter) -> Vec<RequestRecord> {
         let limit = f.limit.unwrap_or(100);
-        let eq = |want: &Option<String>, have: &Option<String>| want.as_ref().is_none_or(|w| have.as_ref() == Some(w));
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
         let q = self.records.lock();
         q.iter()
             .rev()
@@ -96,7 +101,9 @@ impl RequestLog {
                 eq(&f.msn, &r.msn)
                     && eq(&f.system_name, &r.system_name)
                     && f.status.is_none_or(|s| s == r.status)
-                    && f.method.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(&r.method))
+                    && f.method
+                        .as_ref()
+                        .is_none_or(|m| m.eq_ignore_ascii_case(&r.method))
                     && f.path.as_ref().is_none_or(|p| p == &r.path)
                     && eq(&f.idempotency_key, &r.idempotency_key)
                     && f.trace_id.as_ref().is_none_or(|t| t == &r.trace_id)

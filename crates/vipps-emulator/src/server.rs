@@ -52,7 +52,10 @@ pub struct Injected {
 
 impl Default for Injected {
     fn default() -> Self {
-        Injected { time: Arc::new(SystemTime), ids: Arc::new(RandomIds::default()) }
+        Injected {
+            time: Arc::new(SystemTime),
+            ids: Arc::new(RandomIds::default()),
+        }
     }
 }
 
@@ -76,7 +79,9 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,8 +92,15 @@ impl Emulator {
     }
 
     /// Starts an emulator with an injected clock and id generator.
-    pub async fn start_with(mut config: Config, injected: Injected) -> Result<Emulator, StartError> {
-        if !config.merchants.iter().any(|m| m.msn.as_str() == crate::config::DEMO_MSN) {
+    pub async fn start_with(
+        mut config: Config,
+        injected: Injected,
+    ) -> Result<Emulator, StartError> {
+        if !config
+            .merchants
+            .iter()
+            .any(|m| m.msn.as_str() == crate::config::DEMO_MSN)
+        {
             config.merchants.insert(0, MerchantConfig::demo());
         }
         config.validate()?;
@@ -99,7 +111,10 @@ impl Emulator {
         };
         let write_meta = |key: &str, value: String| WriteRequest {
             idem: None,
-            op: Op::SetMeta { key: key.into(), value },
+            op: Op::SetMeta {
+                key: key.into(),
+                value,
+            },
             now_ms: 0,
             trace_id: String::new(),
             instance: String::new(),
@@ -112,23 +127,50 @@ impl Emulator {
                 k
             }
         };
-        let offset = store.meta("clock_offset_ms").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let offset = store
+            .meta("clock_offset_ms")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let clock = EmulatorClock::new(injected.time, offset);
 
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+            format!("[{host}]")
+        } else {
+            host
+        };
         let base_url = Url::parse(&format!("http://{host}:{}/", addr.port())).expect("valid URL");
 
         let mut by_subscription_key = HashMap::new();
         let mut msns = HashMap::new();
         for m in &config.merchants {
-            by_subscription_key.insert(m.subscription_key.clone(), Principal::Merchant(Arc::new(m.clone())));
+            by_subscription_key.insert(
+                m.subscription_key.clone(),
+                Principal::Merchant(Arc::new(m.clone())),
+            );
             msns.insert(m.msn.as_str().to_owned(), m.environment);
         }
         for p in &config.partners {
-            by_subscription_key.insert(p.subscription_key.clone(), Principal::Partner(Arc::new(p.clone())));
+            by_subscription_key.insert(
+                p.subscription_key.clone(),
+                Principal::Partner(Arc::new(p.clone())),
+            );
             for m in &p.msns {
                 msns.entry(m.as_str().to_owned()).or_insert(p.environment);
             }
@@ -152,7 +194,12 @@ impl Emulator {
             tokio::spawn(serve(listener, state.clone(), shutdown.clone())),
             tokio::spawn(sweeper(state.clone(), shutdown.clone())),
         ];
-        Ok(Emulator { state, addr, shutdown, tasks })
+        Ok(Emulator {
+            state,
+            addr,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The base URL, such as `http://127.0.0.1:8080/`.
@@ -224,14 +271,17 @@ async fn serve(listener: TcpListener, state: S, shutdown: CancellationToken) {
         let killer = CancellationToken::new();
         let router = router.clone();
         let k = killer.clone();
-        let svc = tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnKiller(k.clone()));
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let svc = tower::service_fn(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnKiller(k.clone()));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            },
+        );
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
             tokio::select! {
                 _ = conn => {}
                 _ = killer.cancelled() => {}

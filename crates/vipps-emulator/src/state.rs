@@ -71,7 +71,10 @@ impl InFlight {
     /// Claims `scope`; `None` when another request holds it.
     pub fn claim(&self, scope: &str) -> Option<InFlightGuard<'_>> {
         if self.scopes.lock().insert(scope.to_owned()) {
-            Some(InFlightGuard { owner: self, scope: scope.to_owned() })
+            Some(InFlightGuard {
+                owner: self,
+                scope: scope.to_owned(),
+            })
         } else {
             None
         }
@@ -114,6 +117,8 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("base_url", &self.base_url.as_str()).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
     }
 }

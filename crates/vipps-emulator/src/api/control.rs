@@ -20,10 +20,16 @@ pub fn routes() -> Router<S> {
         .route("/_emulator/health", get(health))
         .route("/_emulator/clock", get(clock))
         .route("/_emulator/clock/advance", post(advance))
-        .route("/_emulator/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route(
+            "/_emulator/faults",
+            post(add_fault).get(list_faults).delete(clear_faults),
+        )
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/payments/{reference}", get(payment))
-        .route("/_emulator/payments/{reference}/approve", post(user_approve))
+        .route(
+            "/_emulator/payments/{reference}/approve",
+            post(user_approve),
+        )
         .route("/_emulator/payments/{reference}/reject", post(user_reject))
         .route("/_emulator/landing", get(landing).post(landing_action))
         .route("/_emulator/qr", get(qr))
@@ -31,7 +37,8 @@ pub fn routes() -> Router<S> {
 
 async fn health(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
-    let (payments, idempotency, webhooks) = s.store.counts().await.map_err(|e| internal(&meta, &e))?;
+    let (payments, idempotency, webhooks) =
+        s.store.counts().await.map_err(|e| internal(&meta, &e))?;
     Ok(axum::Json(serde_json::json!({
         "status": "ok",
         "now": crate::clock::rfc3339(s.clock.now()),
@@ -66,12 +73,24 @@ async fn advance(State(s): State<S>, req: Request) -> ApiResult {
     let a: Advance = parse_json(&meta, &bytes)?;
     if !a.seconds.is_finite() || a.seconds < 0.0 || a.seconds > 10.0 * 365.0 * 86_400.0 {
         return Err(meta
-            .problem(400, "Bad Request", "seconds must be between 0 and 10 years; time never moves backwards")
+            .problem(
+                400,
+                "Bad Request",
+                "seconds must be between 0 and 10 years; time never moves backwards",
+            )
             .field("seconds", "0 to 315360000")
             .err());
     }
     let offset = s.clock.advance_ms((a.seconds * 1000.0).round() as i64);
-    run_write(&s, &meta, Op::SetMeta { key: "clock_offset_ms".into(), value: offset.to_string() }).await?;
+    run_write(
+        &s,
+        &meta,
+        Op::SetMeta {
+            key: "clock_offset_ms".into(),
+            value: offset.to_string(),
+        },
+    )
+    .await?;
     s.sweep.notify_one();
     // Persist what the jump made due right away, so reads and webhooks see it at once.
     crate::server::sweep_once(&s).await;
@@ -84,9 +103,10 @@ async fn add_fault(State(s): State<S>, req: Request) -> ApiResult {
     let spec: FaultSpec = parse_json(&meta, &bytes)?;
     match s.faults.add(spec) {
         Ok(rule) => Ok((http::StatusCode::CREATED, axum::Json(rule)).into_response()),
-        Err(crate::faults::FaultError::Invalid { field, reason }) => {
-            Err(meta.problem(400, "Bad Request", format!("Invalid `{field}`: {reason}")).field(field, reason).err())
-        }
+        Err(crate::faults::FaultError::Invalid { field, reason }) => Err(meta
+            .problem(400, "Bad Request", format!("Invalid `{field}`: {reason}"))
+            .field(field, reason)
+            .err()),
     }
 }
 
@@ -103,7 +123,9 @@ async fn requests(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let q = req.uri().query().unwrap_or("");
     let f: RequestFilter = serde_urlencoded_lite(q).map_err(|e| {
-        meta.problem(400, "Bad Request", format!("Invalid query: {e}")).field("query", e).err()
+        meta.problem(400, "Bad Request", format!("Invalid query: {e}"))
+            .field("query", e)
+            .err()
     })?;
     Ok(axum::Json(s.requests.query(&f)).into_response())
 }
@@ -113,9 +135,10 @@ fn serde_urlencoded_lite(q: &str) -> Result<RequestFilter, String> {
     let mut map = serde_json::Map::new();
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
         let val = match k.as_ref() {
-            "status" | "limit" => {
-                serde_json::Value::from(v.parse::<u64>().map_err(|_| format!("`{k}` must be a non-negative integer"))?)
-            }
+            "status" | "limit" => serde_json::Value::from(
+                v.parse::<u64>()
+                    .map_err(|_| format!("`{k}` must be a non-negative integer"))?,
+            ),
             _ => serde_json::Value::from(v.into_owned()),
         };
         map.insert(k.into_owned(), val);
@@ -129,27 +152,52 @@ struct MsnQuery {
 }
 
 /// Finds the MSN of a reference: the one given, or the only configured sales unit that has it.
-async fn resolve_msn(s: &S, meta: &RequestMeta, reference: &str, msn: Option<String>) -> Result<String, ApiError> {
+async fn resolve_msn(
+    s: &S,
+    meta: &RequestMeta,
+    reference: &str,
+    msn: Option<String>,
+) -> Result<String, ApiError> {
     if let Some(m) = msn {
         return Ok(m);
     }
     let mut found = Vec::new();
     for m in s.msns.keys() {
-        if s.store.payment(m, reference).await.map_err(|e| internal(meta, &e))?.is_some() {
+        if s.store
+            .payment(m, reference)
+            .await
+            .map_err(|e| internal(meta, &e))?
+            .is_some()
+        {
             found.push(m.clone());
         }
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(meta.problem(404, "Payment not found", format!("No payment with reference `{reference}` exists")).err()),
+        0 => Err(meta
+            .problem(
+                404,
+                "Payment not found",
+                format!("No payment with reference `{reference}` exists"),
+            )
+            .err()),
         _ => Err(meta
-            .problem(400, "Bad Request", format!("Reference `{reference}` exists for several sales units; add ?msn="))
+            .problem(
+                400,
+                "Bad Request",
+                format!("Reference `{reference}` exists for several sales units; add ?msn="),
+            )
             .field("msn", "required when the reference is ambiguous")
             .err()),
     }
 }
 
-async fn payment(State(s): State<S>, Path(reference): Path<String>, Query(q): Query<MsnQuery>, req: Request) -> ApiResult {
+async fn payment(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    Query(q): Query<MsnQuery>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let reference = path_reference(&s, &meta, &reference)?;
     let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
@@ -163,14 +211,24 @@ async fn payment(State(s): State<S>, Path(reference): Path<String>, Query(q): Qu
     .into_response())
 }
 
-async fn user_approve(State(s): State<S>, Path(reference): Path<String>, Query(q): Query<MsnQuery>, req: Request) -> ApiResult {
+async fn user_approve(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    Query(q): Query<MsnQuery>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let reference = path_reference(&s, &meta, &reference)?;
     let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
     run_write(&s, &meta, Op::UserApprove { msn, reference }).await
 }
 
-async fn user_reject(State(s): State<S>, Path(reference): Path<String>, Query(q): Query<MsnQuery>, req: Request) -> ApiResult {
+async fn user_reject(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    Query(q): Query<MsnQuery>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let reference = path_reference(&s, &meta, &reference)?;
     let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
@@ -185,14 +243,28 @@ struct LandingQuery {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-async fn landing_payment(s: &S, meta: &RequestMeta, q: &LandingQuery) -> Result<crate::domain::Payment, ApiError> {
+async fn landing_payment(
+    s: &S,
+    meta: &RequestMeta,
+    q: &LandingQuery,
+) -> Result<crate::domain::Payment, ApiError> {
     let reference = path_reference(s, meta, &q.reference)?;
     let p = load_settled(s, meta, &q.msn, &reference).await?;
     if p.token != q.token {
-        return Err(meta.problem(403, "Forbidden", "The token does not belong to this payment").field("token", "mismatch").err());
+        return Err(meta
+            .problem(
+                403,
+                "Forbidden",
+                "The token does not belong to this payment",
+            )
+            .field("token", "mismatch")
+            .err());
     }
     Ok(p)
 }
@@ -224,26 +296,58 @@ async fn landing_action(State(s): State<S>, req: Request) -> ApiResult {
         fields.insert(k.into_owned(), v.into_owned());
     }
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    let q = LandingQuery { msn: get("msn"), reference: get("reference"), token: get("token") };
+    let q = LandingQuery {
+        msn: get("msn"),
+        reference: get("reference"),
+        token: get("token"),
+    };
     let p = landing_payment(&s, &meta, &q).await?;
     let op = match get("action").as_str() {
-        "approve" => Op::UserApprove { msn: p.msn.clone(), reference: p.reference.clone() },
-        "reject" => Op::UserReject { msn: p.msn.clone(), reference: p.reference.clone() },
-        _ => return Err(meta.problem(400, "Bad Request", "action must be approve or reject").field("action", "approve | reject").err()),
+        "approve" => Op::UserApprove {
+            msn: p.msn.clone(),
+            reference: p.reference.clone(),
+        },
+        "reject" => Op::UserReject {
+            msn: p.msn.clone(),
+            reference: p.reference.clone(),
+        },
+        _ => {
+            return Err(meta
+                .problem(400, "Bad Request", "action must be approve or reject")
+                .field("action", "approve | reject")
+                .err());
+        }
     };
     let resp = run_write(&s, &meta, op).await?;
     if !resp.status().is_success() {
         return Ok(resp);
     }
-    let mut back = s.base_url.join("_emulator/landing").map_err(|e| internal(&meta, &e))?;
-    back.query_pairs_mut().append_pair("msn", &q.msn).append_pair("reference", &q.reference).append_pair("token", &q.token);
+    let mut back = s
+        .base_url
+        .join("_emulator/landing")
+        .map_err(|e| internal(&meta, &e))?;
+    back.query_pairs_mut()
+        .append_pair("msn", &q.msn)
+        .append_pair("reference", &q.reference)
+        .append_pair("token", &q.token);
     Ok(Redirect::to(back.as_str()).into_response())
 }
 
 async fn qr(State(s): State<S>, Query(q): Query<LandingQuery>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let p = landing_payment(&s, &meta, &q).await?;
-    let mut target = s.base_url.join("_emulator/landing").map_err(|e| internal(&meta, &e))?;
-    target.query_pairs_mut().append_pair("msn", &p.msn).append_pair("reference", &p.reference).append_pair("token", &p.token);
-    Ok(([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], target.to_string()).into_response())
+    let mut target = s
+        .base_url
+        .join("_emulator/landing")
+        .map_err(|e| internal(&meta, &e))?;
+    target
+        .query_pairs_mut()
+        .append_pair("msn", &p.msn)
+        .append_pair("reference", &p.reference)
+        .append_pair("token", &p.token);
+    Ok((
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        target.to_string(),
+    )
+        .into_response())
 }

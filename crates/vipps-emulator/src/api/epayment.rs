@@ -3,8 +3,8 @@
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
 use vipps_types::epayment::{
-    CancelModificationRequest, CreatePaymentRequest, CustomerInteraction, ForceApprove, ModificationRequest,
-    PaymentMethodType, UserFlow,
+    CancelModificationRequest, CreatePaymentRequest, CustomerInteraction, ForceApprove,
+    ModificationRequest, PaymentMethodType, UserFlow,
 };
 use vipps_types::problem::ErrorCode;
 
@@ -16,11 +16,25 @@ use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
 use crate::render;
 use crate::store::Op;
 
-const SCOPES: &[&str] = &["name", "address", "email", "phoneNumber", "birthDate", "nin"];
+const SCOPES: &[&str] = &[
+    "name",
+    "address",
+    "email",
+    "phoneNumber",
+    "birthDate",
+    "nin",
+];
 
-fn bad(meta: &RequestMeta, field: &str, reason: impl Into<String>, code: Option<ErrorCode>) -> ApiError {
+fn bad(
+    meta: &RequestMeta,
+    field: &str,
+    reason: impl Into<String>,
+    code: Option<ErrorCode>,
+) -> ApiError {
     let reason = reason.into();
-    let mut p = meta.problem(400, "Bad Request", format!("Invalid `{field}`: {reason}")).field(field, reason);
+    let mut p = meta
+        .problem(400, "Bad Request", format!("Invalid `{field}`: {reason}"))
+        .field(field, reason);
     if let Some(c) = code {
         p = p.code(c);
     }
@@ -44,36 +58,92 @@ fn url_allowed(u: &str) -> Result<(), String> {
 }
 
 /// Validates a create request beyond its JSON shape and builds the payment row.
-fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentRequest, key: &str) -> Result<Payment, ApiError> {
+fn build_payment(
+    s: &S,
+    meta: &RequestMeta,
+    auth: &AuthCtx,
+    r: &CreatePaymentRequest,
+    key: &str,
+) -> Result<Payment, ApiError> {
     let reference = r.reference.as_str();
     if reference.len() > s.config.limits.reference_max_len {
-        return Err(bad(meta, "reference", format!("must be at most {} characters long", s.config.limits.reference_max_len), None));
+        return Err(bad(
+            meta,
+            "reference",
+            format!(
+                "must be at most {} characters long",
+                s.config.limits.reference_max_len
+            ),
+            None,
+        ));
     }
-    r.amount.validate().map_err(|e| bad(meta, "amount.value", e.to_string(), Some(ErrorCode::InvalidAmount)))?;
+    r.amount.validate().map_err(|e| {
+        bad(
+            meta,
+            "amount.value",
+            e.to_string(),
+            Some(ErrorCode::InvalidAmount),
+        )
+    })?;
     r.amount.check_payment_minimum().map_err(|e| {
-        meta.problem(400, "Amount too small", e.to_string()).code(ErrorCode::AmountTooSmall).field("amount.value", e.to_string()).err()
+        meta.problem(400, "Amount too small", e.to_string())
+            .code(ErrorCode::AmountTooSmall)
+            .field("amount.value", e.to_string())
+            .err()
     })?;
     if !r.user_flow.is_known() {
-        return Err(bad(meta, "userFlow", "must be PUSH_MESSAGE, NATIVE_REDIRECT, WEB_REDIRECT or QR", None));
+        return Err(bad(
+            meta,
+            "userFlow",
+            "must be PUSH_MESSAGE, NATIVE_REDIRECT, WEB_REDIRECT or QR",
+            None,
+        ));
     }
     match &r.payment_method.type_ {
         PaymentMethodType::Wallet => {}
         PaymentMethodType::Card if r.user_flow == UserFlow::WebRedirect => {}
         PaymentMethodType::Card => {
-            return Err(bad(meta, "paymentMethod.type", "CARD requires userFlow WEB_REDIRECT", Some(ErrorCode::InvalidPaymentMethodType)));
+            return Err(bad(
+                meta,
+                "paymentMethod.type",
+                "CARD requires userFlow WEB_REDIRECT",
+                Some(ErrorCode::InvalidPaymentMethodType),
+            ));
         }
-        _ => return Err(bad(meta, "paymentMethod.type", "must be WALLET or CARD", Some(ErrorCode::InvalidPaymentMethodType))),
+        _ => {
+            return Err(bad(
+                meta,
+                "paymentMethod.type",
+                "must be WALLET or CARD",
+                Some(ErrorCode::InvalidPaymentMethodType),
+            ));
+        }
     }
     if let Some(ci) = &r.customer_interaction {
-        if !matches!(ci, CustomerInteraction::CustomerPresent | CustomerInteraction::CustomerNotPresent) {
-            return Err(bad(meta, "customerInteraction", "must be CUSTOMER_PRESENT or CUSTOMER_NOT_PRESENT", None));
+        if !matches!(
+            ci,
+            CustomerInteraction::CustomerPresent | CustomerInteraction::CustomerNotPresent
+        ) {
+            return Err(bad(
+                meta,
+                "customerInteraction",
+                "must be CUSTOMER_PRESENT or CUSTOMER_NOT_PRESENT",
+                None,
+            ));
         }
     }
     match (&r.user_flow, &r.return_url) {
         (UserFlow::WebRedirect, None) => {
-            return Err(bad(meta, "returnUrl", "required when userFlow is WEB_REDIRECT", Some(ErrorCode::MissingRequiredParameter)));
+            return Err(bad(
+                meta,
+                "returnUrl",
+                "required when userFlow is WEB_REDIRECT",
+                Some(ErrorCode::MissingRequiredParameter),
+            ));
         }
-        (_, Some(u)) => url_allowed(u).map_err(|e| bad(meta, "returnUrl", e, Some(ErrorCode::InvalidUrl)))?,
+        (_, Some(u)) => {
+            url_allowed(u).map_err(|e| bad(meta, "returnUrl", e, Some(ErrorCode::InvalidUrl)))?
+        }
         _ => {}
     }
     if let Some(u) = &r.receipt_url {
@@ -81,26 +151,51 @@ fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentReq
     }
     match &r.customer {
         None if r.user_flow == UserFlow::PushMessage => {
-            return Err(bad(meta, "customer", "required when userFlow is PUSH_MESSAGE", Some(ErrorCode::MissingRequiredParameter)));
+            return Err(bad(
+                meta,
+                "customer",
+                "required when userFlow is PUSH_MESSAGE",
+                Some(ErrorCode::MissingRequiredParameter),
+            ));
         }
         None => {}
         Some(c) => {
             if c.identifiers_set() != 1 {
-                return Err(bad(meta, "customer", "exactly one of phoneNumber, personalQr or customerToken must be set", None));
+                return Err(bad(
+                    meta,
+                    "customer",
+                    "exactly one of phoneNumber, personalQr or customerToken must be set",
+                    None,
+                ));
             }
             if let Some(p) = &c.phone_number {
                 if !(10..=15).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad(meta, "customer.phoneNumber", "must be 10 to 15 digits (MSISDN, such as 4791234567)", Some(ErrorCode::InvalidPhoneNumber)));
+                    return Err(bad(
+                        meta,
+                        "customer.phoneNumber",
+                        "must be 10 to 15 digits (MSISDN, such as 4791234567)",
+                        Some(ErrorCode::InvalidPhoneNumber),
+                    ));
                 }
             }
             if let Some(q) = &c.personal_qr {
                 if !(5..=255).contains(&q.chars().count()) {
-                    return Err(bad(meta, "customer.personalQr", "must be 5 to 255 characters", Some(ErrorCode::InvalidPersonalQr)));
+                    return Err(bad(
+                        meta,
+                        "customer.personalQr",
+                        "must be 5 to 255 characters",
+                        Some(ErrorCode::InvalidPersonalQr),
+                    ));
                 }
             }
             if let Some(t) = &c.customer_token {
                 if t.trim().is_empty() {
-                    return Err(bad(meta, "customer.customerToken", "must not be empty", Some(ErrorCode::InvalidCustomerToken)));
+                    return Err(bad(
+                        meta,
+                        "customer.customerToken",
+                        "must not be empty",
+                        Some(ErrorCode::InvalidCustomerToken),
+                    ));
                 }
             }
         }
@@ -108,22 +203,47 @@ fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentReq
     if let Some(d) = &r.payment_description {
         let n = d.chars().count();
         if !(3..=100).contains(&n) {
-            return Err(bad(meta, "paymentDescription", format!("must be 3 to 100 characters, got {n}"), None));
+            return Err(bad(
+                meta,
+                "paymentDescription",
+                format!("must be 3 to 100 characters, got {n}"),
+                None,
+            ));
         }
     }
     if let Some(m) = &r.metadata {
         if m.len() > 5 {
-            return Err(bad(meta, "metadata", format!("at most 5 key-value pairs, got {}", m.len()), Some(ErrorCode::MetadataTooManyPairs)));
+            return Err(bad(
+                meta,
+                "metadata",
+                format!("at most 5 key-value pairs, got {}", m.len()),
+                Some(ErrorCode::MetadataTooManyPairs),
+            ));
         }
         for (k, v) in m {
             if k.is_empty() {
-                return Err(bad(meta, "metadata", "keys must not be empty", Some(ErrorCode::MetadataInvalid)));
+                return Err(bad(
+                    meta,
+                    "metadata",
+                    "keys must not be empty",
+                    Some(ErrorCode::MetadataInvalid),
+                ));
             }
             if k.chars().count() > 100 {
-                return Err(bad(meta, &format!("metadata.{k}"), "keys are at most 100 characters", Some(ErrorCode::MetadataKeyTooLong)));
+                return Err(bad(
+                    meta,
+                    &format!("metadata.{k}"),
+                    "keys are at most 100 characters",
+                    Some(ErrorCode::MetadataKeyTooLong),
+                ));
             }
             if v.chars().count() > 500 {
-                return Err(bad(meta, &format!("metadata.{k}"), "values are at most 500 characters", Some(ErrorCode::MetadataValueTooLong)));
+                return Err(bad(
+                    meta,
+                    &format!("metadata.{k}"),
+                    "values are at most 500 characters",
+                    Some(ErrorCode::MetadataValueTooLong),
+                ));
             }
         }
     }
@@ -131,20 +251,39 @@ fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentReq
         Some(sc) => {
             for word in sc.split_whitespace() {
                 if !SCOPES.contains(&word) {
-                    return Err(bad(meta, "profile.scope", format!("unknown scope `{word}` (allowed: {})", SCOPES.join(", ")), Some(ErrorCode::InvalidScope)));
+                    return Err(bad(
+                        meta,
+                        "profile.scope",
+                        format!("unknown scope `{word}` (allowed: {})", SCOPES.join(", ")),
+                        Some(ErrorCode::InvalidScope),
+                    ));
                 }
             }
-            if sc.split_whitespace().next().is_none() { None } else { Some(sc) }
+            if sc.split_whitespace().next().is_none() {
+                None
+            } else {
+                Some(sc)
+            }
         }
         None => None,
     };
     if let Some(q) = &r.qr_format {
         if !q.format.is_known() {
-            return Err(bad(meta, "qrFormat.format", "must be TEXT/TARGETURL, IMAGE/SVG+XML or IMAGE/PNG", None));
+            return Err(bad(
+                meta,
+                "qrFormat.format",
+                "must be TEXT/TARGETURL, IMAGE/SVG+XML or IMAGE/PNG",
+                None,
+            ));
         }
         if let Some(sz) = q.size {
             if !(100..=2000).contains(&sz) {
-                return Err(bad(meta, "qrFormat.size", "must be between 100 and 2000", None));
+                return Err(bad(
+                    meta,
+                    "qrFormat.size",
+                    "must be between 100 and 2000",
+                    None,
+                ));
             }
         }
         if r.user_flow != UserFlow::Qr {
@@ -152,19 +291,50 @@ fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentReq
         }
     }
     if let Some(receipt) = &r.receipt {
-        receipt.validate().map_err(|e| bad(meta, "receipt", e.to_string(), None))?;
+        receipt
+            .validate()
+            .map_err(|e| bad(meta, "receipt", e.to_string(), None))?;
     }
-    if let Some(air) = r.industry_data.as_ref().and_then(|i| i.airline_data.as_ref()) {
+    if let Some(air) = r
+        .industry_data
+        .as_ref()
+        .and_then(|i| i.airline_data.as_ref())
+    {
         let checks: [(&str, &str, usize, usize); 4] = [
-            ("industryData.airlineData.agencyInvoiceNumber", &air.agency_invoice_number, 1, 6),
-            ("industryData.airlineData.airlineCode", &air.airline_code, 3, 3),
-            ("industryData.airlineData.airlineDesignatorCode", &air.airline_designator_code, 2, 2),
-            ("industryData.airlineData.passengerName", &air.passenger_name, 1, 49),
+            (
+                "industryData.airlineData.agencyInvoiceNumber",
+                &air.agency_invoice_number,
+                1,
+                6,
+            ),
+            (
+                "industryData.airlineData.airlineCode",
+                &air.airline_code,
+                3,
+                3,
+            ),
+            (
+                "industryData.airlineData.airlineDesignatorCode",
+                &air.airline_designator_code,
+                2,
+                2,
+            ),
+            (
+                "industryData.airlineData.passengerName",
+                &air.passenger_name,
+                1,
+                49,
+            ),
         ];
         for (field, v, min, max) in checks {
             let n = v.chars().count();
             if n < min || n > max {
-                return Err(bad(meta, field, format!("must be {min} to {max} characters"), None));
+                return Err(bad(
+                    meta,
+                    field,
+                    format!("must be {min} to {max} characters"),
+                    None,
+                ));
             }
         }
     }
@@ -173,21 +343,40 @@ fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentReq
         None => now_ms + s.config.payment_expiry.as_millis() as i64,
         Some(at) => {
             if !matches!(r.user_flow, UserFlow::PushMessage | UserFlow::Qr) {
-                return Err(bad(meta, "expiresAt", "only allowed with userFlow PUSH_MESSAGE or QR", None));
+                return Err(bad(
+                    meta,
+                    "expiresAt",
+                    "only allowed with userFlow PUSH_MESSAGE or QR",
+                    None,
+                ));
             }
             if r.receipt.is_none() {
                 return Err(meta
-                    .problem(400, "Bad Request", "A payment with expiresAt must carry a receipt")
+                    .problem(
+                        400,
+                        "Bad Request",
+                        "A payment with expiresAt must carry a receipt",
+                    )
                     .code(ErrorCode::LongLivingRequiresReceipt)
                     .field("receipt", "required with expiresAt")
                     .err());
             }
             let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
             if at_ms <= now_ms + 10 * 60_000 {
-                return Err(bad(meta, "expiresAt", "must be more than 10 minutes in the future", Some(ErrorCode::ExpiresAtTooSoon)));
+                return Err(bad(
+                    meta,
+                    "expiresAt",
+                    "must be more than 10 minutes in the future",
+                    Some(ErrorCode::ExpiresAtTooSoon),
+                ));
             }
             if at_ms >= now_ms + 28 * 86_400_000 {
-                return Err(bad(meta, "expiresAt", "must be less than 28 days in the future", Some(ErrorCode::ExpiresAtTooLate)));
+                return Err(bad(
+                    meta,
+                    "expiresAt",
+                    "must be less than 28 days in the future",
+                    Some(ErrorCode::ExpiresAtTooLate),
+                ));
             }
             at_ms
         }
@@ -196,7 +385,10 @@ fn build_payment(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &CreatePaymentReq
     let msn = auth.msn_str().to_owned();
     let landing = |page: &str| {
         let mut u = s.base_url.join(page).expect("static path joins");
-        u.query_pairs_mut().append_pair("msn", &msn).append_pair("reference", reference).append_pair("token", &token);
+        u.query_pairs_mut()
+            .append_pair("msn", &msn)
+            .append_pair("reference", reference)
+            .append_pair("token", &token);
         u.to_string()
     };
     let redirect_url = match &r.user_flow {
@@ -248,27 +440,68 @@ pub async fn create(State(s): State<S>, req: Request) -> ApiResult {
     let r: CreatePaymentRequest = parse_json(&meta, &bytes)?;
     let payment = build_payment(&s, &meta, &auth, &r, &key)?;
     let scope = format!("{}|{}", auth.principal.scope_id(), auth.msn_str());
-    run_idempotent(&s, &meta, &parts, scope, &key, &bytes, ErrorCode::IdempotencyError, Op::CreatePayment(Box::new(payment))).await
+    run_idempotent(
+        &s,
+        &meta,
+        &parts,
+        scope,
+        &key,
+        &bytes,
+        ErrorCode::IdempotencyError,
+        Op::CreatePayment(Box::new(payment)),
+    )
+    .await
 }
 
 /// Reads a payment, first persisting any change time has made (expiry, a pending approval).
-pub async fn load_settled(s: &S, meta: &RequestMeta, msn: &str, reference: &str) -> Result<Payment, ApiError> {
-    let mut p = s.store.payment(msn, reference).await.map_err(|e| internal(meta, &e))?;
+pub async fn load_settled(
+    s: &S,
+    meta: &RequestMeta,
+    msn: &str,
+    reference: &str,
+) -> Result<Payment, ApiError> {
+    let mut p = s
+        .store
+        .payment(msn, reference)
+        .await
+        .map_err(|e| internal(meta, &e))?;
     if let Some(due) = p.as_ref().and_then(Payment::due_ms) {
         if due <= s.clock.unix_ms() {
-            run_write(s, meta, Op::Settle { msn: msn.to_owned(), reference: reference.to_owned() }).await?;
-            p = s.store.payment(msn, reference).await.map_err(|e| internal(meta, &e))?;
+            run_write(
+                s,
+                meta,
+                Op::Settle {
+                    msn: msn.to_owned(),
+                    reference: reference.to_owned(),
+                },
+            )
+            .await?;
+            p = s
+                .store
+                .payment(msn, reference)
+                .await
+                .map_err(|e| internal(meta, &e))?;
         }
     }
     p.ok_or_else(|| {
-        meta.problem(404, "Payment not found", format!("No payment with reference `{reference}` exists for this merchant serial number"))
-            .code(ErrorCode::ReferenceNotFound)
-            .err()
+        meta.problem(
+            404,
+            "Payment not found",
+            format!(
+                "No payment with reference `{reference}` exists for this merchant serial number"
+            ),
+        )
+        .code(ErrorCode::ReferenceNotFound)
+        .err()
     })
 }
 
 /// `GET /epayment/v1/payments/{reference}`.
-pub async fn get_payment(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub async fn get_payment(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let auth = auth::authenticate(&s, &meta, req.headers(), true)?;
     let reference = path_reference(&s, &meta, &reference)?;
@@ -293,15 +526,36 @@ async fn modify(s: S, reference: String, req: Request, kind: &'static str) -> Ap
     let key = idempotency_key(&meta, &parts.headers, false)?.unwrap_or_default();
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
     let r: ModificationRequest = parse_json(&meta, &bytes)?;
-    r.modification_amount
-        .validate()
-        .map_err(|e| bad(&meta, "modificationAmount.value", e.to_string(), Some(ErrorCode::InvalidAmount)))?;
+    r.modification_amount.validate().map_err(|e| {
+        bad(
+            &meta,
+            "modificationAmount.value",
+            e.to_string(),
+            Some(ErrorCode::InvalidAmount),
+        )
+    })?;
     let scope = format!("{}|{}", auth.principal.scope_id(), auth.msn_str());
     let msn = auth.msn_str().to_owned();
     let (op, code) = if kind == "capture" {
-        (Op::Capture { msn, reference, amount: r.modification_amount, key: key.clone() }, ErrorCode::CaptureIdempotencyConflict)
+        (
+            Op::Capture {
+                msn,
+                reference,
+                amount: r.modification_amount,
+                key: key.clone(),
+            },
+            ErrorCode::CaptureIdempotencyConflict,
+        )
     } else {
-        (Op::Refund { msn, reference, amount: r.modification_amount, key: key.clone() }, ErrorCode::ReferenceAlreadyExists)
+        (
+            Op::Refund {
+                msn,
+                reference,
+                amount: r.modification_amount,
+                key: key.clone(),
+            },
+            ErrorCode::ReferenceAlreadyExists,
+        )
     };
     run_idempotent(&s, &meta, &parts, scope, &key, &bytes, code, op).await
 }
@@ -324,27 +578,53 @@ pub async fn cancel(State(s): State<S>, Path(reference): Path<String>, req: Requ
     let reference = path_reference(&s, &meta, &reference)?;
     let key = idempotency_key(&meta, &parts.headers, true)?;
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    let r: CancelModificationRequest =
-        if bytes.iter().all(u8::is_ascii_whitespace) { CancelModificationRequest::default() } else { parse_json(&meta, &bytes)? };
+    let r: CancelModificationRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CancelModificationRequest::default()
+    } else {
+        parse_json(&meta, &bytes)?
+    };
     let msn = auth.msn_str().to_owned();
-    let op = Op::Cancel { msn, reference, transaction_only: r.cancel_transaction_only.unwrap_or(false), key: key.clone() };
+    let op = Op::Cancel {
+        msn,
+        reference,
+        transaction_only: r.cancel_transaction_only.unwrap_or(false),
+        key: key.clone(),
+    };
     match key {
         Some(k) => {
             let scope = format!("{}|{}", auth.principal.scope_id(), auth.msn_str());
-            run_idempotent(&s, &meta, &parts, scope, &k, &bytes, ErrorCode::IdempotencyError, op).await
+            run_idempotent(
+                &s,
+                &meta,
+                &parts,
+                scope,
+                &k,
+                &bytes,
+                ErrorCode::IdempotencyError,
+                op,
+            )
+            .await
         }
         None => run_write(&s, &meta, op).await,
     }
 }
 
 /// `POST /epayment/v1/test/payments/{reference}/approve` (test merchants only).
-pub async fn force_approve(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub async fn force_approve(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
     let auth = auth::authenticate(&s, &meta, &parts.headers, true)?;
     if auth.environment() == MerchantEnvironment::Production {
         return Err(meta
-            .problem(403, "Forbidden", "Force approve is only available in the test environment")
+            .problem(
+                403,
+                "Forbidden",
+                "Force approve is only available in the test environment",
+            )
             .code(ErrorCode::ApproveNotAllowed)
             .err());
     }
@@ -354,10 +634,22 @@ pub async fn force_approve(State(s): State<S>, Path(reference): Path<String>, re
         let fa: ForceApprove = parse_json(&meta, &bytes)?;
         if let Some(p) = fa.customer.as_ref().and_then(|c| c.phone_number.as_ref()) {
             if !(10..=15).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad(&meta, "customer.phoneNumber", "must be 10 to 15 digits", Some(ErrorCode::InvalidPhoneNumber)));
+                return Err(bad(
+                    &meta,
+                    "customer.phoneNumber",
+                    "must be 10 to 15 digits",
+                    Some(ErrorCode::InvalidPhoneNumber),
+                ));
             }
         }
     }
-    run_write(&s, &meta, Op::ForceApprove { msn: auth.msn_str().to_owned(), reference }).await
+    run_write(
+        &s,
+        &meta,
+        Op::ForceApprove {
+            msn: auth.msn_str().to_owned(),
+            reference,
+        },
+    )
+    .await
 }
-

@@ -42,13 +42,34 @@ pub fn router(state: S) -> Router {
         .route("/accessToken/get", post(token::get_token))
         .route("/AccessToken/get", post(token::get_token))
         .route("/epayment/v1/payments", post(epayment::create))
-        .route("/epayment/v1/payments/{reference}", get(epayment::get_payment))
-        .route("/epayment/v1/payments/{reference}/events", get(epayment::events))
-        .route("/epayment/v1/payments/{reference}/capture", post(epayment::capture))
-        .route("/epayment/v1/payments/{reference}/refund", post(epayment::refund))
-        .route("/epayment/v1/payments/{reference}/cancel", post(epayment::cancel))
-        .route("/epayment/v1/test/payments/{reference}/approve", post(epayment::force_approve))
-        .route("/webhooks/v1/webhooks", post(webhooks::register).get(webhooks::list))
+        .route(
+            "/epayment/v1/payments/{reference}",
+            get(epayment::get_payment),
+        )
+        .route(
+            "/epayment/v1/payments/{reference}/events",
+            get(epayment::events),
+        )
+        .route(
+            "/epayment/v1/payments/{reference}/capture",
+            post(epayment::capture),
+        )
+        .route(
+            "/epayment/v1/payments/{reference}/refund",
+            post(epayment::refund),
+        )
+        .route(
+            "/epayment/v1/payments/{reference}/cancel",
+            post(epayment::cancel),
+        )
+        .route(
+            "/epayment/v1/test/payments/{reference}/approve",
+            post(epayment::force_approve),
+        )
+        .route(
+            "/webhooks/v1/webhooks",
+            post(webhooks::register).get(webhooks::list),
+        )
         .route("/webhooks/v1/webhooks/{id}", delete(webhooks::delete));
     let mut app = api;
     if state.config.controls {
@@ -63,13 +84,22 @@ pub fn router(state: S) -> Router {
 
 async fn not_found(req: Request) -> Response {
     let meta = meta_of(&req);
-    meta.problem(404, "Not Found", format!("No API operation at {} {}", req.method(), req.uri().path())).into_response()
+    meta.problem(
+        404,
+        "Not Found",
+        format!("No API operation at {} {}", req.method(), req.uri().path()),
+    )
+    .into_response()
 }
 
 async fn method_not_allowed(req: Request) -> Response {
     let meta = meta_of(&req);
-    meta.problem(405, "Method Not Allowed", format!("{} is not allowed on {}", req.method(), req.uri().path()))
-        .into_response()
+    meta.problem(
+        405,
+        "Method Not Allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
 }
 
 /// The request's meta (always set by the outer middleware).
@@ -77,7 +107,10 @@ pub fn meta_of(req: &Request) -> RequestMeta {
     req.extensions()
         .get::<RequestMeta>()
         .cloned()
-        .unwrap_or_else(|| RequestMeta { trace_id: String::new(), path: req.uri().path().to_owned() })
+        .unwrap_or_else(|| RequestMeta {
+            trace_id: String::new(),
+            path: req.uri().path().to_owned(),
+        })
 }
 
 /// Records the request when it completes, or when its connection is dropped.
@@ -85,6 +118,7 @@ struct RecordGuard {
     state: S,
     record: Option<RequestRecord>,
     started: Instant,
+    notes: RecordNotes,
 }
 
 impl Drop for RecordGuard {
@@ -92,6 +126,9 @@ impl Drop for RecordGuard {
         if let Some(mut r) = self.record.take() {
             r.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             r.dropped = true;
+            let notes = self.notes.0.lock();
+            r.fault = notes.0.clone();
+            r.status = notes.1.unwrap_or(0);
             self.state.requests.push(r);
         }
     }
@@ -104,7 +141,10 @@ pub struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<String>, Option<u16>)>
 async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let trace_id = crate::ids::trace_id(s.ids.as_ref());
-    req.extensions_mut().insert(RequestMeta { trace_id: trace_id.clone(), path: path.clone() });
+    req.extensions_mut().insert(RequestMeta {
+        trace_id: trace_id.clone(),
+        path: path.clone(),
+    });
     if path.starts_with("/_emulator") {
         return next.run(req).await;
     }
@@ -114,6 +154,7 @@ async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
     let mut guard = RecordGuard {
         state: s.clone(),
         started: Instant::now(),
+        notes: notes.clone(),
         record: Some(RequestRecord {
             time: crate::clock::rfc3339(s.clock.now()),
             method: req.method().to_string(),
@@ -146,7 +187,9 @@ async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
 fn is_idempotent_write(method: &http::Method, path: &str) -> bool {
     method == http::Method::POST
         && (path == "/epayment/v1/payments"
-            || ["/capture", "/refund", "/cancel"].iter().any(|s| path.starts_with("/epayment/v1/payments/") && path.ends_with(s)))
+            || ["/capture", "/refund", "/cancel"]
+                .iter()
+                .any(|s| path.starts_with("/epayment/v1/payments/") && path.ends_with(s)))
 }
 
 async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response {
@@ -157,12 +200,22 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
     let Some(action) = s.faults.take(req.method().as_str(), &path) else {
         return next.run(req).await;
     };
-    let notes = req.extensions().get::<RecordNotes>().cloned().unwrap_or_default();
+    let notes = req
+        .extensions()
+        .get::<RecordNotes>()
+        .cloned()
+        .unwrap_or_default();
     let meta = meta_of(&req);
     match action {
-        FaultAction::Status { status, retry_after } => {
+        FaultAction::Status {
+            status,
+            retry_after,
+        } => {
             notes.0.lock().0 = Some("status".into());
-            let reason = http::StatusCode::from_u16(status).ok().and_then(|c| c.canonical_reason()).unwrap_or("Error");
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("Error");
             let mut p = meta.problem(status, reason, format!("Injected fault: {status} {reason}"));
             if let Some(secs) = retry_after {
                 p = p.retry_after(secs);
@@ -171,7 +224,9 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
         }
         FaultAction::Delay { ms } => {
             notes.0.lock().0 = Some("delay".into());
-            if is_idempotent_write(req.method(), &path) && req.headers().contains_key(h::IDEMPOTENCY_KEY) {
+            if is_idempotent_write(req.method(), &path)
+                && req.headers().contains_key(h::IDEMPOTENCY_KEY)
+            {
                 req.extensions_mut().insert(DeferredDelay(ms));
             } else {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -182,6 +237,7 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
             notes.0.lock().0 = Some("drop_after_commit".into());
             let killer = req.extensions().get::<ConnKiller>().cloned();
             let resp = next.run(req).await;
+            notes.0.lock().1 = Some(resp.status().as_u16());
             match killer {
                 Some(k) => {
                     tracing::info!(trace_id = %meta.trace_id, status = resp.status().as_u16(), "dropping the connection after commit (injected fault)");
@@ -219,7 +275,11 @@ pub async fn run_idempotent(
     let scope = format!("{scope_id}|{}|{}|{key}", parts.method, parts.uri.path());
     let Some(_claim) = s.inflight.claim(&scope) else {
         return Err(meta
-            .problem(423, "Locked", "A request with this Idempotency-Key is still being processed; retry shortly")
+            .problem(
+                423,
+                "Locked",
+                "A request with this Idempotency-Key is still being processed; retry shortly",
+            )
             .code(ErrorCode::OrderProcessing)
             .retry_after(1)
             .err());
@@ -228,7 +288,11 @@ pub async fn run_idempotent(
         tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
     }
     let req = WriteRequest {
-        idem: Some(IdemClaim { scope, fingerprint: fingerprint(body), mismatch_code }),
+        idem: Some(IdemClaim {
+            scope,
+            fingerprint: fingerprint(body),
+            mismatch_code,
+        }),
         op,
         now_ms: s.clock.unix_ms(),
         trace_id: meta.trace_id.clone(),
@@ -267,32 +331,53 @@ pub async fn run_write(s: &S, meta: &RequestMeta, op: Op) -> ApiResult {
 /// A 500 problem for an internal failure (the cause is logged, not sent).
 pub fn internal(meta: &RequestMeta, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(trace_id = %meta.trace_id, error = %e, "internal error");
-    meta.problem(500, "Internal Server Error", "The emulator could not complete the request; see its log for the trace id")
-        .code(ErrorCode::InternalError)
-        .err()
+    meta.problem(
+        500,
+        "Internal Server Error",
+        "The emulator could not complete the request; see its log for the trace id",
+    )
+    .code(ErrorCode::InternalError)
+    .err()
 }
 
 /// The `Idempotency-Key` header: validated, and required unless `optional`.
-pub fn idempotency_key(meta: &RequestMeta, headers: &http::HeaderMap, optional: bool) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(
+    meta: &RequestMeta,
+    headers: &http::HeaderMap,
+    optional: bool,
+) -> Result<Option<String>, ApiError> {
     match headers.get(h::IDEMPOTENCY_KEY) {
         None => {
             if optional {
                 Ok(None)
             } else {
                 Err(meta
-                    .problem(400, "Bad Request", "The Idempotency-Key header is required on this operation")
-                    .field(h::IDEMPOTENCY_KEY, "required: 1 to 50 visible ASCII characters, no commas")
+                    .problem(
+                        400,
+                        "Bad Request",
+                        "The Idempotency-Key header is required on this operation",
+                    )
+                    .field(
+                        h::IDEMPOTENCY_KEY,
+                        "required: 1 to 50 visible ASCII characters, no commas",
+                    )
                     .code(ErrorCode::MissingRequiredParameter)
                     .err())
             }
         }
         Some(v) => {
             let s = v.to_str().unwrap_or("\u{fffd}");
-            h::IdempotencyKey::new(s).map(|k| Some(k.as_str().to_owned())).map_err(|e| {
-                meta.problem(400, "Bad Request", format!("Invalid Idempotency-Key header: {e}"))
+            h::IdempotencyKey::new(s)
+                .map(|k| Some(k.as_str().to_owned()))
+                .map_err(|e| {
+                    meta.problem(
+                        400,
+                        "Bad Request",
+                        format!("Invalid Idempotency-Key header: {e}"),
+                    )
                     .field(h::IDEMPOTENCY_KEY, e.to_string())
                     .err()
-            })
+                })
         }
     }
 }
@@ -300,11 +385,20 @@ pub fn idempotency_key(meta: &RequestMeta, headers: &http::HeaderMap, optional: 
 /// Reference from the path, validated.
 pub fn path_reference(s: &S, meta: &RequestMeta, reference: &str) -> Result<String, ApiError> {
     let bad = |reason: String| {
-        meta.problem(400, "Bad Request", format!("Invalid reference in the path: {reason}")).field("reference", reason).err()
+        meta.problem(
+            400,
+            "Bad Request",
+            format!("Invalid reference in the path: {reason}"),
+        )
+        .field("reference", reason)
+        .err()
     };
     let r = vipps_types::ids::Reference::new(reference).map_err(|e| bad(e.to_string()))?;
     if reference.len() > s.config.limits.reference_max_len {
-        return Err(bad(format!("reference must be at most {} characters long", s.config.limits.reference_max_len)));
+        return Err(bad(format!(
+            "reference must be at most {} characters long",
+            s.config.limits.reference_max_len
+        )));
     }
     Ok(r.as_str().to_owned())
 }

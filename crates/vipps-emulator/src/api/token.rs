@@ -19,7 +19,10 @@ mod subtle_eq {
         use sha2::{Digest, Sha256};
         // Compare digests so the length of the secret does not leak either.
         let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-        x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+        x.iter()
+            .zip(y.iter())
+            .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+            == 0
     }
 }
 
@@ -60,8 +63,15 @@ pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
         };
         if !allowed {
             return Err(meta
-                .problem(403, "Forbidden", format!("Merchant-Serial-Number {m} does not belong to these API keys"))
-                .field(h::MERCHANT_SERIAL_NUMBER, "must be a sales unit of these API keys")
+                .problem(
+                    403,
+                    "Forbidden",
+                    format!("Merchant-Serial-Number {m} does not belong to these API keys"),
+                )
+                .field(
+                    h::MERCHANT_SERIAL_NUMBER,
+                    "must be a sales unit of these API keys",
+                )
                 .err());
         }
     }
@@ -82,6 +92,9 @@ pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
         access_token: token,
     };
     let mut resp: Response = axum::Json(body).into_response();
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json;charset=UTF-8"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
     Ok(resp)
 }

@@ -33,7 +33,9 @@ pub fn known_event_types() -> Vec<String> {
 
 fn bad(meta: &RequestMeta, field: &str, reason: impl Into<String>) -> ApiError {
     let reason = reason.into();
-    meta.problem(400, "Bad Request", format!("Invalid `{field}`: {reason}")).field(field, reason).err()
+    meta.problem(400, "Bad Request", format!("Invalid `{field}`: {reason}"))
+        .field(field, reason)
+        .err()
 }
 
 fn check_url(strict: bool, raw: &str) -> Result<url::Url, String> {
@@ -56,10 +58,18 @@ fn check_url(strict: bool, raw: &str) -> Result<url::Url, String> {
     if strict {
         let public = match url.host() {
             Some(url::Host::Ipv4(ip)) => {
-                !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast())
+                !(ip.is_private()
+                    || ip.is_loopback()
+                    || ip.is_link_local()
+                    || ip.is_unspecified()
+                    || ip.is_broadcast())
             }
-            Some(url::Host::Ipv6(ip)) => !(ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00),
-            Some(url::Host::Domain(d)) => d != "localhost" && !d.ends_with(".localhost") && d.contains('.'),
+            Some(url::Host::Ipv6(ip)) => {
+                !(ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00)
+            }
+            Some(url::Host::Domain(d)) => {
+                d != "localhost" && !d.ends_with(".localhost") && d.contains('.')
+            }
             None => false,
         };
         if !public {
@@ -84,13 +94,18 @@ pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
     let mut events: Vec<String> = Vec::new();
     for (i, e) in r.events.iter().enumerate() {
         if !known.contains(e) {
-            return Err(bad(&meta, &format!("events[{i}]"), format!("unknown event type `{e}`")));
+            return Err(bad(
+                &meta,
+                &format!("events[{i}]"),
+                format!("unknown event type `{e}`"),
+            ));
         }
         if !events.contains(e) {
             events.push(e.clone());
         }
     }
-    let secret = base64::engine::general_purpose::STANDARD.encode([s.ids.bytes16(), s.ids.bytes16()].concat());
+    let secret = base64::engine::general_purpose::STANDARD
+        .encode([s.ids.bytes16(), s.ids.bytes16()].concat());
     let row = WebhookRow {
         id: crate::ids::uuid_from(s.ids.bytes16()),
         owner: auth.owner(),
@@ -99,16 +114,35 @@ pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
         secret,
         created_ms: s.clock.unix_ms(),
     };
-    run_write(&s, &meta, Op::RegisterWebhook { row, max_per_event: s.config.limits.webhooks_per_event }).await
+    run_write(
+        &s,
+        &meta,
+        Op::RegisterWebhook {
+            row,
+            max_per_event: s.config.limits.webhooks_per_event,
+        },
+    )
+    .await
 }
 
 /// `GET /webhooks/v1/webhooks` (secrets are never listed).
 pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let auth = auth::authenticate(&s, &meta, req.headers(), false)?;
-    let rows = s.store.webhooks(&auth.owner()).await.map_err(|e| internal(&meta, &e))?;
+    let rows = s
+        .store
+        .webhooks(&auth.owner())
+        .await
+        .map_err(|e| internal(&meta, &e))?;
     let body = QueryResponse {
-        webhooks: rows.into_iter().map(|w| Webhook { id: w.id, url: w.url, events: w.events }).collect(),
+        webhooks: rows
+            .into_iter()
+            .map(|w| Webhook {
+                id: w.id,
+                url: w.url,
+                events: w.events,
+            })
+            .collect(),
     };
     Ok(axum::Json(body).into_response())
 }
@@ -120,5 +154,13 @@ pub async fn delete(State(s): State<S>, Path(id): Path<String>, req: Request) ->
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(bad(&meta, "id", "must be a UUID"));
     }
-    run_write(&s, &meta, Op::DeleteWebhook { owner: auth.owner(), id }).await
+    run_write(
+        &s,
+        &meta,
+        Op::DeleteWebhook {
+            owner: auth.owner(),
+            id,
+        },
+    )
+    .await
 }

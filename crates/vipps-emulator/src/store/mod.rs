@@ -189,9 +189,17 @@ pub trait Store: Send + Sync + 'static {
     /// Executes a change atomically (see the module docs).
     fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>>;
     /// Reads a payment.
-    fn payment(&self, msn: &str, reference: &str) -> BoxFut<'static, Result<Option<Payment>, StoreError>>;
+    fn payment(
+        &self,
+        msn: &str,
+        reference: &str,
+    ) -> BoxFut<'static, Result<Option<Payment>, StoreError>>;
     /// Payments that change by themselves at or before `now_ms` (msn, reference).
-    fn due_payments(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>>;
+    fn due_payments(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>>;
     /// Webhook registrations of an owner.
     fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>>;
     /// A metadata value.

@@ -69,7 +69,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -79,22 +81,30 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
     let sync = match durability {
         Durability::Fsync => "FULL",
         Durability::Process => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `vipps-emulator.sqlite3` in `dir`.
-    pub fn open_dir(dir: &Path, durability: Durability, ids: Arc<dyn IdGen>) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+    pub fn open_dir(
+        dir: &Path,
+        durability: Durability,
+        ids: Arc<dyn IdGen>,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         Self::open_file(dir.join("vipps-emulator.sqlite3"), durability, ids, None)
     }
 
@@ -102,7 +112,9 @@ impl SqliteStore {
     pub fn ephemeral(ids: Arc<dyn IdGen>) -> Result<Self, StoreError> {
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() {
-            tempfile::Builder::new().prefix("vipps-emulator-").tempdir_in(shm)
+            tempfile::Builder::new()
+                .prefix("vipps-emulator-")
+                .tempdir_in(shm)
         } else {
             tempfile::Builder::new().prefix("vipps-emulator-").tempdir()
         }
@@ -146,12 +158,16 @@ impl SqliteStore {
         }
     }
 
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let conn = match self.readers.lock().pop() {
             Some(c) => c,
             None => {
                 let c = Connection::open(&self.path).map_err(err)?;
-                c.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+                c.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(err)?;
                 c.set_prepared_statement_cache_capacity(32);
                 c
             }
@@ -175,26 +191,40 @@ impl Store for SqliteStore {
     fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>> {
         let (reply, rx) = oneshot::channel();
         let sent = match self.tx.lock().as_ref() {
-            Some(tx) => tx.send(Job { req, reply }).map_err(|_| StoreError("the store is closed".into())),
+            Some(tx) => tx
+                .send(Job { req, reply })
+                .map_err(|_| StoreError("the store is closed".into())),
             None => Err(StoreError("the store is closed".into())),
         };
         Box::pin(async move {
             sent?;
-            rx.await.map_err(|_| StoreError("the writer stopped".into()))?
+            rx.await
+                .map_err(|_| StoreError("the writer stopped".into()))?
         })
     }
 
-    fn payment(&self, msn: &str, reference: &str) -> BoxFut<'static, Result<Option<Payment>, StoreError>> {
+    fn payment(
+        &self,
+        msn: &str,
+        reference: &str,
+    ) -> BoxFut<'static, Result<Option<Payment>, StoreError>> {
         let r = self.with_reader(|c| {
             c.prepare_cached("SELECT data FROM payments WHERE msn = ?1 AND reference = ?2")?
                 .query_row(params![msn, reference], |row| row.get::<_, Vec<u8>>(0))
                 .optional()
         });
-        let r = r.and_then(|o| o.map(|d| serde_json::from_slice::<Payment>(&d).map_err(err)).transpose());
+        let r = r.and_then(|o| {
+            o.map(|d| serde_json::from_slice::<Payment>(&d).map_err(err))
+                .transpose()
+        });
         Box::pin(async move { r })
     }
 
-    fn due_payments(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>> {
+    fn due_payments(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>> {
         let r = self.with_reader(|c| {
             let mut st = c.prepare_cached(
                 "SELECT msn, reference FROM payments WHERE due_ms IS NOT NULL AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
@@ -218,14 +248,19 @@ impl Store for SqliteStore {
 
     fn meta(&self, key: &str) -> BoxFut<'static, Result<Option<String>, StoreError>> {
         let r = self.with_reader(|c| {
-            c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row(params![key], |r| r.get(0)).optional()
+            c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()
         });
         Box::pin(async move { r })
     }
 
     fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>> {
         let r = self.with_reader(|c| {
-            let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|v| v as u64);
+            let n = |sql: &str| {
+                c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .map(|v| v as u64)
+            };
             Ok((
                 n("SELECT count(*) FROM payments")?,
                 n("SELECT count(*) FROM idempotency")?,
@@ -260,7 +295,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, ids: Arc<dyn IdGen
         }
         let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
         let committed = (|| -> rusqlite::Result<()> {
-            let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut tx =
+                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for job in &batch {
                 let mut sp = tx.savepoint()?;
                 match apply(&sp, &job.req, ids.as_ref()) {
@@ -305,7 +341,8 @@ fn load(c: &Connection, msn: &str, reference: &str) -> rusqlite::Result<Option<P
 }
 
 fn save(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
-    let data = serde_json::to_vec(p).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let data =
+        serde_json::to_vec(p).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     c.prepare_cached(
         "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
@@ -326,26 +363,44 @@ fn not_found(req: &WriteRequest, reference: &str) -> StoredResponse {
 }
 
 fn domain_problem(req: &WriteRequest, e: &DomainError) -> StoredResponse {
-    StoredResponse::problem(&render::problem(e.status, e.code.title(), &e.detail, Some(e.code), &req.instance, &req.trace_id))
+    StoredResponse::problem(&render::problem(
+        e.status,
+        e.code.title(),
+        &e.detail,
+        Some(e.code),
+        &req.instance,
+        &req.trace_id,
+    ))
 }
 
 /// Applies one write inside the current transaction (savepoint).
 fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Result<WriteResult> {
     if let Some(idem) = &req.idem {
         let row: Option<(Vec<u8>, u16, String, Vec<u8>)> = c
-            .prepare_cached("SELECT fingerprint, status, headers, body FROM idempotency WHERE scope = ?1")?
-            .query_row(params![idem.scope], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .prepare_cached(
+                "SELECT fingerprint, status, headers, body FROM idempotency WHERE scope = ?1",
+            )?
+            .query_row(params![idem.scope], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         if let Some((fp, status, headers, body)) = row {
             if fp.as_slice() != idem.fingerprint.as_slice() {
                 return Ok(WriteResult::Mismatch(idem.mismatch_code));
             }
             let headers: Vec<(String, String)> = serde_json::from_str(&headers).unwrap_or_default();
-            return Ok(WriteResult::Replayed(StoredResponse { status, headers, body: body.into() }));
+            return Ok(WriteResult::Replayed(StoredResponse {
+                status,
+                headers,
+                body: body.into(),
+            }));
         }
     }
     let new_psp = || ids.psp_reference();
-    let ctx = Ctx { now_ms: req.now_ms, new_psp: &new_psp };
+    let ctx = Ctx {
+        now_ms: req.now_ms,
+        new_psp: &new_psp,
+    };
     let resp = match &req.op {
         Op::CreatePayment(p) => {
             let exists: bool = c
@@ -357,7 +412,10 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 StoredResponse::problem(&render::problem(
                     409,
                     "Reference already exists",
-                    format!("A payment with reference `{}` already exists for this merchant serial number", p.reference),
+                    format!(
+                        "A payment with reference `{}` already exists for this merchant serial number",
+                        p.reference
+                    ),
                     Some(ErrorCode::ReferenceAlreadyExists),
                     &req.instance,
                     &req.trace_id,
@@ -367,8 +425,18 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 StoredResponse::json(201, &render::created(p))
             }
         }
-        Op::Capture { msn, reference, amount, key }
-        | Op::Refund { msn, reference, amount, key } => match load(c, msn, reference)? {
+        Op::Capture {
+            msn,
+            reference,
+            amount,
+            key,
+        }
+        | Op::Refund {
+            msn,
+            reference,
+            amount,
+            key,
+        } => match load(c, msn, reference)? {
             None => not_found(req, reference),
             Some(mut p) => {
                 let r = if matches!(req.op, Op::Capture { .. }) {
@@ -384,7 +452,12 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 }
             }
         },
-        Op::Cancel { msn, reference, transaction_only, key } => match load(c, msn, reference)? {
+        Op::Cancel {
+            msn,
+            reference,
+            transaction_only,
+            key,
+        } => match load(c, msn, reference)? {
             None => not_found(req, reference),
             Some(mut p) => {
                 let r = p.cancel(&ctx, *transaction_only, key.as_deref());
@@ -395,20 +468,26 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 }
             }
         },
-        Op::ForceApprove { msn, reference } | Op::UserApprove { msn, reference } | Op::UserReject { msn, reference } => {
-            match load(c, msn, reference)? {
-                None => not_found(req, reference),
-                Some(mut p) => {
-                    let r = if matches!(req.op, Op::UserReject { .. }) { p.reject(&ctx) } else { p.approve(&ctx) };
-                    save(c, &p)?;
-                    match r {
-                        Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => StoredResponse::empty(200),
-                        Ok(()) => StoredResponse::json(200, &render::payment(&p)),
-                        Err(e) => domain_problem(req, &e),
+        Op::ForceApprove { msn, reference }
+        | Op::UserApprove { msn, reference }
+        | Op::UserReject { msn, reference } => match load(c, msn, reference)? {
+            None => not_found(req, reference),
+            Some(mut p) => {
+                let r = if matches!(req.op, Op::UserReject { .. }) {
+                    p.reject(&ctx)
+                } else {
+                    p.approve(&ctx)
+                };
+                save(c, &p)?;
+                match r {
+                    Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => {
+                        StoredResponse::empty(200)
                     }
+                    Ok(()) => StoredResponse::json(200, &render::payment(&p)),
+                    Err(e) => domain_problem(req, &e),
                 }
             }
-        }
+        },
         Op::Settle { msn, reference } => {
             if let Some(mut p) = load(c, msn, reference)? {
                 if p.settle(&ctx) {
@@ -422,7 +501,9 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 .prepare_cached("SELECT id, owner, url, events, secret, created_ms FROM webhooks WHERE owner = ?1")?
                 .query_map(params![row.owner], webhook_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            let full = row.events.iter().find(|ev| existing.iter().filter(|w| w.events.contains(ev)).count() >= *max_per_event);
+            let full = row.events.iter().find(|ev| {
+                existing.iter().filter(|w| w.events.contains(ev)).count() >= *max_per_event
+            });
             match full {
                 Some(ev) => StoredResponse::problem(
                     &render::problem(
@@ -449,7 +530,9 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             }
         }
         Op::DeleteWebhook { owner, id } => {
-            let n = c.prepare_cached("DELETE FROM webhooks WHERE owner = ?1 AND id = ?2")?.execute(params![owner, id])?;
+            let n = c
+                .prepare_cached("DELETE FROM webhooks WHERE owner = ?1 AND id = ?2")?
+                .execute(params![owner, id])?;
             if n == 0 {
                 StoredResponse::problem(&render::problem(
                     404,
@@ -464,7 +547,8 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             }
         }
         Op::PurgeIdempotency { before_ms } => {
-            c.prepare_cached("DELETE FROM idempotency WHERE created_ms < ?1")?.execute(params![before_ms])?;
+            c.prepare_cached("DELETE FROM idempotency WHERE created_ms < ?1")?
+                .execute(params![before_ms])?;
             StoredResponse::empty(204)
         }
         Op::SetMeta { key, value } => {

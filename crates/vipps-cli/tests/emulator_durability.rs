@@ -1,0 +1,150 @@
+//! `kill -9` of the emulator process loses no acknowledged write.
+#![allow(clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+
+fn spawn(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vipps"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the emulator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().trim_end_matches('/').to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line: {line}");
+    (child, url)
+}
+
+async fn token(http: &reqwest::Client, base: &str) -> String {
+    let v: Value = http
+        .post(format!("{base}/accesstoken/get"))
+        .header("client_id", "demo-client-id")
+        .header("client_secret", "demo-client-secret")
+        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+fn body(reference: &str) -> Value {
+    json!({"amount": {"currency": "NOK", "value": 1000}, "paymentMethod": {"type": "WALLET"},
+           "reference": reference, "userFlow": "WEB_REDIRECT", "returnUrl": "https://example.com/r"})
+}
+
+fn req(http: &reqwest::Client, base: &str, token: &str, path: &str) -> reqwest::RequestBuilder {
+    http.post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+        .header("Merchant-Serial-Number", "123456")
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    let t = token(&http, &base).await;
+
+    // One payment through capture, fully acknowledged before the crash.
+    let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", "pre-1").json(&body("durable-pre-0001")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let first_body = r.bytes().await.unwrap();
+    req(&http, &base, &t, "/epayment/v1/test/payments/durable-pre-0001/approve").send().await.unwrap();
+    let r = req(&http, &base, &t, "/epayment/v1/payments/durable-pre-0001/capture")
+        .header("Idempotency-Key", "cap-1")
+        .json(&json!({"modificationAmount": {"currency": "NOK", "value": 400}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Many creates in flight; the process is killed while they run.
+    let acked = Arc::new(parking_lot_free::AckList::default());
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (http, base, t, acked, count) = (http.clone(), base.clone(), t.clone(), acked.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let reference = format!("durable-{i:05}");
+            let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", reference.clone()).json(&body(&reference)).send().await;
+            if let Ok(r) = r {
+                if r.status() == 201 {
+                    acked.push(reference);
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    while count.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    child.kill().expect("SIGKILL"); // std's kill() sends SIGKILL on Unix
+    child.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.take();
+    eprintln!("{} creates acknowledged before the kill", acked.len());
+    assert!(acked.len() >= 100);
+
+    // Restart on the same data directory: every acknowledged write is there.
+    let (mut child, base) = spawn(dir.path());
+    // The token from before the crash still works (the signing key is durable).
+    for reference in &acked {
+        let r = http
+            .get(format!("{base}/epayment/v1/payments/{reference}"))
+            .bearer_auth(&t)
+            .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged payment {reference} lost");
+    }
+    let p: Value = http
+        .get(format!("{base}/epayment/v1/payments/durable-pre-0001"))
+        .bearer_auth(&t)
+        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["state"], "AUTHORIZED");
+    assert_eq!(p["aggregate"]["capturedAmount"]["value"], 400);
+    // Idempotency records survived too: a retry replays the original answer byte for byte.
+    let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", "pre-1").json(&body("durable-pre-0001")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.bytes().await.unwrap(), first_body);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+mod parking_lot_free {
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct AckList(Mutex<Vec<String>>);
+
+    impl AckList {
+        pub fn push(&self, s: String) {
+            self.0.lock().unwrap().push(s);
+        }
+        pub fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+}

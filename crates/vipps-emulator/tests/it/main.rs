@@ -1,0 +1,8 @@
+//! End-to-end tests of the emulator over real HTTP on 127.0.0.1.
+
+mod auth;
+mod common;
+mod controls;
+mod epayment;
+mod idempotency;
+mod webhooks;
