@@ -571,3 +571,30 @@ struct FilePartner {
     msns: Vec<String>,
     environment: Option<MerchantEnvironment>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/emulator.toml");
+        let cfg = Config::ephemeral().apply_toml_file(&path).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.merchants.len(), 2);
+        assert_eq!(cfg.partners[0].msns.len(), 2);
+        assert_eq!(cfg.limits.webhooks_per_event, 25);
+    }
+
+    #[test]
+    fn bad_files_and_specs_are_refused() {
+        assert!(Config::ephemeral().apply_toml("colour = 1").is_err());
+        assert!(Config::ephemeral().apply_toml("[tokens]\ntest_seconds = \"x\"").is_err());
+        assert!(MerchantConfig::parse_spec("12:a:b:c").is_err());
+        assert!(PartnerConfig::parse_spec("a:b:c:").is_err());
+        let dup = Config::ephemeral().with_merchant(MerchantConfig::test("123456", "x", "y", "z").unwrap());
+        assert!(dup.validate().is_err());
+        let m = MerchantConfig::demo();
+        assert!(!format!("{m:?}").contains(DEMO_CLIENT_SECRET));
+    }
+}
