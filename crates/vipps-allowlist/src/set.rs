@@ -80,10 +80,15 @@ impl AllowSet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(a) => self.v4.binary_search(&u32::from(a)).is_ok(),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => self.v4.binary_search(&u32::from(v4)).is_ok(),
-                None => self.v6.binary_search(&u128::from(a)).is_ok(),
-            },
+            IpAddr::V6(a) => {
+                let bits = u128::from(a);
+                // `::ffff:a.b.c.d` is the IPv4 address a.b.c.d.
+                if bits >> 32 == 0xffff {
+                    self.v4.binary_search(&(bits as u32)).is_ok()
+                } else {
+                    self.v6.binary_search(&bits).is_ok()
+                }
+            }
         }
     }
 
