@@ -1,0 +1,326 @@
+// Drives the unmodified official SDK (@vippsmobilepay/sdk, pinned in package.json) against a running
+// vipps-emulator. Started by crates/vipps-emulator/tests/official_sdk.rs; can also be run by hand:
+//
+//   VIPPS_EMULATOR_URL=http://127.0.0.1:8080/ node run.mjs
+//
+// The SDK has no base-URL option: with `useTestMode: true` it always calls https://apitest.vipps.no. This
+// script wraps `globalThis.fetch` so those requests go to the emulator instead; nothing in the SDK is patched.
+// Every step asserts its result. On failure it prints a clear message (with the HTTP exchanges so far) to
+// stderr and exits 1; on success it prints one JSON summary line to stdout and exits 0.
+
+import { readFileSync } from "node:fs";
+import { Client } from "@vippsmobilepay/sdk";
+
+const started = Date.now();
+const SDK_ORIGIN = "https://apitest.vipps.no";
+
+const env = (name, fallback) => {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined || v === "") fail("setup", `environment variable ${name} is required`);
+  return v;
+};
+
+/** Every HTTP exchange the SDK made, for the summary and for failure messages. */
+const exchanges = [];
+let currentStep = "setup";
+
+function fail(step, message, extra) {
+  const lines = [`official SDK test FAILED at step "${step}": ${message}`];
+  if (extra !== undefined) lines.push(`  details: ${safeJson(extra)}`);
+  if (exchanges.length > 0) {
+    lines.push("  HTTP exchanges so far (newest last):");
+    for (const x of exchanges.slice(-8)) {
+      lines.push(`    [${x.step}] ${x.method} ${x.path} -> ${x.status} ${x.contentType ?? "(no content-type)"} ${x.body ?? ""}`);
+    }
+  }
+  process.stderr.write(lines.join("\n") + "\n");
+  process.stdout.write(JSON.stringify({ ok: false, step, error: message }) + "\n");
+  process.exit(1);
+}
+
+function safeJson(v) {
+  try {
+    return JSON.stringify(v, (_k, x) => (x instanceof Error ? { name: x.name, message: x.message } : x));
+  } catch {
+    return String(v);
+  }
+}
+
+const base = new URL(env("VIPPS_EMULATOR_URL"));
+const msn = env("VIPPS_MSN", "123456");
+const clientId = env("VIPPS_CLIENT_ID", "demo-client-id");
+const clientSecret = env("VIPPS_CLIENT_SECRET", "demo-client-secret");
+const subscriptionKey = env("VIPPS_SUBSCRIPTION_KEY", "demo-subscription-key");
+const timeoutMs = Number(process.env.VIPPS_SDK_TEST_TIMEOUT_MS ?? 60000);
+
+setTimeout(() => fail(currentStep, `the whole run took longer than ${timeoutMs} ms`), timeoutMs).unref();
+process.on("unhandledRejection", (e) => fail(currentStep, `unhandled rejection: ${e?.stack ?? e}`));
+process.on("uncaughtException", (e) => fail(currentStep, `uncaught exception: ${e?.stack ?? e}`));
+
+// --- Point the SDK at the emulator -----------------------------------------------------------------------
+const realFetch = globalThis.fetch;
+if (typeof realFetch !== "function") fail("setup", `this Node.js (${process.version}) has no global fetch; Node 18+ is required`);
+
+globalThis.fetch = async (input, init) => {
+  const req = new Request(input, init);
+  const url = new URL(req.url);
+  if (url.origin !== SDK_ORIGIN) {
+    fail(currentStep, `the SDK called ${url.origin}, expected only ${SDK_ORIGIN} (useTestMode: true)`);
+  }
+  const target = new URL(url.pathname.replace(/^\//, "") + url.search, base);
+  const body = req.method === "GET" || req.method === "HEAD" ? undefined : await req.arrayBuffer();
+  const x = {
+    step: currentStep,
+    method: req.method,
+    path: url.pathname,
+    idempotencyKey: req.headers.get("idempotency-key"),
+    status: 0,
+  };
+  exchanges.push(x);
+  let res;
+  try {
+    res = await realFetch(target, {
+      method: req.method,
+      headers: req.headers,
+      body: body && body.byteLength > 0 ? body : undefined,
+      redirect: "manual",
+      signal: AbortSignal.timeout(15000),
+    });
+  } catch (e) {
+    x.status = "network error";
+    throw new Error(`could not reach the emulator at ${target}: ${e?.cause?.message ?? e?.cause?.code ?? e?.message ?? e}`);
+  }
+  x.status = res.status;
+  x.contentType = res.headers.get("content-type");
+  // Keep a short copy of the body for failure messages; the SDK reads the original response.
+  x.body = (await res.clone().text()).slice(0, 400);
+  return res;
+};
+
+// --- Helpers ---------------------------------------------------------------------------------------------
+async function step(name, fn) {
+  currentStep = name;
+  const t0 = Date.now();
+  try {
+    const out = await fn();
+    steps.push({ step: name, ms: Date.now() - t0 });
+    return out;
+  } catch (e) {
+    fail(name, e?.message ?? String(e), e?.details);
+  }
+}
+
+class AssertionFailure extends Error {
+  constructor(message, details) {
+    super(message);
+    this.details = details;
+  }
+}
+
+function check(cond, message, details) {
+  if (!cond) throw new AssertionFailure(message, details);
+}
+
+function eq(actual, expected, what) {
+  const a = JSON.stringify(actual);
+  const b = JSON.stringify(expected);
+  check(a === b, `${what}: expected ${b}, got ${a}`);
+}
+
+/** Unwraps an SDK `ClientResponse`: fails the step with the SDK's error when `ok` is false. */
+function okData(res, what) {
+  check(res && typeof res === "object", `${what}: the SDK returned ${safeJson(res)} instead of a ClientResponse`);
+  check(res.ok === true, `${what}: the SDK reported ok=false: ${safeJson(res.error)}`, res);
+  return res.data;
+}
+
+function nok(value) {
+  return { currency: "NOK", value };
+}
+
+const steps = [];
+const sdkPackage = JSON.parse(readFileSync(new URL("./node_modules/@vippsmobilepay/sdk/package.json", import.meta.url), "utf8"));
+const pinned = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8")).dependencies["@vippsmobilepay/sdk"];
+if (sdkPackage.version !== pinned) {
+  fail("setup", `installed @vippsmobilepay/sdk is ${sdkPackage.version}, package.json pins ${pinned}; run npm ci`);
+}
+
+const client = Client({
+  merchantSerialNumber: msn,
+  subscriptionKey,
+  useTestMode: true,
+  // Fail fast and visibly: a 5xx is a test failure, not something to retry for 4 seconds.
+  retryRequests: false,
+  systemName: "vipps-emulator-sdk-test",
+  systemVersion: "1.0.0",
+  // pluginName and pluginVersion are left unset: the SDK then sends them as empty headers.
+});
+
+const run = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+const ref1 = `sdk-${run}-main`;
+const ref2 = `sdk-${run}-cancel`;
+const AMOUNT = 10000; // 100.00 NOK (not one of the emulator's magic test amounts)
+const CAPTURE = 6000;
+const REFUND = 2500;
+
+// --- The flow --------------------------------------------------------------------------------------------
+const token = await step("auth.getToken", async () => {
+  const data = okData(await client.auth.getToken(clientId, clientSecret), "getToken");
+  check(typeof data.access_token === "string" && data.access_token.length > 20, "access_token must be a non-empty string", data);
+  eq(data.token_type, "Bearer", "token_type");
+  check(Number(data.expires_in) > 0, `expires_in must be positive, got ${safeJson(data.expires_in)}`);
+  return data.access_token;
+});
+
+const created = await step("payment.create (WEB_REDIRECT)", async () => {
+  const returnUrl = `https://example.com/shop/return?reference=${ref1}`;
+  const data = okData(
+    await client.payment.create(token, {
+      amount: nok(AMOUNT),
+      paymentMethod: { type: "WALLET" },
+      reference: ref1,
+      returnUrl,
+      userFlow: "WEB_REDIRECT",
+      paymentDescription: "Official SDK against the emulator",
+    }),
+    "create",
+  );
+  eq(data.reference, ref1, "create: reference (the caller's)");
+  check(typeof data.redirectUrl === "string", "create: a WEB_REDIRECT payment must return redirectUrl", data);
+  check(/^https?:\/\//.test(data.redirectUrl), `create: redirectUrl must be an absolute URL, got ${data.redirectUrl}`);
+  const createX = exchanges.findLast((x) => x.path === "/epayment/v1/payments");
+  eq(createX.status, 201, "create: HTTP status");
+  return data;
+});
+
+await step("payment.info (CREATED)", async () => {
+  const data = okData(await client.payment.info(token, ref1), "info");
+  eq(data.reference, ref1, "info: reference");
+  eq(data.state, "CREATED", "info: state before approval");
+  eq(data.amount, nok(AMOUNT), "info: amount");
+  eq(data.redirectUrl, created.redirectUrl, "info: redirectUrl matches create");
+});
+
+await step("payment.forceApprove", async () => {
+  const res = await client.payment.forceApprove(token, ref1, { customer: { phoneNumber: "4791234567" } });
+  okData(res, "forceApprove");
+});
+
+await step("payment.info (AUTHORIZED)", async () => {
+  const data = okData(await client.payment.info(token, ref1), "info");
+  eq(data.state, "AUTHORIZED", "info: state after forceApprove");
+  eq(data.aggregate.authorizedAmount, nok(AMOUNT), "info: aggregate.authorizedAmount");
+});
+
+const captureKey = await step("payment.capture (partial)", async () => {
+  const data = okData(await client.payment.capture(token, ref1, { modificationAmount: nok(CAPTURE) }), "capture");
+  eq(data.reference, ref1, "capture: reference");
+  eq(data.state, "AUTHORIZED", "capture: state");
+  eq(data.amount, nok(AMOUNT), "capture: amount");
+  eq(data.aggregate.capturedAmount, nok(CAPTURE), "capture: aggregate.capturedAmount");
+  eq(data.aggregate.refundedAmount, nok(0), "capture: aggregate.refundedAmount");
+  check(typeof data.pspReference === "string" && data.pspReference !== "", "capture: pspReference", data);
+  return exchanges.at(-1).idempotencyKey;
+});
+
+const refundKey = await step("payment.refund (partial)", async () => {
+  const data = okData(await client.payment.refund(token, ref1, { modificationAmount: nok(REFUND) }), "refund");
+  eq(data.reference, ref1, "refund: reference");
+  eq(data.state, "AUTHORIZED", "refund: state");
+  eq(data.aggregate.capturedAmount, nok(CAPTURE), "refund: aggregate.capturedAmount");
+  eq(data.aggregate.refundedAmount, nok(REFUND), "refund: aggregate.refundedAmount");
+  return exchanges.at(-1).idempotencyKey;
+});
+
+await step("error path: over-refund is refused with a problem body", async () => {
+  const res = await client.payment.refund(token, ref1, { modificationAmount: nok(AMOUNT) });
+  check(res.ok === false, "refunding more than was captured must fail", res);
+  const x = exchanges.at(-1);
+  check(x.status >= 400 && x.status < 500, `over-refund: expected a 4xx status, got ${x.status}`);
+  // For a 4xx (other than 403) the SDK hands back the parsed JSON body as `error`.
+  check(res.error && typeof res.error === "object" && !(res.error instanceof Error), "over-refund: the SDK must surface the parsed problem body", res);
+  check(typeof (res.error.title ?? res.error.detail) === "string", "over-refund: the problem body needs a title or detail", res.error);
+});
+
+await step("second payment: create", async () => {
+  const data = okData(
+    await client.payment.create(token, {
+      amount: nok(4900),
+      paymentMethod: { type: "WALLET" },
+      reference: ref2,
+      returnUrl: `https://example.com/shop/return?reference=${ref2}`,
+      userFlow: "WEB_REDIRECT",
+    }),
+    "create #2",
+  );
+  eq(data.reference, ref2, "create #2: reference");
+});
+
+await step("second payment: cancel before approval", async () => {
+  const data = okData(await client.payment.cancel(token, ref2), "cancel");
+  eq(data.reference, ref2, "cancel: reference");
+  eq(data.state, "TERMINATED", "cancel: state");
+  eq(data.aggregate.authorizedAmount, nok(0), "cancel: aggregate.authorizedAmount");
+});
+
+await step("second payment: info and history", async () => {
+  const info = okData(await client.payment.info(token, ref2), "info #2");
+  eq(info.state, "TERMINATED", "info #2: state");
+  const events = okData(await client.payment.history(token, ref2), "history #2");
+  check(Array.isArray(events), "history #2 must be an array", events);
+  eq(events.map((e) => e.name), ["CREATED", "TERMINATED"], "history #2: event names");
+});
+
+const final = await step("payment.info (aggregate)", async () => {
+  const data = okData(await client.payment.info(token, ref1), "info");
+  eq(data.reference, ref1, "info: reference");
+  eq(data.state, "AUTHORIZED", "info: state");
+  eq(data.amount, nok(AMOUNT), "info: amount");
+  eq(data.aggregate, {
+    authorizedAmount: nok(AMOUNT),
+    cancelledAmount: nok(0),
+    capturedAmount: nok(CAPTURE),
+    refundedAmount: nok(REFUND),
+  }, "info: aggregate");
+  eq(data.paymentMethod?.type, "WALLET", "info: paymentMethod.type");
+  check(typeof data.pspReference === "string" && data.pspReference !== "", "info: pspReference", data);
+  return data;
+});
+
+const eventNames = await step("payment.history (event log)", async () => {
+  const events = okData(await client.payment.history(token, ref1), "history");
+  check(Array.isArray(events), "history must be an array", events);
+  eq(events.map((e) => e.name), ["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"], "history: event names in order");
+  eq(events.map((e) => e.amount), [nok(AMOUNT), nok(AMOUNT), nok(CAPTURE), nok(REFUND)], "history: event amounts");
+  for (const e of events) {
+    eq(e.reference, ref1, `history: ${e.name}.reference`);
+    eq(e.success, true, `history: ${e.name}.success`);
+    check(!Number.isNaN(Date.parse(e.timestamp)), `history: ${e.name}.timestamp must be a date, got ${e.timestamp}`);
+    check(typeof e.pspReference === "string" && e.pspReference !== "", `history: ${e.name}.pspReference`, e);
+  }
+  const ts = events.map((e) => Date.parse(e.timestamp));
+  check(ts.every((t, i) => i === 0 || t >= ts[i - 1]), "history: timestamps must not go backwards", events);
+  eq(events[2].idempotencyKey, captureKey, "history: CAPTURED.idempotencyKey is the SDK's Idempotency-Key");
+  eq(events[3].idempotencyKey, refundKey, "history: REFUNDED.idempotencyKey is the SDK's Idempotency-Key");
+  return events.map((e) => e.name);
+});
+
+currentStep = "summary";
+const requests = exchanges.map((x) => `${x.method} ${x.path.replace(ref1, "{ref}").replace(ref2, "{ref2}")} ${x.status}`);
+process.stdout.write(
+  JSON.stringify({
+    ok: true,
+    sdk: sdkPackage.name,
+    sdkVersion: sdkPackage.version,
+    node: process.version,
+    reference: ref1,
+    cancelledReference: ref2,
+    finalState: final.state,
+    aggregate: final.aggregate,
+    events: eventNames,
+    steps: steps.map((s) => s.step),
+    requests,
+    elapsedMs: Date.now() - started,
+  }) + "\n",
+);
+process.exit(0);
