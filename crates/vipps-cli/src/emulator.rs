@@ -42,6 +42,9 @@ pub struct EmulatorArgs {
     /// Demand https and public addresses for webhook URLs.
     #[arg(long)]
     strict_webhook_urls: bool,
+    /// Answer DNS (UDP and TCP) for the request-server hostnames on this address, such as 127.0.0.1:5353.
+    #[arg(long, value_name = "ADDR", env = "VIPPS_EMULATOR_DNS_LISTEN")]
+    dns_listen: Option<SocketAddr>,
 }
 
 fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
@@ -73,6 +76,9 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
     if a.strict_webhook_urls {
         cfg.strict_webhook_urls = true;
     }
+    if let Some(d) = a.dns_listen {
+        cfg.dns_listen = Some(d);
+    }
     cfg.validate().map_err(|e| classify(Class::Usage, e))?;
     Ok(cfg)
 }
@@ -98,6 +104,13 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     for p in &emu.config().partners {
         let msns: Vec<_> = p.msns.iter().map(|m| m.as_str()).collect();
         println!("  partner:          client_id {} for MSN {}", p.client_id, msns.join(", "));
+    }
+    if let Some(dns) = emu.dns_addr() {
+        println!("  DNS:              {dns} (UDP and TCP) for callback-*.vipps.no");
+    }
+    {
+        let rs = emu.request_servers();
+        println!("  request servers:  test {} ({}), production {} ({})", rs.0, rs.1, rs.2, rs.3);
     }
     if emu.config().controls {
         println!("  test controls:    {}_emulator/ (clock, faults, requests, approve/reject)", emu.base_url());

@@ -148,3 +148,98 @@ mod parking_lot_free {
         }
     }
 }
+
+/// A bare HTTP receiver on 127.0.0.1 that answers every request with the current status.
+struct RawReceiver {
+    addr: std::net::SocketAddr,
+    status: Arc<AtomicUsize>,
+    bodies: Arc<std::sync::Mutex<Vec<(u16, String)>>>,
+}
+
+impl RawReceiver {
+    async fn start(status: u16) -> RawReceiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let st = Arc::new(AtomicUsize::new(status as usize));
+        let bodies: Arc<std::sync::Mutex<Vec<(u16, String)>>> = Arc::default();
+        let (st2, b2) = (st.clone(), bodies.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let (st, bodies) = (st2.clone(), b2.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                                let code = st.load(Ordering::SeqCst) as u16;
+                                bodies.lock().unwrap().push((code, body));
+                                let resp = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                                let _ = sock.write_all(resp.as_bytes()).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        RawReceiver { addr, status: st, bodies }
+    }
+}
+
+#[tokio::test]
+async fn undelivered_webhooks_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    let t = token(&http, &base).await;
+    let rx = RawReceiver::start(503).await;
+    let r = req(&http, &base, &t, "/webhooks/v1/webhooks")
+        .json(&json!({"url": format!("http://{}/hook", rx.addr), "events": ["epayments.payment.created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", "wh-1").json(&body("webhook-crash-01")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    for _ in 0..300 {
+        if !rx.bodies.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(rx.bodies.lock().unwrap().len(), 1, "the first attempt failed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    rx.status.store(200, Ordering::SeqCst);
+    let (mut child, _base) = spawn(dir.path());
+    let mut delivered = false;
+    for _ in 0..1000 {
+        if rx.bodies.lock().unwrap().iter().any(|(code, _)| *code == 200) {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(delivered, "the pending event was delivered after the restart");
+    let bodies = rx.bodies.lock().unwrap().clone();
+    let ev: Value = serde_json::from_str(&bodies.last().unwrap().1).unwrap();
+    assert_eq!(ev["reference"], "webhook-crash-01");
+    assert_eq!(ev["name"], "CREATED");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

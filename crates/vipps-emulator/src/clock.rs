@@ -77,6 +77,13 @@ impl EmulatorClock {
         t.replace_millisecond(ms).unwrap_or(t)
     }
 
+    /// The base clock's time, without the test offset: what a webhook's `x-ms-date` carries, so that receivers
+    /// checking it against their own clock keep working after the emulator clock was moved.
+    pub fn wall(&self) -> std::time::SystemTime {
+        let t = self.base.now();
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t.unix_timestamp_nanos().max(0) as u64)
+    }
+
     /// Emulator time as Unix seconds.
     pub fn unix(&self) -> i64 {
         self.now().unix_timestamp()

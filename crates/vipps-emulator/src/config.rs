@@ -273,6 +273,20 @@ pub struct Config {
     pub payment_expiry: Duration,
     /// Limits.
     pub limits: Limits,
+    /// Where the embedded DNS server listens (UDP and TCP); `None` runs no DNS server.
+    pub dns_listen: Option<SocketAddr>,
+    /// TTL of DNS answers, in seconds.
+    pub dns_ttl: u32,
+    /// Explicit addresses per request-server hostname (defaults are loopback addresses 127.0.P.N).
+    pub request_server_addresses: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// How often the active request servers rotate, in emulator time (about 90 days).
+    pub rotation_period: Duration,
+    /// How long a webhook receiver may take to answer before the attempt fails (10 s).
+    pub delivery_timeout: Duration,
+    /// Webhook registrations that fail without any success for this long are removed (2 weeks).
+    pub unresponsive_removal: Duration,
+    /// At most this many deliveries in flight at once.
+    pub delivery_concurrency: usize,
 }
 
 impl Default for Config {
@@ -290,6 +304,13 @@ impl Default for Config {
             idempotency_retention: Duration::from_secs(24 * 3600),
             payment_expiry: Duration::from_secs(600),
             limits: Limits::default(),
+            dns_listen: None,
+            dns_ttl: 5,
+            request_server_addresses: Default::default(),
+            rotation_period: Duration::from_secs(90 * 86_400),
+            delivery_timeout: Duration::from_secs(10),
+            unresponsive_removal: Duration::from_secs(14 * 86_400),
+            delivery_concurrency: 256,
         }
     }
 }
@@ -419,6 +440,39 @@ impl Config {
                 self.limits.reference_max_len = v;
             }
         }
+        if let Some(w) = f.webhooks {
+            if let Some(v) = w.delivery_timeout_seconds {
+                self.delivery_timeout = Duration::from_secs(v);
+            }
+            if let Some(v) = w.unresponsive_removal_days {
+                self.unresponsive_removal = Duration::from_secs(v * 86_400);
+            }
+            if let Some(v) = w.concurrency {
+                self.delivery_concurrency = v.max(1);
+            }
+        }
+        if let Some(r) = f.request_servers {
+            if let Some(d) = r.dns_listen {
+                self.dns_listen = Some(d);
+            }
+            if let Some(t) = r.dns_ttl {
+                self.dns_ttl = t;
+            }
+            if let Some(days) = r.rotation_days {
+                self.rotation_period = Duration::from_secs_f64(days * 86_400.0);
+            }
+            for (host, addrs) in r.addresses {
+                if !vipps_types::servers::all_hostnames().contains(&host) {
+                    return Err(ConfigError::Invalid(format!(
+                        "request_servers.addresses: `{host}` is not a request-server hostname"
+                    )));
+                }
+                if addrs.is_empty() {
+                    return Err(ConfigError::Invalid(format!("request_servers.addresses.`{host}` is empty")));
+                }
+                self.request_server_addresses.insert(host, addrs);
+            }
+        }
         for m in f.merchants {
             let mut mc =
                 MerchantConfig::test(&m.msn, &m.client_id, &m.client_secret, &m.subscription_key)?;
@@ -518,6 +572,8 @@ struct FileConfig {
     retention: Option<FileRetention>,
     payments: Option<FilePayments>,
     limits: Option<FileLimits>,
+    webhooks: Option<FileWebhooks>,
+    request_servers: Option<FileRequestServers>,
     #[serde(default)]
     merchants: Vec<FileMerchant>,
     #[serde(default)]
@@ -550,6 +606,24 @@ struct FileLimits {
     webhooks_per_event: Option<usize>,
     request_log_capacity: Option<usize>,
     reference_max_len: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhooks {
+    delivery_timeout_seconds: Option<u64>,
+    unresponsive_removal_days: Option<u64>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRequestServers {
+    dns_listen: Option<SocketAddr>,
+    dns_ttl: Option<u32>,
+    rotation_days: Option<f64>,
+    #[serde(default)]
+    addresses: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,8 @@ use crate::config::{Config, ConfigError, MerchantConfig, MerchantEnvironment, St
 use crate::faults::Faults;
 use crate::ids::{IdGen, RandomIds};
 use crate::reqlog::RequestLog;
+use crate::dns::{DnsServer, ZoneAnswers};
+use crate::request_servers::RequestServers;
 use crate::state::{AppState, InFlight, Principal};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Op, Store, StoreError, WriteRequest};
@@ -105,9 +107,10 @@ impl Emulator {
         }
         config.validate()?;
         let ids = injected.ids;
+        let outbox = Arc::new(tokio::sync::Notify::new());
         let store: Arc<dyn Store> = match &config.storage {
-            Storage::Ephemeral => Arc::new(SqliteStore::ephemeral(ids.clone())?),
-            Storage::Dir(d) => Arc::new(SqliteStore::open_dir(d, config.durability, ids.clone())?),
+            Storage::Ephemeral => Arc::new(SqliteStore::ephemeral(ids.clone(), outbox.clone())?),
+            Storage::Dir(d) => Arc::new(SqliteStore::open_dir(d, config.durability, ids.clone(), outbox.clone())?),
         };
         let write_meta = |key: &str, value: String| WriteRequest {
             idem: None,
@@ -133,6 +136,57 @@ impl Emulator {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let clock = EmulatorClock::new(injected.time, offset);
+        let fresh_servers = || {
+            let mut rs = RequestServers::new(&config.request_server_addresses);
+            rs.last_rotation_ms = clock.unix_ms();
+            rs
+        };
+        let request_servers = match store.meta("request_servers").await? {
+            Some(json) => match serde_json::from_str::<RequestServers>(&json) {
+                // Explicitly configured addresses win over the stored ones.
+                Ok(mut rs) => {
+                    for ps in &mut rs.pools {
+                        for srv in &mut ps.servers {
+                            if let Some(a) = config.request_server_addresses.get(&srv.hostname) {
+                                srv.addresses = a.clone();
+                            }
+                        }
+                    }
+                    rs.move_on_rotation = config.request_server_addresses.is_empty();
+                    rs
+                }
+                Err(_) => fresh_servers(),
+            },
+            None => fresh_servers(),
+        };
+        store
+            .write(write_meta("request_servers", serde_json::to_string(&request_servers).unwrap_or_default()))
+            .await?;
+        let mut owner_pairs = Vec::new();
+        for p in &config.partners {
+            for m in &p.msns {
+                owner_pairs.push((m.as_str().to_owned(), format!("partner:{}", p.client_id)));
+            }
+        }
+        store
+            .write(WriteRequest {
+                idem: None,
+                op: Op::SetPartnerOwners { pairs: owner_pairs },
+                now_ms: 0,
+                trace_id: String::new(),
+                instance: String::new(),
+            })
+            .await?;
+        let dns_answers = Arc::new(ZoneAnswers::new(&request_servers.records(), config.dns_ttl));
+        let dns = match config.dns_listen {
+            Some(a) => Some(
+                DnsServer::start(a, dns_answers.clone())
+                    .await
+                    .map_err(|source| StartError::Bind { addr: a, source })?,
+            ),
+            None => None,
+        };
+        let dns_addr = dns.as_ref().map(|d| d.addr);
 
         let listener =
             TcpListener::bind(config.listen)
@@ -188,12 +242,24 @@ impl Emulator {
             inflight: InFlight::default(),
             sweep: tokio::sync::Notify::new(),
             base_url,
+            outbox,
+            request_servers: parking_lot::RwLock::new(request_servers),
+            dns_answers,
+            dns_addr,
         });
         let shutdown = CancellationToken::new();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve(listener, state.clone(), shutdown.clone())),
             tokio::spawn(sweeper(state.clone(), shutdown.clone())),
+            tokio::spawn(crate::delivery::dispatcher(state.clone(), shutdown.clone())),
         ];
+        if let Some(dns) = dns {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                stop.cancelled().await;
+                dns.shutdown().await;
+            }));
+        }
         Ok(Emulator {
             state,
             addr,
@@ -210,6 +276,23 @@ impl Emulator {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The active request servers: (test hostname, test source address, production hostname, production source).
+    pub fn request_servers(&self) -> (String, std::net::IpAddr, String, std::net::IpAddr) {
+        use crate::request_servers::Side;
+        let rs = self.state.request_servers.read();
+        (
+            rs.active(Side::Test).hostname.clone(),
+            rs.source(Side::Test),
+            rs.active(Side::Production).hostname.clone(),
+            rs.source(Side::Production),
+        )
+    }
+
+    /// The address of the embedded DNS server (UDP and TCP), if it runs.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.state.dns_addr
     }
 
     /// The demo merchant's credentials.
@@ -291,6 +374,55 @@ async fn serve(listener: TcpListener, state: S, shutdown: CancellationToken) {
     }
 }
 
+/// Saves the request-server state and publishes it to DNS at once.
+pub async fn request_servers_changed(s: &S) {
+    let (json, records) = {
+        let rs = s.request_servers.read();
+        (serde_json::to_string(&*rs).unwrap_or_default(), rs.records())
+    };
+    s.dns_answers.set(&records);
+    let w = WriteRequest {
+        idem: None,
+        op: Op::SetMeta { key: "request_servers".into(), value: json },
+        now_ms: s.clock.unix_ms(),
+        trace_id: String::new(),
+        instance: String::new(),
+    };
+    if let Err(e) = s.store.write(w).await {
+        tracing::warn!(error = %e, "could not save the request-server state");
+    }
+}
+
+/// Runs the scheduled rotation when its period has passed, and removes unresponsive webhooks.
+pub async fn rotate_if_due(s: &S) {
+    let now = s.clock.unix_ms();
+    let period = s.config.rotation_period.as_millis() as i64;
+    let due = {
+        let mut rs = s.request_servers.write();
+        if period > 0 && now - rs.last_rotation_ms >= period {
+            rs.rotate_all(now);
+            true
+        } else {
+            false
+        }
+    };
+    if due {
+        tracing::info!("scheduled rotation of the request servers");
+        request_servers_changed(s).await;
+    }
+    let before = now - s.config.unresponsive_removal.as_millis() as i64;
+    let _ = s
+        .store
+        .write(WriteRequest {
+            idem: None,
+            op: Op::RemoveUnresponsive { before_ms: before },
+            now_ms: now,
+            trace_id: String::new(),
+            instance: String::new(),
+        })
+        .await;
+}
+
 /// Persists the changes time has made (expiries, pending approvals) for every payment that is due.
 pub async fn sweep_once(s: &S) {
     loop {
@@ -335,6 +467,7 @@ async fn sweeper(s: S, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         sweep_once(&s).await;
+        rotate_if_due(&s).await;
         if last_purge.elapsed() >= Duration::from_secs(60) {
             last_purge = std::time::Instant::now();
             let before = s.clock.unix_ms() - s.config.idempotency_retention.as_millis() as i64;
@@ -343,6 +476,17 @@ async fn sweeper(s: S, shutdown: CancellationToken) {
                 .write(WriteRequest {
                     idem: None,
                     op: Op::PurgeIdempotency { before_ms: before },
+                    now_ms: s.clock.unix_ms(),
+                    trace_id: String::new(),
+                    instance: String::new(),
+                })
+                .await;
+            let keep = crate::delivery::HORIZON_MS + 86_400_000;
+            let _ = s
+                .store
+                .write(WriteRequest {
+                    idem: None,
+                    op: Op::PurgeDeliveries { before_ms: s.clock.unix_ms() - keep },
                     now_ms: s.clock.unix_ms(),
                     trace_id: String::new(),
                     instance: String::new(),

@@ -113,6 +113,14 @@ pub struct AppState {
     pub sweep: Notify,
     /// The base URL clients use (for redirect URLs).
     pub base_url: Url,
+    /// Woken when the delivery outbox changed (new events, finished attempts, the clock moved).
+    pub outbox: Arc<Notify>,
+    /// The request servers (active server, addresses).
+    pub request_servers: parking_lot::RwLock<crate::request_servers::RequestServers>,
+    /// The DNS answers, updated whenever the request servers change.
+    pub dns_answers: Arc<crate::dns::ZoneAnswers>,
+    /// The address of the embedded DNS server, if it runs.
+    pub dns_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for AppState {

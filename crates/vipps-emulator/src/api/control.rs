@@ -33,6 +33,10 @@ pub fn routes() -> Router<S> {
         .route("/_emulator/payments/{reference}/reject", post(user_reject))
         .route("/_emulator/landing", get(landing).post(landing_action))
         .route("/_emulator/qr", get(qr))
+        .route("/_emulator/deliveries", get(deliveries))
+        .route("/_emulator/request-servers", get(request_servers))
+        .route("/_emulator/request-servers/rotate", post(rotate))
+        .route("/_emulator/request-servers/failover", post(failover))
 }
 
 async fn health(State(s): State<S>, req: Request) -> ApiResult {
@@ -94,6 +98,8 @@ async fn advance(State(s): State<S>, req: Request) -> ApiResult {
     s.sweep.notify_one();
     // Persist what the jump made due right away, so reads and webhooks see it at once.
     crate::server::sweep_once(&s).await;
+    crate::server::rotate_if_due(&s).await;
+    s.outbox.notify_one();
     Ok(axum::Json(clock_body(&s)).into_response())
 }
 
@@ -350,4 +356,97 @@ async fn qr(State(s): State<S>, Query(q): Query<LandingQuery>, req: Request) -> 
         target.to_string(),
     )
         .into_response())
+}
+
+async fn deliveries(State(s): State<S>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    let q = req.uri().query().unwrap_or("");
+    let mut map = serde_json::Map::new();
+    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+        let val = if k == "limit" {
+            serde_json::Value::from(v.parse::<u64>().map_err(|_| {
+                meta.problem(400, "Bad Request", "`limit` must be a non-negative integer").field("limit", "integer").err()
+            })?)
+        } else {
+            serde_json::Value::from(v.into_owned())
+        };
+        map.insert(k.into_owned(), val);
+    }
+    let f: crate::store::AttemptFilter = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| meta.problem(400, "Bad Request", format!("Invalid query: {e}")).field("query", e.to_string()).err())?;
+    let attempts = s.store.attempts(&f).await.map_err(|e| internal(&meta, &e))?;
+    Ok(axum::Json(attempts).into_response())
+}
+
+fn servers_view(s: &S) -> serde_json::Value {
+    let mut v = s.request_servers.read().view(s.config.rotation_period.as_millis() as i64);
+    v["dns"] = serde_json::json!({ "listen": s.dns_addr.map(|a| a.to_string()), "ttl": s.config.dns_ttl });
+    v
+}
+
+async fn request_servers(State(s): State<S>) -> impl IntoResponse {
+    axum::Json(servers_view(&s))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    /// `test`, `production`, `disaster-recovery` or `all` (default `all`).
+    pool: Option<String>,
+}
+
+async fn rotate(State(s): State<S>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    let bytes = read_body(&meta, req.into_body(), 4096).await?;
+    let body: RotateBody = if bytes.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&meta, &bytes)? };
+    use vipps_types::servers::Pool;
+    let pools: Vec<Pool> = match body.pool.as_deref().unwrap_or("all") {
+        "all" => Pool::ALL.to_vec(),
+        "test" => vec![Pool::Test],
+        "production" => vec![Pool::Production],
+        "disaster-recovery" => vec![Pool::DisasterRecovery],
+        other => {
+            return Err(meta
+                .problem(400, "Bad Request", format!("Unknown pool `{other}`"))
+                .field("pool", "test, production, disaster-recovery or all")
+                .err());
+        }
+    };
+    {
+        let mut rs = s.request_servers.write();
+        for p in pools {
+            rs.rotate(p);
+        }
+    }
+    crate::server::request_servers_changed(&s).await;
+    Ok(axum::Json(servers_view(&s)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    /// `disaster-recovery` or `production`; without it, the serving pool toggles.
+    to: Option<String>,
+}
+
+async fn failover(State(s): State<S>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    let bytes = read_body(&meta, req.into_body(), 4096).await?;
+    let body: FailoverBody = if bytes.iter().all(u8::is_ascii_whitespace) { FailoverBody::default() } else { parse_json(&meta, &bytes)? };
+    {
+        let mut rs = s.request_servers.write();
+        rs.failover = match body.to.as_deref() {
+            None => !rs.failover,
+            Some("disaster-recovery") => true,
+            Some("production") => false,
+            Some(other) => {
+                return Err(meta
+                    .problem(400, "Bad Request", format!("Unknown target `{other}`"))
+                    .field("to", "disaster-recovery or production")
+                    .err());
+            }
+        };
+    }
+    crate::server::request_servers_changed(&s).await;
+    Ok(axum::Json(servers_view(&s)).into_response())
 }

@@ -149,6 +149,36 @@ pub enum Op {
         /// Cut-off.
         before_ms: i64,
     },
+    /// Replace the map of which partner owners act for which MSN (from the configuration).
+    SetPartnerOwners {
+        /// `(msn, owner)` pairs.
+        pairs: Vec<(String, String)>,
+    },
+    /// Record one delivery attempt and its outcome.
+    DeliveryResult {
+        /// The delivery.
+        delivery_id: i64,
+        /// Its webhook.
+        webhook_id: String,
+        /// Its payment reference.
+        reference: String,
+        /// The attempt record (JSON), as listed under `/_emulator/deliveries`.
+        attempt: String,
+        /// Emulator time of the attempt (ms).
+        at_ms: i64,
+        /// What happens next.
+        outcome: DeliveryOutcome,
+    },
+    /// Remove webhooks that have failed without a success since before this time (ms).
+    RemoveUnresponsive {
+        /// Cut-off.
+        before_ms: i64,
+    },
+    /// Delete finished deliveries and attempts older than this time (ms).
+    PurgeDeliveries {
+        /// Cut-off.
+        before_ms: i64,
+    },
     /// Set a metadata value.
     SetMeta {
         /// Key.
@@ -156,6 +186,73 @@ pub enum Op {
         /// Value.
         value: String,
     },
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Delivered (2xx in time).
+    Delivered,
+    /// Failed; try again at this emulator time (ms).
+    Retry {
+        /// Next attempt.
+        next_ms: i64,
+    },
+    /// Failed for the last time.
+    GiveUp,
+}
+
+/// A delivery that is due: the head of its (webhook, payment) queue.
+#[derive(Clone)]
+pub struct DueDelivery {
+    /// Delivery id.
+    pub id: i64,
+    /// Webhook id.
+    pub webhook_id: String,
+    /// Sales unit.
+    pub msn: String,
+    /// Payment reference.
+    pub reference: String,
+    /// Event type, such as `epayments.payment.captured.v1`.
+    pub event_type: String,
+    /// Stable event identity (the event's pspReference).
+    pub event_id: String,
+    /// Target URL.
+    pub url: String,
+    /// The webhook secret.
+    pub secret: String,
+    /// The JSON body.
+    pub payload: bytes::Bytes,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Emulator time of the first attempt (ms).
+    pub first_attempt_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for DueDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DueDelivery")
+            .field("id", &self.id)
+            .field("webhook_id", &self.webhook_id)
+            .field("reference", &self.reference)
+            .field("event_type", &self.event_type)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Filters for delivery attempts.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptFilter {
+    /// Only this payment reference.
+    pub reference: Option<String>,
+    /// Only this webhook.
+    pub webhook_id: Option<String>,
+    /// Only this event type or name (`epayments.payment.captured.v1` or `CAPTURED`).
+    pub event: Option<String>,
+    /// At most this many, the newest (default 100), listed oldest first.
+    pub limit: Option<usize>,
 }
 
 /// A change with its context.
@@ -204,6 +301,12 @@ pub trait Store: Send + Sync + 'static {
     fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>>;
     /// A metadata value.
     fn meta(&self, key: &str) -> BoxFut<'static, Result<Option<String>, StoreError>>;
+    /// Deliveries that are due now, at most one per (webhook, payment), oldest first.
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>>;
+    /// When the next pending delivery is due (ms), if any.
+    fn next_delivery_ms(&self) -> BoxFut<'static, Result<Option<i64>, StoreError>>;
+    /// Recorded delivery attempts, oldest first.
+    fn attempts(&self, filter: &AttemptFilter) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>>;
     /// Counts (payments, idempotency records, webhooks), for diagnostics.
     fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>>;
 }

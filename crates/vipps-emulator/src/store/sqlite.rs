@@ -13,7 +13,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 use vipps_types::problem::ErrorCode;
 
-use super::{BoxFut, Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult};
+use super::{
+    AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, Store, StoreError, WebhookRow, WriteRequest,
+    WriteResult,
+};
 use crate::config::Durability;
 use crate::domain::{Ctx, DomainError, Payment};
 use crate::ids::IdGen;
@@ -45,8 +48,39 @@ CREATE TABLE IF NOT EXISTS webhooks (
     url TEXT NOT NULL,
     events TEXT NOT NULL,
     secret TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    failing_since_ms INTEGER,
+    last_success_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS partner_owners (msn TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (msn, owner)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id TEXT NOT NULL,
+    msn TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt_ms INTEGER,
+    next_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    done_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_ms) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (webhook_id, msn, reference, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (done_ms) WHERE state <> 'pending';
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id INTEGER NOT NULL,
+    webhook_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_reference ON attempts (reference);
+CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at_ms);
 CREATE INDEX IF NOT EXISTS webhooks_owner ON webhooks (owner);
 "#;
 
@@ -102,14 +136,18 @@ impl SqliteStore {
         dir: &Path,
         durability: Durability,
         ids: Arc<dyn IdGen>,
+        outbox: Arc<tokio::sync::Notify>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        Self::open_file(dir.join("vipps-emulator.sqlite3"), durability, ids, None)
+        Self::open_file(dir.join("vipps-emulator.sqlite3"), durability, ids, None, outbox)
     }
 
     /// A throwaway store in a temporary directory (RAM-backed `/dev/shm` where it exists), deleted on drop.
-    pub fn ephemeral(ids: Arc<dyn IdGen>) -> Result<Self, StoreError> {
+    pub fn ephemeral(
+        ids: Arc<dyn IdGen>,
+        outbox: Arc<tokio::sync::Notify>,
+    ) -> Result<Self, StoreError> {
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() {
             tempfile::Builder::new()
@@ -120,7 +158,7 @@ impl SqliteStore {
         }
         .map_err(err)?;
         let path = dir.path().join("vipps-emulator.sqlite3");
-        Self::open_file(path, Durability::Process, ids, Some(dir))
+        Self::open_file(path, Durability::Process, ids, Some(dir), outbox)
     }
 
     fn open_file(
@@ -128,13 +166,14 @@ impl SqliteStore {
         durability: Durability,
         ids: Arc<dyn IdGen>,
         tempdir: Option<tempfile::TempDir>,
+        outbox: Arc<tokio::sync::Notify>,
     ) -> Result<Self, StoreError> {
         let conn = open(&path, durability)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("vipps-emulator-writer".into())
-            .spawn(move || writer_loop(conn, rx, ids))
+            .spawn(move || writer_loop(conn, rx, ids, outbox))
             .map_err(err)?;
         Ok(SqliteStore {
             tx: Mutex::new(Some(tx)),
@@ -255,6 +294,74 @@ impl Store for SqliteStore {
         Box::pin(async move { r })
     }
 
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>> {
+        let r = self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT d.id, d.webhook_id, d.msn, d.reference, d.event_type, d.event_id, w.url, w.secret, d.payload,
+                        d.attempts, d.first_attempt_ms
+                 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                 WHERE d.state = 'pending' AND d.next_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.state = 'pending' AND e.webhook_id = d.webhook_id
+                                   AND e.msn = d.msn AND e.reference = d.reference AND e.id < d.id)
+                 ORDER BY d.id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now_ms, limit as i64], |r| {
+                Ok(DueDelivery {
+                    id: r.get(0)?,
+                    webhook_id: r.get(1)?,
+                    msn: r.get(2)?,
+                    reference: r.get(3)?,
+                    event_type: r.get(4)?,
+                    event_id: r.get(5)?,
+                    url: r.get(6)?,
+                    secret: r.get(7)?,
+                    payload: r.get::<_, Vec<u8>>(8)?.into(),
+                    attempts: r.get(9)?,
+                    first_attempt_ms: r.get(10)?,
+                })
+            })?;
+            rows.collect()
+        });
+        Box::pin(async move { r })
+    }
+
+    fn next_delivery_ms(&self) -> BoxFut<'static, Result<Option<i64>, StoreError>> {
+        let r = self.with_reader(|c| {
+            c.prepare_cached("SELECT min(next_ms) FROM deliveries WHERE state = 'pending'")?.query_row([], |r| r.get(0))
+        });
+        Box::pin(async move { r })
+    }
+
+    fn attempts(&self, f: &AttemptFilter) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>> {
+        let f = f.clone();
+        let r = self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT data FROM attempts WHERE (?1 IS NULL OR reference = ?1) AND (?2 IS NULL OR webhook_id = ?2)
+                 ORDER BY id DESC",
+            )?;
+            let rows = st.query_map(params![f.reference, f.webhook_id], |r| r.get::<_, String>(0))?;
+            let limit = f.limit.unwrap_or(100);
+            let mut out = Vec::new();
+            for row in rows {
+                let v: serde_json::Value = serde_json::from_str(&row?).unwrap_or_default();
+                if let Some(ev) = &f.event {
+                    let matches = v["event"].as_str() == Some(ev.as_str())
+                        || v["event_name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(ev));
+                    if !matches {
+                        continue;
+                    }
+                }
+                out.push(v);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            out.reverse();
+            Ok(out)
+        });
+        Box::pin(async move { r })
+    }
+
     fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>> {
         let r = self.with_reader(|c| {
             let n = |sql: &str| {
@@ -283,7 +390,12 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
     })
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, ids: Arc<dyn IdGen>) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    ids: Arc<dyn IdGen>,
+    outbox: Arc<tokio::sync::Notify>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
@@ -313,10 +425,14 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, ids: Arc<dyn IdGen
             }
             tx.commit()
         })();
+        let touched = OUTBOX_TOUCHED.with(|t| t.replace(false));
         match committed {
             Ok(()) => {
                 for (job, r) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(r);
+                }
+                if touched {
+                    outbox.notify_one();
                 }
             }
             Err(e) => {
@@ -340,14 +456,61 @@ fn load(c: &Connection, msn: &str, reference: &str) -> rusqlite::Result<Option<P
     .transpose()
 }
 
-fn save(c: &Connection, p: &Payment) -> rusqlite::Result<()> {
-    let data =
-        serde_json::to_vec(p).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+thread_local! {
+    /// Set when a write in the current batch touched the delivery outbox (the writer then wakes the dispatcher).
+    static OUTBOX_TOUCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn to_sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Saves a payment and, in the same transaction, puts its new events (`events[before..]`) in the delivery outbox
+/// for every matching webhook registration of its sales unit (and of partners acting for it).
+fn save(c: &Connection, p: &Payment, before: usize, now_ms: i64) -> rusqlite::Result<()> {
+    let data = serde_json::to_vec(p).map_err(to_sql_err)?;
     c.prepare_cached(
         "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
     )?
     .execute(params![p.msn, p.reference, p.state.as_str(), p.due_ms(), data])?;
+    let new_events = p.events.get(before..).unwrap_or_default();
+    if new_events.is_empty() {
+        return Ok(());
+    }
+    let hooks: Vec<(String, String)> = c
+        .prepare_cached(
+            "SELECT id, events FROM webhooks WHERE owner = 'msn:' || ?1
+             OR owner IN (SELECT owner FROM partner_owners WHERE msn = ?1) ORDER BY created_ms, id",
+        )?
+        .query_map(params![p.msn], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    for e in new_events {
+        let event_type = vipps_types::epayment::PaymentEventName::from_wire(e.name.as_str()).webhook_event_type();
+        let payload = serde_json::to_vec(&render::webhook_event(p, e)).map_err(to_sql_err)?;
+        for (id, events) in &hooks {
+            let subscribed: Vec<String> = serde_json::from_str(events).unwrap_or_default();
+            if !subscribed.contains(&event_type) {
+                continue;
+            }
+            c.prepare_cached(
+                "INSERT INTO deliveries (webhook_id, msn, reference, event_type, event_id, payload, state, attempts, next_ms, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
+            )?
+            .execute(params![id, p.msn, p.reference, event_type, e.psp, payload, now_ms])?;
+            OUTBOX_TOUCHED.with(|t| t.set(true));
+        }
+    }
+    Ok(())
+}
+
+/// Ends the pending deliveries of a webhook that no longer exists.
+fn fail_pending(c: &Connection, webhook_id: &str, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE deliveries SET state = 'failed', done_ms = ?2 WHERE webhook_id = ?1 AND state = 'pending'")?
+        .execute(params![webhook_id, now_ms])?;
     Ok(())
 }
 
@@ -421,7 +584,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                     &req.trace_id,
                 ))
             } else {
-                save(c, p)?;
+                save(c, p, 0, req.now_ms)?;
                 StoredResponse::json(201, &render::created(p))
             }
         }
@@ -439,13 +602,14 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         } => match load(c, msn, reference)? {
             None => not_found(req, reference),
             Some(mut p) => {
+                let before = p.events.len();
                 let r = if matches!(req.op, Op::Capture { .. }) {
                     p.capture(&ctx, amount.currency, amount.value, key)
                 } else {
                     p.refund(&ctx, amount.currency, amount.value, key)
                 };
                 // Time-based changes noticed on the way are kept even when the operation is refused.
-                save(c, &p)?;
+                save(c, &p, before, req.now_ms)?;
                 match r {
                     Ok(()) => StoredResponse::json(200, &render::modification(&p)),
                     Err(e) => domain_problem(req, &e),
@@ -460,8 +624,9 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         } => match load(c, msn, reference)? {
             None => not_found(req, reference),
             Some(mut p) => {
+                let before = p.events.len();
                 let r = p.cancel(&ctx, *transaction_only, key.as_deref());
-                save(c, &p)?;
+                save(c, &p, before, req.now_ms)?;
                 match r {
                     Ok(()) => StoredResponse::json(200, &render::modification(&p)),
                     Err(e) => domain_problem(req, &e),
@@ -473,12 +638,13 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         | Op::UserReject { msn, reference } => match load(c, msn, reference)? {
             None => not_found(req, reference),
             Some(mut p) => {
+                let before = p.events.len();
                 let r = if matches!(req.op, Op::UserReject { .. }) {
                     p.reject(&ctx)
                 } else {
                     p.approve(&ctx)
                 };
-                save(c, &p)?;
+                save(c, &p, before, req.now_ms)?;
                 match r {
                     Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => {
                         StoredResponse::empty(200)
@@ -490,8 +656,9 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         },
         Op::Settle { msn, reference } => {
             if let Some(mut p) = load(c, msn, reference)? {
+                let before = p.events.len();
                 if p.settle(&ctx) {
-                    save(c, &p)?;
+                    save(c, &p, before, req.now_ms)?;
                 }
             }
             StoredResponse::empty(204)
@@ -530,6 +697,14 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             }
         }
         Op::DeleteWebhook { owner, id } => {
+            let owned: bool = c
+                .prepare_cached("SELECT 1 FROM webhooks WHERE owner = ?1 AND id = ?2")?
+                .query_row(params![owner, id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if owned {
+                fail_pending(c, id, req.now_ms)?;
+            }
             let n = c
                 .prepare_cached("DELETE FROM webhooks WHERE owner = ?1 AND id = ?2")?
                 .execute(params![owner, id])?;
@@ -549,6 +724,59 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         Op::PurgeIdempotency { before_ms } => {
             c.prepare_cached("DELETE FROM idempotency WHERE created_ms < ?1")?
                 .execute(params![before_ms])?;
+            StoredResponse::empty(204)
+        }
+        Op::SetPartnerOwners { pairs } => {
+            c.execute("DELETE FROM partner_owners", [])?;
+            for (msn, owner) in pairs {
+                c.prepare_cached("INSERT OR IGNORE INTO partner_owners (msn, owner) VALUES (?1, ?2)")?
+                    .execute(params![msn, owner])?;
+            }
+            StoredResponse::empty(204)
+        }
+        Op::DeliveryResult { delivery_id, webhook_id, reference, attempt, at_ms, outcome } => {
+            c.prepare_cached(
+                "INSERT INTO attempts (delivery_id, webhook_id, reference, at_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![delivery_id, webhook_id, reference, at_ms, attempt])?;
+            let (state, next, done): (&str, Option<i64>, Option<i64>) = match outcome {
+                DeliveryOutcome::Delivered => ("delivered", None, Some(*at_ms)),
+                DeliveryOutcome::Retry { next_ms } => ("pending", Some(*next_ms), None),
+                DeliveryOutcome::GiveUp => ("failed", None, Some(*at_ms)),
+            };
+            c.prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + 1, first_attempt_ms = coalesce(first_attempt_ms, ?2),
+                 state = ?3, next_ms = coalesce(?4, next_ms), done_ms = ?5 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![delivery_id, at_ms, state, next, done])?;
+            if *outcome == DeliveryOutcome::Delivered {
+                c.prepare_cached("UPDATE webhooks SET last_success_ms = ?2, failing_since_ms = NULL WHERE id = ?1")?
+                    .execute(params![webhook_id, at_ms])?;
+            } else {
+                c.prepare_cached(
+                    "UPDATE webhooks SET failing_since_ms = coalesce(failing_since_ms, ?2) WHERE id = ?1",
+                )?
+                .execute(params![webhook_id, at_ms])?;
+            }
+            OUTBOX_TOUCHED.with(|t| t.set(true));
+            StoredResponse::empty(204)
+        }
+        Op::RemoveUnresponsive { before_ms } => {
+            let ids: Vec<String> = c
+                .prepare_cached("SELECT id FROM webhooks WHERE failing_since_ms IS NOT NULL AND failing_since_ms <= ?1")?
+                .query_map(params![before_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &ids {
+                tracing::info!(webhook_id = %id, "removing a webhook that has been unresponsive for too long");
+                fail_pending(c, id, req.now_ms)?;
+                c.prepare_cached("DELETE FROM webhooks WHERE id = ?1")?.execute(params![id])?;
+            }
+            StoredResponse::empty(204)
+        }
+        Op::PurgeDeliveries { before_ms } => {
+            c.prepare_cached("DELETE FROM deliveries WHERE state <> 'pending' AND done_ms < ?1")?
+                .execute(params![before_ms])?;
+            c.prepare_cached("DELETE FROM attempts WHERE at_ms < ?1")?.execute(params![before_ms])?;
             StoredResponse::empty(204)
         }
         Op::SetMeta { key, value } => {

@@ -3,6 +3,7 @@
 mod auth;
 mod common;
 mod controls;
+mod delivery;
 mod epayment;
 mod idempotency;
 mod webhooks;

@@ -1,0 +1,246 @@
+//! Webhook delivery: signed `POST`s from the active request server, retried with backoff on emulator time, in
+//! order per registration and payment.
+//!
+//! Retry schedule after a failed attempt `n` (1-based): 2 s after attempts 1 to 3, 60 s after attempt 4, 120 s
+//! after attempt 5, hourly after attempts 6 to 28, then daily; an event is given up when the next attempt would
+//! fall more than 7 days after its first attempt. Success is a 2xx answer within the delivery timeout (10 s);
+//! redirects are not followed.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use vipps_types::signing;
+
+use crate::api::S;
+use crate::config::MerchantEnvironment;
+use crate::request_servers::Side;
+use crate::store::{DeliveryOutcome, DueDelivery, Op, WriteRequest};
+
+/// Seven days in milliseconds: the retry horizon.
+pub const HORIZON_MS: i64 = 7 * 86_400_000;
+
+/// The delay before the next attempt after failed attempt `n` (1-based).
+pub fn retry_delay_ms(n: u32) -> i64 {
+    match n {
+        0..=3 => 2_000,
+        4 => 60_000,
+        5 => 120_000,
+        6..=28 => 3_600_000,
+        _ => 86_400_000,
+    }
+}
+
+/// What follows a failed attempt `n` whose event was first tried at `first_ms`.
+pub fn after_failure(n: u32, first_ms: i64, now_ms: i64) -> DeliveryOutcome {
+    let next = now_ms + retry_delay_ms(n);
+    if next - first_ms > HORIZON_MS { DeliveryOutcome::GiveUp } else { DeliveryOutcome::Retry { next_ms: next } }
+}
+
+/// HTTP clients bound to request-server source addresses.
+#[derive(Default)]
+pub struct Clients {
+    by_source: Mutex<HashMap<IpAddr, reqwest::Client>>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+impl Clients {
+    fn get(&self, source: IpAddr, timeout: Duration) -> Result<reqwest::Client, String> {
+        let mut m = self.by_source.lock();
+        if let Some(c) = m.get(&source) {
+            return Ok(c.clone());
+        }
+        let c = reqwest::Client::builder()
+            .local_address(source)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vipps-emulator/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        m.insert(source, c.clone());
+        Ok(c)
+    }
+}
+
+fn side_of(s: &S, msn: &str) -> Side {
+    match s.msns.get(msn) {
+        Some(MerchantEnvironment::Production) => Side::Production,
+        _ => Side::Test,
+    }
+}
+
+/// Runs one attempt and records it.
+async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
+    let side = side_of(&s, &d.msn);
+    let (source, hostname) = {
+        let rs = s.request_servers.read();
+        let active = rs.active(side);
+        (active.addresses[0], active.hostname.clone())
+    };
+    let attempt_no = d.attempts + 1;
+    let at_ms = s.clock.unix_ms();
+    let started = Instant::now();
+    let mut request_headers = serde_json::Map::new();
+    let result: Result<u16, String> = async {
+        let url = url::Url::parse(&d.url).map_err(|e| format!("invalid URL: {e}"))?;
+        let signed = signing::sign(&d.secret, &url, &d.payload, s.clock.wall());
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("host", signed.host.as_str()),
+            (signing::X_MS_DATE, signed.x_ms_date.as_str()),
+            (signing::X_MS_CONTENT_SHA256, signed.x_ms_content_sha256.as_str()),
+            ("authorization", signed.authorization.as_str()),
+        ] {
+            request_headers.insert(k.into(), v.into());
+        }
+        let client = clients.get(source, s.config.delivery_timeout)?;
+        let resp = client
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(signing::X_MS_DATE, &signed.x_ms_date)
+            .header(signing::X_MS_CONTENT_SHA256, &signed.x_ms_content_sha256)
+            .header(http::header::AUTHORIZATION, &signed.authorization)
+            .body(d.payload.clone())
+            .send()
+            .await
+            .map_err(|e| if e.is_timeout() { "timeout: no answer within the delivery timeout".to_owned() } else { format!("{e}") })?;
+        let status = resp.status().as_u16();
+        // Drain the body so the connection can be reused.
+        let _ = resp.bytes().await;
+        Ok(status)
+    }
+    .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (ok, status, error) = match &result {
+        Ok(st) => ((200..300).contains(st), Some(*st), None),
+        Err(e) => (false, None, Some(e.clone())),
+    };
+    let first = d.first_attempt_ms.unwrap_or(at_ms);
+    let outcome = if ok { DeliveryOutcome::Delivered } else { after_failure(attempt_no, first, at_ms) };
+    let event_name = serde_json::from_slice::<serde_json::Value>(&d.payload)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let record = serde_json::json!({
+        "delivery_id": d.id,
+        "webhook_id": d.webhook_id,
+        "url": d.url,
+        "msn": d.msn,
+        "reference": d.reference,
+        "event": d.event_type,
+        "event_name": event_name,
+        "event_id": d.event_id,
+        "attempt": attempt_no,
+        "time": crate::clock::rfc3339(s.clock.now()),
+        "request_headers": request_headers,
+        "response_status": status,
+        "error": error,
+        "latency_ms": latency_ms,
+        "source_address": source.to_string(),
+        "source_hostname": hostname,
+        "outcome": match outcome {
+            DeliveryOutcome::Delivered => "delivered".to_owned(),
+            DeliveryOutcome::Retry { .. } => "retry".to_owned(),
+            DeliveryOutcome::GiveUp => "given_up".to_owned(),
+        },
+        "next_attempt_ms": match outcome { DeliveryOutcome::Retry { next_ms } => Some(next_ms), _ => None },
+    });
+    tracing::debug!(delivery = d.id, reference = %d.reference, event = %d.event_type, attempt = attempt_no, ?status, "webhook attempt");
+    let w = WriteRequest {
+        idem: None,
+        op: Op::DeliveryResult {
+            delivery_id: d.id,
+            webhook_id: d.webhook_id.clone(),
+            reference: d.reference.clone(),
+            attempt: record.to_string(),
+            at_ms,
+            outcome,
+        },
+        now_ms: at_ms,
+        trace_id: String::new(),
+        instance: String::new(),
+    };
+    if let Err(e) = s.store.write(w).await {
+        tracing::warn!(error = %e, delivery = d.id, "could not record a delivery attempt; it will be retried");
+    }
+}
+
+/// The dispatcher: wakes on new events, finished attempts, clock moves or the next due time, and starts the due
+/// deliveries (the head of each registration-and-payment queue), at most `delivery_concurrency` at once.
+pub async fn dispatcher(s: S, shutdown: CancellationToken) {
+    let clients = Arc::new(Clients::default());
+    let inflight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let permits = Arc::new(Semaphore::new(s.config.delivery_concurrency));
+    loop {
+        let now = s.clock.unix_ms();
+        match s.store.due_deliveries(now, 1024).await {
+            Ok(due) => {
+                for d in due {
+                    if !inflight.lock().insert(d.id) {
+                        continue;
+                    }
+                    let permit = match permits.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                    let (s2, c2, f2) = (s.clone(), clients.clone(), inflight.clone());
+                    tokio::spawn(async move {
+                        let id = d.id;
+                        deliver(s2, c2, d).await;
+                        f2.lock().remove(&id);
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading due deliveries failed"),
+        }
+        let wait = match s.store.next_delivery_ms().await {
+            Ok(Some(next)) => Duration::from_millis((next - s.clock.unix_ms()).clamp(1, 1000) as u64),
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = s.outbox.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_reaches_seven_days_and_gives_up() {
+        let first = 0;
+        let mut now = 0;
+        let mut n = 1;
+        let mut delays = vec![];
+        loop {
+            match after_failure(n, first, now) {
+                DeliveryOutcome::Retry { next_ms } => {
+                    delays.push(next_ms - now);
+                    now = next_ms;
+                    n += 1;
+                }
+                DeliveryOutcome::GiveUp => break,
+                DeliveryOutcome::Delivered => unreachable!(),
+            }
+        }
+        assert_eq!(&delays[..5], &[2_000, 2_000, 2_000, 60_000, 120_000]);
+        assert!(now <= HORIZON_MS && now > HORIZON_MS - 86_400_000, "last attempt within the last day of 7: {now}");
+        assert!(n > 29);
+    }
+}
