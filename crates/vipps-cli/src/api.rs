@@ -413,20 +413,20 @@ fn usage(message: impl std::fmt::Display) -> anyhow::Error {
 }
 
 fn reference(text: &str) -> anyhow::Result<Reference> {
-    Reference::new(text).map_err(|e| usage(e))
+    Reference::new(text).map_err(usage)
 }
 
 fn key(text: Option<&str>) -> anyhow::Result<Option<IdempotencyKey>> {
-    text.map(|t| IdempotencyKey::new(t).map_err(|e| usage(e)))
+    text.map(|t| IdempotencyKey::new(t).map_err(usage))
         .transpose()
 }
 
 fn currency(text: &str) -> anyhow::Result<Currency> {
-    text.parse::<Currency>().map_err(|e| usage(e))
+    text.parse::<Currency>().map_err(usage)
 }
 
 fn amount(currency: Currency, value: i64) -> anyhow::Result<Amount> {
-    Amount::new(currency, value).map_err(|e| usage(e))
+    Amount::new(currency, value).map_err(usage)
 }
 
 fn flow(text: &str) -> anyhow::Result<UserFlow> {

@@ -222,15 +222,13 @@ mod tests {
         }
     }
 
-    fn fetcher(
+    async fn fetcher(
         count: &AtomicU32,
         lifetime: Duration,
-    ) -> impl Future<Output = Result<(SecretString, Duration), Error>> + '_ {
-        async move {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::task::yield_now().await;
-            Ok((SecretString::from(format!("token-{n}")), lifetime))
-        }
+    ) -> Result<(SecretString, Duration), Error> {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::task::yield_now().await;
+        Ok((SecretString::from(format!("token-{n}")), lifetime))
     }
 
     #[tokio::test]

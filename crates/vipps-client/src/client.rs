@@ -1,6 +1,7 @@
 //! [`Client`], [`ClientBuilder`] and the one request pipeline every API call goes through.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -329,6 +330,17 @@ pub struct Idempotent<T> {
     pub attempts: u32,
 }
 
+type AttemptFuture = Pin<Box<dyn Future<Output = Result<Answer, Error>> + Send + 'static>>;
+
+/// What every attempt of one call shares.
+struct Shared {
+    call: Call,
+    url: Url,
+    deadline: Option<Instant>,
+    renewed: AtomicBool,
+    sent: AtomicU32,
+}
+
 /// How a request authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Auth {
@@ -339,13 +351,13 @@ pub(crate) enum Auth {
 }
 
 /// One logical call: fixed before the first attempt, so every retry sends the same method, URL, key and bytes.
-pub(crate) struct Call<'a> {
+pub(crate) struct Call {
     pub(crate) operation: &'static str,
     pub(crate) method: http::Method,
     pub(crate) path: String,
     pub(crate) body: Option<Bytes>,
     pub(crate) key: Option<IdempotencyKey>,
-    pub(crate) reference: Option<&'a str>,
+    pub(crate) reference: Option<String>,
     pub(crate) auth: Auth,
 }
 
@@ -448,7 +460,7 @@ impl Client {
     }
 
     /// Runs a call and decodes the JSON body of its answer.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, Error> {
+    pub(crate) async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, Error> {
         let op = call.operation;
         let answer = self.execute(call).await?;
         decode(&answer).map_err(|e| e.with_operation(op))
@@ -457,7 +469,7 @@ impl Client {
     /// Runs a write and decodes its answer with its key.
     pub(crate) async fn write<T: DeserializeOwned>(
         &self,
-        call: Call<'_>,
+        call: Call,
     ) -> Result<Idempotent<T>, Error> {
         let op = call.operation;
         let answer = self.execute(call).await?;
@@ -471,7 +483,7 @@ impl Client {
     }
 
     /// Runs a write whose answer has no body worth reading.
-    pub(crate) async fn write_empty(&self, call: Call<'_>) -> Result<Idempotent<()>, Error> {
+    pub(crate) async fn write_empty(&self, call: Call) -> Result<Idempotent<()>, Error> {
         let answer = self.execute(call).await?;
         Ok(Idempotent {
             value: (),
@@ -482,14 +494,24 @@ impl Client {
     }
 
     /// The pipeline: one span per call, the retry loop, the total deadline, and the key on every error.
-    pub(crate) async fn execute(&self, call: Call<'_>) -> Result<Answer, Error> {
+    ///
+    /// Boxed as a `Send` future: this erases the retry loop's closure types, whose higher-ranked lifetimes the
+    /// compiler otherwise cannot prove `Send` in callers that spawn the call.
+    pub(crate) fn execute(
+        &self,
+        call: Call,
+    ) -> Pin<Box<dyn Future<Output = Result<Answer, Error>> + Send + '_>> {
+        Box::pin(self.execute_inner(call))
+    }
+
+    async fn execute_inner(&self, call: Call) -> Result<Answer, Error> {
         let i = &self.inner;
         let span = tracing::debug_span!(
             "vipps.call",
             operation = call.operation,
             method = %call.method,
             path = %call.path,
-            reference = call.reference,
+            reference = call.reference.as_deref(),
             idempotency_key = call.key.as_ref().map(IdempotencyKey::as_str),
             attempts = tracing::field::Empty,
             status = tracing::field::Empty,
@@ -499,33 +521,41 @@ impl Client {
             .join(call.path.trim_start_matches('/'))
             .map_err(|e| Error::invalid_request(format!("bad path: {e}")))?;
         let deadline = i.timeouts.total.map(|t| i.clock.now() + t);
-        let renewed = AtomicBool::new(false);
-        let sent = AtomicU32::new(0);
+        let shared = Arc::new(Shared {
+            call,
+            url,
+            deadline,
+            renewed: AtomicBool::new(false),
+            sent: AtomicU32::new(0),
+        });
         let attempts = retry::run(&i.retry, &i.clock, &*i.entropy, deadline, |n| {
             let attempt_span =
                 tracing::debug_span!("vipps.attempt", attempt = n, status = tracing::field::Empty);
-            self.attempt(&call, &url, deadline, &renewed, &sent)
-                .instrument(attempt_span)
+            // Each attempt owns what it uses, so no attempt future borrows from this closure.
+            let (this, shared) = (self.clone(), Arc::clone(&shared));
+            let fut: AttemptFuture =
+                Box::pin(async move { this.attempt(&shared).await }.instrument(attempt_span));
+            fut
         });
         let result = match i.timeouts.total {
             Some(total) => {
                 tokio::select! {
                     (r, _) = attempts => r,
                     () = i.clock.sleep(total) => Err(Error::new(ErrorKind::Timeout {
-                        may_have_reached_server: sent.load(Ordering::Relaxed) > 0,
+                        may_have_reached_server: shared.sent.load(Ordering::Relaxed) > 0,
                         total: true,
                     })),
                 }
             }
             None => attempts.await.0,
         };
-        let sent = sent.load(Ordering::Relaxed);
+        let sent = shared.sent.load(Ordering::Relaxed);
         span.record("attempts", sent);
         match result {
             Ok(mut answer) => {
                 span.record("status", answer.status);
                 answer.attempts = sent;
-                answer.key = call.key;
+                answer.key = shared.call.key.clone();
                 Ok(answer)
             }
             Err(e) => {
@@ -533,8 +563,8 @@ impl Client {
                     span.record("status", s);
                 }
                 let e = e
-                    .with_operation(call.operation)
-                    .with_key(call.key)
+                    .with_operation(shared.call.operation)
+                    .with_key(shared.call.key.clone())
                     .with_attempts(sent);
                 span.in_scope(|| tracing::debug!(error = %e, "call failed"));
                 Err(e)
@@ -543,14 +573,15 @@ impl Client {
     }
 
     /// One attempt: a token, the request, and after a 401 one renewal and one resend per call.
-    async fn attempt(
-        &self,
-        call: &Call<'_>,
-        url: &Url,
-        deadline: Option<Instant>,
-        renewed: &AtomicBool,
-        sent: &AtomicU32,
-    ) -> Result<Answer, Error> {
+    async fn attempt(&self, shared: &Shared) -> Result<Answer, Error> {
+        let Shared {
+            call,
+            url,
+            deadline,
+            renewed,
+            sent,
+        } = shared;
+        let deadline = *deadline;
         let token = match call.auth {
             Auth::Bearer => Some(self.token().await?),
             Auth::TokenRequest => None,
@@ -572,7 +603,7 @@ impl Client {
     /// Sends one request and reads the whole answer.
     async fn send(
         &self,
-        call: &Call<'_>,
+        call: &Call,
         url: &Url,
         token: Option<&Token>,
         deadline: Option<Instant>,

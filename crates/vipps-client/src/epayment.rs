@@ -90,7 +90,7 @@ impl<'a> EPayment<'a> {
                 path: PAYMENTS_PATH.to_owned(),
                 body: Some(body),
                 key: Some(self.client.key_or_new(key)),
-                reference: Some(request.reference.as_str()),
+                reference: Some(request.reference.to_string()),
                 auth: Auth::Bearer,
             })
             .await
@@ -190,7 +190,7 @@ impl<'a> EPayment<'a> {
                 path: force_approve_path(reference),
                 body: Some(body),
                 key: Some(self.client.key_or_new(key)),
-                reference: Some(reference.as_str()),
+                reference: Some(reference.to_string()),
                 auth: Auth::Bearer,
             })
             .await
@@ -239,21 +239,21 @@ impl<'a> EPayment<'a> {
                 path: format!("{}/{action}", payment_path(reference)),
                 body: Some(body),
                 key: Some(self.client.key_or_new(key)),
-                reference: Some(reference.as_str()),
+                reference: Some(reference.to_string()),
                 auth: Auth::Bearer,
             })
             .await
     }
 }
 
-fn read<'r>(op: &'static str, path: String, reference: &'r Reference) -> Call<'r> {
+fn read(op: &'static str, path: String, reference: &Reference) -> Call {
     Call {
         operation: op,
         method: http::Method::GET,
         path,
         body: None,
         key: None,
-        reference: Some(reference.as_str()),
+        reference: Some(reference.to_string()),
         auth: Auth::Bearer,
     }
 }

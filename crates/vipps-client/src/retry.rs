@@ -7,6 +7,7 @@
 //! date) raises it, up to [`RetryPolicy::max_retry_after`]; no retry starts if it could not finish before the
 //! call's deadline.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -176,30 +177,31 @@ pub fn parse_retry_after(value: &str, now: SystemTime, cap: Duration) -> Option<
 /// Runs `attempt` under the policy: the attempt number (from 1) is passed in; the delay between attempts comes
 /// from backon's exponential backoff, raised to the server's `Retry-After`; no retry starts if its delay ends
 /// past `deadline`. Returns the result and the number of attempts made.
-pub(crate) async fn run<T, F, Fut>(
+pub(crate) fn run<'a, T, F, Fut>(
     policy: &RetryPolicy,
     clock: &Arc<dyn Clock>,
     entropy: &dyn Entropy,
     deadline: Option<Instant>,
     mut attempt: F,
-) -> (Result<T, Error>, u32)
+) -> impl Future<Output = (Result<T, Error>, u32)> + Send + 'a
 where
-    F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    T: Send + 'a,
+    F: FnMut(u32) -> Fut + Send + 'a,
+    Fut: Future<Output = Result<T, Error>> + Send + 'a,
 {
-    let attempts = AtomicU32::new(0);
-    let sleeper = {
-        let clock = Arc::clone(clock);
-        move |d: Duration| clock.sleep(d)
-    };
-    let result = (|| {
-        let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+    let attempts = Arc::new(AtomicU32::new(0));
+    let backoff = policy.backoff(entropy.next_u64()).build();
+    let sleep_clock = Arc::clone(clock);
+    let adjust_clock = Arc::clone(clock);
+    let counter = Arc::clone(&attempts);
+    let retry = (move || {
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
         attempt(n)
     })
-    .retry(policy.backoff(entropy.next_u64()).build())
-    .sleep(sleeper)
-    .when(|e: &Error| classify(e) != Decision::Stop)
-    .adjust(|e: &Error, next: Option<Duration>| {
+    .retry(backoff)
+    .sleep(move |d: Duration| sleep_clock.sleep(d))
+    .when(should_retry)
+    .adjust(move |e: &Error, next: Option<Duration>| {
         let next = next?;
         let delay = match classify(e) {
             Decision::Retry {
@@ -208,15 +210,26 @@ where
             _ => next,
         };
         match deadline {
-            Some(d) if clock.now() + delay >= d => None,
+            Some(d) if adjust_clock.now() + delay >= d => None,
             _ => Some(delay),
         }
     })
-    .notify(|e: &Error, delay: Duration| {
-        tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "retrying");
-    })
-    .await;
-    (result, attempts.load(Ordering::Relaxed))
+    .notify(notify);
+    // Boxed here, outside any async block: the closures' higher-ranked signatures would otherwise defeat the
+    // compiler's `Send` proof for callers' futures.
+    let retry: Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>> = Box::pin(retry);
+    async move {
+        let result = retry.await;
+        (result, attempts.load(Ordering::Relaxed))
+    }
+}
+
+fn should_retry(e: &Error) -> bool {
+    classify(e) != Decision::Stop
+}
+
+fn notify(e: &Error, delay: Duration) {
+    tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "retrying");
 }
 
 #[cfg(test)]
