@@ -501,11 +501,6 @@ impl Client {
         &self,
         call: Call,
     ) -> Pin<Box<dyn Future<Output = Result<Answer, Error>> + Send + '_>> {
-        Box::pin(self.execute_inner(call))
-    }
-
-    async fn execute_inner(&self, call: Call) -> Result<Answer, Error> {
-        let i = &self.inner;
         let span = tracing::debug_span!(
             "vipps.call",
             operation = call.operation,
@@ -516,6 +511,11 @@ impl Client {
             attempts = tracing::field::Empty,
             status = tracing::field::Empty,
         );
+        Box::pin(self.execute_inner(call, span.clone()).instrument(span))
+    }
+
+    async fn execute_inner(&self, call: Call, span: tracing::Span) -> Result<Answer, Error> {
+        let i = &self.inner;
         let url = i
             .base_url
             .join(call.path.trim_start_matches('/'))
@@ -537,16 +537,17 @@ impl Client {
                 Box::pin(async move { this.attempt(&shared).await }.instrument(attempt_span));
             fut
         });
+        // The hard stop of the total deadline runs on real time: an injected clock that jumps ahead when asked
+        // to sleep (like `ManualClock`) must not end every call at once. The retry loop also refuses, on the
+        // injected clock, any retry that would start past the deadline.
         let result = match i.timeouts.total {
-            Some(total) => {
-                tokio::select! {
-                    (r, _) = attempts => r,
-                    () = i.clock.sleep(total) => Err(Error::new(ErrorKind::Timeout {
-                        may_have_reached_server: shared.sent.load(Ordering::Relaxed) > 0,
-                        total: true,
-                    })),
-                }
-            }
+            Some(total) => match tokio::time::timeout(total, attempts).await {
+                Ok((r, _)) => r,
+                Err(_) => Err(Error::new(ErrorKind::Timeout {
+                    may_have_reached_server: shared.sent.load(Ordering::Relaxed) > 0,
+                    total: true,
+                })),
+            },
             None => attempts.await.0,
         };
         let sent = shared.sent.load(Ordering::Relaxed);
@@ -566,7 +567,7 @@ impl Client {
                     .with_operation(shared.call.operation)
                     .with_key(shared.call.key.clone())
                     .with_attempts(sent);
-                span.in_scope(|| tracing::debug!(error = %e, "call failed"));
+                tracing::debug!(error = %e, "call failed");
                 Err(e)
             }
         }
@@ -639,6 +640,7 @@ impl Client {
         let resp = req.timeout(timeout).send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         tracing::Span::current().record("status", status);
+        tracing::debug!(status, "answered");
         let replayed = resp
             .headers()
             .get(h::IDEMPOTENT_REPLAYED)

@@ -257,3 +257,31 @@ fn read(op: &'static str, path: String, reference: &Reference) -> Call {
         auth: Auth::Bearer,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vipps_types::env::Environment;
+
+    use super::*;
+    use crate::Credentials;
+
+    #[tokio::test]
+    async fn force_approve_refuses_production_before_sending() {
+        let client = Client::builder()
+            .environment(Environment::Production)
+            .credentials(Credentials::new("id", "secret", "key"))
+            .merchant_serial_number("123456")
+            .build()
+            .unwrap();
+        let r: Reference = "acme-order-1001".parse().unwrap();
+        let err = client
+            .epayment()
+            .force_approve(&r, &ForceApprove::default(), None)
+            .await
+            .unwrap_err();
+        assert!(err.is_usage(), "{err}");
+        assert_eq!(err.attempts(), 0);
+        assert!(!err.may_have_reached_server());
+        assert_eq!(err.operation(), "epayment.force_approve");
+    }
+}

@@ -323,7 +323,7 @@ impl fmt::Display for Error {
                         write!(f, ": {d}")?;
                     }
                     if let Some(c) = p.error_code() {
-                        write!(f, " (code {} {})", c.code(), c.title())?;
+                        write!(f, " (code {})", c.code())?;
                     }
                 } else if let Some(g) = &api.gateway {
                     write!(f, " {}", g.message)?;

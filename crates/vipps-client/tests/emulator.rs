@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vipps_client::clock::{ManualClock, SeededEntropy};
 use vipps_client::{
     Client, ClientBuilder, Credentials, ErrorKind, PollOptions, RetryPolicy, Timeouts,
 };
@@ -700,5 +701,56 @@ async fn a_connection_reset_before_an_answer_is_retried() {
         .await
         .unwrap();
     assert_eq!(created.value.reference, r);
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_clock_and_entropy_make_backoff_and_keys_deterministic() {
+    let env = Env::start().await;
+    let clock = ManualClock::new();
+    let policy = RetryPolicy::default()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_secs(5))
+        .with_max_backoff(Duration::from_secs(60))
+        .with_jitter(false);
+    let client = env
+        .builder()
+        .clock(clock.clone())
+        .entropy(SeededEntropy::new(7))
+        .retry_policy(policy)
+        .build()
+        .unwrap();
+    let r = reference("clock");
+    let request = create_request(&r, 1000);
+    let first = client.epayment().create(&request, None).await.unwrap();
+    // Another client with the same seed makes the same key: the same request is answered as a replay.
+    let twin = env
+        .builder()
+        .entropy(SeededEntropy::new(7))
+        .build()
+        .unwrap();
+    let second = twin.epayment().create(&request, None).await.unwrap();
+    assert_eq!(first.idempotency_key, second.idempotency_key);
+    assert!(second.replayed);
+
+    env.user_approves(&r).await;
+    env.fault(
+        json!({"method": "POST", "path": "/epayment/v1/payments/*/capture", "times": 2,
+        "action": "status", "status": 503}),
+    )
+    .await;
+    let started = Instant::now();
+    let captured = client.epayment().capture(&r, nok(100), None).await.unwrap();
+    assert_eq!(captured.attempts, 3);
+    // 15 s of backoff on the injected clock, none in real time.
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_secs(5), Duration::from_secs(10)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     env.emu.shutdown().await;
 }

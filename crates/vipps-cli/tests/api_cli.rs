@@ -1,0 +1,394 @@
+//! `vipps token`, `vipps payment ...` and `vipps webhook ...` end to end: the real binary against an in-process
+//! emulator, checking JSON output and exit codes (0 ok, 2 usage, 3 API error, 4 network).
+
+use std::process::{Output, Stdio};
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use vipps_emulator::{Config, Emulator, MerchantConfig};
+
+struct Cli {
+    base_url: String,
+    merchant: MerchantConfig,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_vipps"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("VIPPS_") || k == "RUST_LOG" {
+                c.env_remove(k);
+            }
+        }
+        c.args(args)
+            .env("VIPPS_BASE_URL", &self.base_url)
+            .env("VIPPS_CLIENT_ID", &self.merchant.client_id)
+            .env("VIPPS_CLIENT_SECRET", &self.merchant.client_secret)
+            .env("VIPPS_SUBSCRIPTION_KEY", &self.merchant.subscription_key)
+            .env("VIPPS_MSN", self.merchant.msn.as_str())
+            .env("VIPPS_SYSTEM_NAME", "cli-test")
+            .env("VIPPS_SYSTEM_VERSION", "1.0.0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().await.unwrap();
+        self.assert_no_secrets(&out);
+        out
+    }
+
+    async fn run_with(
+        &self,
+        args: &[&str],
+        f: impl FnOnce(&mut tokio::process::Command),
+    ) -> Output {
+        let mut c = self.command(args);
+        f(&mut c);
+        let out = c.output().await.unwrap();
+        self.assert_no_secrets(&out);
+        out
+    }
+
+    /// Runs a command that must succeed and returns its JSON output.
+    async fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run(args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out:?}"))
+    }
+
+    fn assert_no_secrets(&self, out: &Output) {
+        for stream in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(
+                !text.contains(&self.merchant.client_secret),
+                "client secret printed: {text}"
+            );
+            assert!(
+                !text.contains(&self.merchant.subscription_key),
+                "subscription key printed: {text}"
+            );
+        }
+    }
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn start() -> (Emulator, Cli) {
+    let emu = Emulator::start(Config::ephemeral()).await.unwrap();
+    let cli = Cli {
+        base_url: emu.base_url().to_string(),
+        merchant: emu.demo_merchant().clone(),
+    };
+    (emu, cli)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_approve_capture_refund_with_json_and_exit_codes() {
+    let (emu, cli) = start().await;
+    let r = "cli-order-0001";
+
+    let token = cli.ok(&["token"]).await;
+    assert_eq!(token["token_type"], "Bearer");
+    assert!(
+        token["access_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+
+    let created = cli
+        .ok(&[
+            "payment",
+            "create",
+            "--reference",
+            r,
+            "--amount",
+            "2500",
+            "--currency",
+            "NOK",
+            "--return-url",
+            "https://example.com/return",
+            "--flow",
+            "web-redirect",
+            "--description",
+            "Two tickets",
+            "--idempotency-key",
+            "cli-order-0001-create",
+        ])
+        .await;
+    assert_eq!(created["result"]["reference"], r);
+    assert!(created["result"]["redirectUrl"].is_string());
+    assert_eq!(created["idempotencyKey"], "cli-order-0001-create");
+    assert_eq!(created["replayed"], false);
+
+    let approved = cli.ok(&["payment", "approve", r]).await;
+    assert!(
+        approved["idempotencyKey"]
+            .as_str()
+            .is_some_and(|k| k.len() == 36),
+        "{approved}"
+    );
+
+    let payment = cli.ok(&["payment", "get", r]).await;
+    assert_eq!(payment["state"], "AUTHORIZED");
+    assert_eq!(payment["amount"]["value"], 2500);
+
+    let args = [
+        "payment",
+        "capture",
+        r,
+        "--amount",
+        "2000",
+        "--idempotency-key",
+        "cli-cap-1",
+    ];
+    let captured = cli.ok(&args).await;
+    assert_eq!(
+        captured["result"]["aggregate"]["capturedAmount"]["value"],
+        2000
+    );
+    assert_eq!(captured["idempotencyKey"], "cli-cap-1");
+    let again = cli.ok(&args).await;
+    assert_eq!(again["replayed"], true);
+    assert_eq!(
+        again["result"]["aggregate"]["capturedAmount"]["value"],
+        2000
+    );
+
+    let refunded = cli
+        .ok(&[
+            "payment",
+            "refund",
+            r,
+            "--amount",
+            "500",
+            "--currency",
+            "NOK",
+        ])
+        .await;
+    assert_eq!(
+        refunded["result"]["aggregate"]["refundedAmount"]["value"],
+        500
+    );
+
+    let events = cli.ok(&["payment", "events", r]).await;
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for n in ["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+
+    // API error: more than is left to capture. Exit 3, the problem's title, detail and code on stderr.
+    let out = cli
+        .run(&["payment", "capture", r, "--amount", "100000"])
+        .await;
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HTTP 400") || err.contains("HTTP 409"),
+        "{err}"
+    );
+    assert!(err.contains("code "), "{err}");
+    assert!(err.contains("idempotency key"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // A payment that does not exist: 404, exit 3.
+    let out = cli.run(&["payment", "get", "cli-order-missing"]).await;
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_from_a_body_on_stdin_and_cancel() {
+    let (emu, cli) = start().await;
+    let body = r#"{"amount":{"currency":"NOK","value":1000},"paymentMethod":{"type":"WALLET"},
+        "reference":"cli-body-0001","userFlow":"WEB_REDIRECT","returnUrl":"https://example.com/r"}"#;
+    let mut child = cli
+        .command(&["payment", "create", "--body", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["result"]["reference"], "cli-body-0001");
+
+    let cancelled = cli
+        .ok(&["payment", "cancel", "cli-body-0001", "--transaction-only"])
+        .await;
+    assert_eq!(cancelled["result"]["state"], "TERMINATED");
+
+    // A body with an unknown field is a usage error.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(&file, r#"{"reference":"cli-body-0002","surprise":1}"#).unwrap();
+    let out = cli
+        .run(&["payment", "create", "--body", file.to_str().unwrap()])
+        .await;
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_and_network_failures_exit_4() {
+    let (emu, cli) = start().await;
+    // clap: missing --amount.
+    assert_eq!(
+        code(&cli.run(&["payment", "capture", "cli-order-0001"]).await),
+        Some(2)
+    );
+    // An invalid reference, amount, currency or key.
+    assert_eq!(
+        code(&cli.run(&["payment", "get", "bad ref"]).await),
+        Some(2)
+    );
+    let out = cli
+        .run(&[
+            "payment",
+            "capture",
+            "cli-order-0001",
+            "--amount",
+            "-5",
+            "--currency",
+            "NOK",
+        ])
+        .await;
+    assert_eq!(code(&out), Some(2));
+    let out = cli
+        .run(&[
+            "payment",
+            "capture",
+            "cli-order-0001",
+            "--amount",
+            "5",
+            "--currency",
+            "SEK",
+        ])
+        .await;
+    assert_eq!(code(&out), Some(2));
+    let out = cli
+        .run(&[
+            "payment",
+            "capture",
+            "cli-order-0001",
+            "--amount",
+            "5",
+            "--currency",
+            "NOK",
+            "--idempotency-key",
+            "a,b",
+        ])
+        .await;
+    assert_eq!(code(&out), Some(2));
+    // A 31-character system name fails before any request.
+    let long = "s".repeat(31);
+    let out = cli
+        .run_with(&["token"], |c| {
+            c.env("VIPPS_SYSTEM_NAME", &long);
+        })
+        .await;
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Vipps-System-Name"),
+        "{}",
+        stderr(&out)
+    );
+    // Missing credentials.
+    let out = cli
+        .run_with(&["token"], |c| {
+            c.env_remove("VIPPS_CLIENT_SECRET");
+        })
+        .await;
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("VIPPS_CLIENT_SECRET"));
+    // Force approve against production is refused client-side.
+    let out = cli
+        .run_with(&["payment", "approve", "cli-order-0001"], |c| {
+            c.env_remove("VIPPS_BASE_URL")
+                .env("VIPPS_ENV", "production");
+        })
+        .await;
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    // Wrong subscription key: the gateway's 401, exit 3.
+    let out = cli
+        .run_with(&["token"], |c| {
+            c.env("VIPPS_SUBSCRIPTION_KEY", "not-the-key");
+        })
+        .await;
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+
+    // Nothing listening: exit 4.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let out = cli
+        .run_with(
+            &["payment", "get", "cli-order-0001", "--max-attempts", "2"],
+            |c| {
+                c.env("VIPPS_BASE_URL", &closed);
+            },
+        )
+        .await;
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_register_list_delete() {
+    let (emu, cli) = start().await;
+    let reg = cli
+        .ok(&[
+            "webhook",
+            "register",
+            "--url",
+            "https://example.com/hooks",
+            "--event",
+            "epayments.payment.captured.v1",
+        ])
+        .await;
+    let id = reg["result"]["id"].as_str().unwrap().to_owned();
+    assert!(reg["result"]["secret"].is_string());
+    let list = cli.ok(&["webhook", "list"]).await;
+    assert!(
+        list["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == id.as_str())
+    );
+    cli.ok(&["webhook", "delete", &id]).await;
+    let list = cli.ok(&["webhook", "list"]).await;
+    assert!(
+        !list["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == id.as_str())
+    );
+    emu.shutdown().await;
+}
