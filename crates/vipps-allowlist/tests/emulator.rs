@@ -1,0 +1,702 @@
+//! End to end against the emulator (issue 6): the emulator's request servers deliver signed webhooks from their
+//! own loopback addresses to an axum receiver behind [`AllowlistLayer`] and [`WebhookReceiver`], with the
+//! allowlist resolved from the emulator's embedded DNS.
+//!
+//! - the active server's deliveries are admitted and verified, another loopback address is refused with 403;
+//! - after a rotation the new address is refused until the allowlist refreshes from DNS, then the emulator's retry
+//!   is admitted;
+//! - a DNS failure (the DNS unreachable, then the emulator gone) keeps the last good set in force.
+
+#![allow(clippy::print_stderr)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Extension, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::StatusCode;
+use reqwest::Method;
+use serde_json::{Value, json};
+use vipps_allowlist::resolve::ResolverOptions;
+use vipps_allowlist::{
+    AllowlistLayer, ClientIp, DnsResolver, Policy, Refresher, SharedAllowlist, WebhookReceiver,
+};
+use vipps_emulator::{Config, Emulator};
+use vipps_types::servers::Profile;
+
+/// The bound on each test.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The bound on each wait for something asynchronous (a delivery, an attempt record).
+const WAIT: Duration = Duration::from_secs(10);
+
+const KEY: &str = "demo-subscription-key";
+const MSN: &str = "123456";
+const MT1: &str = "callback-mt-1.vipps.no";
+const MT2: &str = "callback-mt-2.vipps.no";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("the test finished within its time bound");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The platform: an in-process emulator with its DNS, and a merchant's API calls.
+// ---------------------------------------------------------------------------------------------------------------
+
+struct Platform {
+    emu: Emulator,
+    base: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Platform {
+    async fn start() -> Platform {
+        let cfg = Config {
+            dns_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Config::ephemeral()
+        };
+        let emu = Emulator::start(cfg).await.expect("the emulator starts");
+        let base = emu.base_url().as_str().trim_end_matches('/').to_owned();
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{base}/accesstoken/get"))
+            .header("client_id", "demo-client-id")
+            .header("client_secret", "demo-client-secret")
+            .header("Ocp-Apim-Subscription-Key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "access token");
+        let token = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Platform {
+            emu,
+            base,
+            http,
+            token,
+        }
+    }
+
+    fn dns(&self) -> SocketAddr {
+        self.emu.dns_addr().expect("the embedded DNS runs")
+    }
+
+    fn api(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("Ocp-Apim-Subscription-Key", KEY)
+            .header("Merchant-Serial-Number", MSN)
+    }
+
+    /// Registers a webhook for every ePayment event; returns the secret.
+    async fn register(&self, url: &str) -> String {
+        let events = vipps_types::webhooks::epayment_event_types();
+        let r = self
+            .api(Method::POST, "/webhooks/v1/webhooks")
+            .json(&json!({"url": url, "events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "webhook registration");
+        let v: Value = r.json().await.unwrap();
+        v["secret"].as_str().unwrap().to_owned()
+    }
+
+    async fn create(&self, reference: &str) {
+        let r = self
+            .api(Method::POST, "/epayment/v1/payments")
+            .header("Idempotency-Key", format!("{reference}-create"))
+            .json(&json!({
+                "amount": {"currency": "NOK", "value": 1000},
+                "paymentMethod": {"type": "WALLET"},
+                "reference": reference,
+                "userFlow": "WEB_REDIRECT",
+                "returnUrl": "https://example.com/return"
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "create {reference}");
+    }
+
+    async fn approve(&self, reference: &str) {
+        let r = self
+            .api(
+                Method::POST,
+                &format!("/epayment/v1/test/payments/{reference}/approve"),
+            )
+            .json(&json!({"customer": {"phoneNumber": "4791234567"}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "approve {reference}: {}",
+            r.status()
+        );
+    }
+
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut b = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(v) = body {
+            b = b.json(&v);
+        }
+        let r = b.send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn advance(&self, seconds: u64) {
+        self.control(
+            Method::POST,
+            "/_emulator/clock/advance",
+            Some(json!({"seconds": seconds})),
+        )
+        .await;
+    }
+
+    /// Rotates the test pool; returns the new active server and its address.
+    async fn rotate_test(&self) -> (String, IpAddr) {
+        let v = self
+            .control(
+                Method::POST,
+                "/_emulator/request-servers/rotate",
+                Some(json!({"pool": "test"})),
+            )
+            .await;
+        (
+            v["test"]["active"].as_str().unwrap().to_owned(),
+            ip(v["test"]["source_address"].as_str().unwrap()),
+        )
+    }
+
+    /// The delivery record of a payment, oldest attempt first.
+    async fn attempts(&self, reference: &str) -> Vec<Value> {
+        let v = self
+            .control(
+                Method::GET,
+                &format!("/_emulator/deliveries?reference={reference}"),
+                None,
+            )
+            .await;
+        v.as_array().unwrap().clone()
+    }
+
+    /// Waits until the delivery record of `reference` has an attempt for `event_name` with `attempt_no`.
+    async fn wait_attempt(&self, reference: &str, event_name: &str, attempt_no: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let all = self.attempts(reference).await;
+            if let Some(a) = all
+                .iter()
+                .find(|a| a["event_name"] == event_name && a["attempt"] == attempt_no)
+            {
+                return a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no attempt {attempt_no} of {event_name} for {reference}; record: {all:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asserts that attempt `attempt_no` of `event_name` has not come within 300 ms of real time (the emulator
+    /// clock not advanced).
+    async fn assert_no_attempt(&self, reference: &str, event_name: &str, attempt_no: u64) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let all = self.attempts(reference).await;
+        assert!(
+            !all.iter()
+                .any(|a| a["event_name"] == event_name && a["attempt"] == attempt_no),
+            "attempt {attempt_no} of {event_name} came before the emulator clock moved: {all:#?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The merchant's receiver: axum behind the allowlist layer, verifying with the registration secret.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One delivery the handler saw (only verified ones get this far).
+#[derive(Debug, Clone)]
+struct Seen {
+    peer: IpAddr,
+    client: IpAddr,
+    name: String,
+    reference: String,
+    duplicate: bool,
+}
+
+struct Hooks {
+    receiver: WebhookReceiver,
+    seen: Mutex<Vec<Seen>>,
+}
+
+async fn hook(
+    State(hooks): State<Arc<Hooks>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    match hooks.receiver.check(peer, &parts, &body) {
+        Ok(accepted) => {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            hooks.seen.lock().unwrap().push(Seen {
+                peer: peer.ip(),
+                client,
+                name: v["name"].as_str().unwrap_or_default().to_owned(),
+                reference: v["reference"].as_str().unwrap_or_default().to_owned(),
+                duplicate: accepted.duplicate,
+            });
+            StatusCode::OK.into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+struct Shop {
+    url: String,
+    addr: SocketAddr,
+    secret: String,
+    hooks: Arc<Hooks>,
+}
+
+impl Shop {
+    /// Binds, registers the webhook with the platform and serves the receiver behind the layer.
+    async fn open(platform: &Platform, allowlist: SharedAllowlist) -> Shop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}/hooks/vipps");
+        let secret = platform.register(&url).await;
+        let hooks = Arc::new(Hooks {
+            receiver: WebhookReceiver::new(secret.clone()).with_allowlist(allowlist.clone()),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/hooks/vipps", post(hook))
+            .with_state(hooks.clone())
+            .layer(AllowlistLayer::new(allowlist));
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Shop {
+            url,
+            addr,
+            secret,
+            hooks,
+        }
+    }
+
+    fn seen(&self, reference: &str) -> Vec<Seen> {
+        self.hooks
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.reference == reference)
+            .cloned()
+            .collect()
+    }
+
+    /// Posts a delivery signed with `secret` from the local address `from`, as an impostor would.
+    async fn post_from(
+        &self,
+        from: &str,
+        secret: &str,
+        body: &[u8],
+    ) -> (StatusCode, String, Value) {
+        let url = url::Url::parse(&self.url).unwrap();
+        let signed = vipps_types::signing::sign(secret, &url, body, SystemTime::now());
+        let client = reqwest::Client::builder()
+            .local_address(ip(from))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let r = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-ms-date", &signed.x_ms_date)
+            .header("x-ms-content-sha256", &signed.x_ms_content_sha256)
+            .header("authorization", &signed.authorization)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("posting from {from} to {}: {e}", self.addr));
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let v = r.json().await.unwrap_or(Value::Null);
+        (status, ct, v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The allowlist, resolved from the emulator's DNS.
+// ---------------------------------------------------------------------------------------------------------------
+
+fn refresher(dns: SocketAddr) -> Refresher {
+    let resolver = DnsResolver::with_nameservers(
+        &[dns],
+        ResolverOptions {
+            timeout: Duration::from_millis(300),
+            attempts: 1,
+        },
+    )
+    .unwrap();
+    let policy = Policy {
+        allow_nets: vec!["127.0.0.0/8".parse().unwrap()],
+        min_ttl: Duration::from_millis(200),
+        max_ttl: Duration::from_secs(1),
+        ..Policy::default()
+    };
+    Refresher::new(resolver, Profile::Test.hostnames(), policy)
+}
+
+/// The set as `address → names`, for exact comparisons.
+fn set_of(allowlist: &SharedAllowlist) -> Vec<(IpAddr, Vec<String>)> {
+    allowlist
+        .current()
+        .entries()
+        .iter()
+        .map(|e| (e.address, e.names.clone()))
+        .collect()
+}
+
+fn entries(list: &[(&str, &str)]) -> Vec<(IpAddr, Vec<String>)> {
+    list.iter()
+        .map(|(a, n)| (ip(a), vec![(*n).to_owned()]))
+        .collect()
+}
+
+/// A UDP relay in front of the emulator's DNS that can be cut (packets dropped), to make DNS unreachable while
+/// the emulator keeps delivering.
+struct Relay {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Relay {
+        let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    continue;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let query = buf[..n].to_vec();
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let out = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    if out.send_to(&query, upstream).await.is_err() {
+                        return;
+                    }
+                    let mut answer = vec![0u8; 4096];
+                    if let Ok(Ok(m)) =
+                        tokio::time::timeout(Duration::from_secs(1), out.recv(&mut answer)).await
+                    {
+                        let _ = sock.send_to(&answer[..m], from).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, up, task }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// (a) Deliveries from the active request server are admitted and verified; a correctly signed request from
+/// another loopback address is refused by the layer with 403 problem+json; a pool member with a bad signature is
+/// admitted by the layer and refused by the receiver with 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_from_the_active_server_pass_the_allowlist_and_others_are_refused() {
+    bounded(async {
+        let started = Instant::now();
+        let platform = Platform::start().await;
+        let mut refresher = refresher(platform.dns());
+        let report = refresher.refresh().await.expect("the first refresh");
+        assert!(report.names.iter().all(|n| n.status == "ok"), "{report:?}");
+        let allowlist = refresher.shared();
+        assert_eq!(
+            set_of(&allowlist),
+            entries(&[("127.0.3.1", MT1), ("127.0.3.2", MT2)]),
+            "the test profile from the emulator's DNS"
+        );
+        let shop = Shop::open(&platform, allowlist.clone()).await;
+
+        let reference = "order-allow-00001";
+        platform.create(reference).await;
+        let a = platform.wait_attempt(reference, "CREATED", 1).await;
+        assert_eq!(a["response_status"], 200, "{a:#}");
+        assert_eq!(a["outcome"], "delivered");
+        assert_eq!(a["source_address"], "127.0.3.1");
+        assert_eq!(a["source_hostname"], MT1);
+        platform.approve(reference).await;
+        let a = platform.wait_attempt(reference, "AUTHORIZED", 1).await;
+        assert_eq!(a["response_status"], 200, "{a:#}");
+
+        let seen = shop.seen(reference);
+        let names: Vec<&str> = seen.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["CREATED", "AUTHORIZED"]);
+        for s in &seen {
+            assert_eq!(s.peer, ip("127.0.3.1"), "the TCP peer is the active server");
+            assert_eq!(s.client, ip("127.0.3.1"), "the layer admitted that address");
+            assert!(!s.duplicate);
+        }
+
+        // An impostor on another loopback address, even with a valid signature: refused by the layer.
+        let body = json!({"reference": reference, "name": "CAPTURED", "pspReference": "forged-1"})
+            .to_string();
+        let (status, ct, problem) = shop
+            .post_from("127.0.0.77", &shop.secret, body.as_bytes())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(problem["status"], 403, "{problem}");
+        assert_eq!(problem["title"], "Forbidden", "{problem}");
+        // A pool member (callback-mt-2, not active) passes the layer, but a wrong signature does not verify.
+        let (status, ct, problem) = shop
+            .post_from("127.0.3.2", "not-the-secret", body.as_bytes())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(
+            shop.seen(reference).len(),
+            2,
+            "neither request reached the handler"
+        );
+        eprintln!("(a) took {:?}", started.elapsed());
+        platform.emu.shutdown().await;
+    })
+    .await;
+}
+
+/// (b) After a rotation the new active server's address is refused until the allowlist refreshes from DNS; the
+/// emulator's retry (2 s later in emulator time) is then admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_rotation_the_new_address_is_refused_until_the_allowlist_refreshes() {
+    bounded(async {
+        let started = Instant::now();
+        let platform = Platform::start().await;
+        let mut refresher = refresher(platform.dns());
+        refresher.refresh().await.expect("the first refresh");
+        let allowlist = refresher.shared();
+        let shop = Shop::open(&platform, allowlist.clone()).await;
+
+        let reference = "order-rotate-0001";
+        platform.create(reference).await;
+        let a = platform.wait_attempt(reference, "CREATED", 1).await;
+        assert_eq!(a["response_status"], 200, "{a:#}");
+
+        let (active, new_ip) = platform.rotate_test().await;
+        assert_eq!(active, MT2);
+        assert_eq!(
+            new_ip,
+            ip("127.0.3.12"),
+            "callback-mt-2 moved to a fresh address"
+        );
+        assert!(!allowlist.contains(new_ip), "not refreshed yet");
+
+        platform.approve(reference).await;
+        let a = platform.wait_attempt(reference, "AUTHORIZED", 1).await;
+        assert_eq!(a["source_address"], "127.0.3.12");
+        assert_eq!(
+            a["response_status"], 403,
+            "the stale allowlist refuses: {a:#}"
+        );
+        assert_eq!(a["outcome"], "retry");
+        assert!(
+            shop.seen(reference).iter().all(|s| s.name != "AUTHORIZED"),
+            "the handler never saw the refused delivery"
+        );
+        platform.assert_no_attempt(reference, "AUTHORIZED", 2).await;
+
+        // The allowlist learns the new address from DNS (the old one stays for its grace period).
+        let report = refresher.refresh().await.expect("refresh after rotation");
+        let added: Vec<(IpAddr, Vec<String>)> = report
+            .diff
+            .added
+            .iter()
+            .map(|e| (e.address, e.names.clone()))
+            .collect();
+        assert_eq!(added, entries(&[("127.0.3.12", MT2)]));
+        assert!(report.diff.removed.is_empty(), "grace keeps 127.0.3.2");
+        assert_eq!(
+            set_of(&allowlist),
+            entries(&[("127.0.3.1", MT1), ("127.0.3.2", MT2), ("127.0.3.12", MT2)])
+        );
+
+        // The retry, due 2 s later in emulator time, is admitted and verified.
+        platform.advance(2).await;
+        let a = platform.wait_attempt(reference, "AUTHORIZED", 2).await;
+        assert_eq!(a["response_status"], 200, "{a:#}");
+        assert_eq!(a["outcome"], "delivered");
+        assert_eq!(a["source_address"], "127.0.3.12");
+        let seen = shop.seen(reference);
+        let authorized: Vec<&Seen> = seen.iter().filter(|s| s.name == "AUTHORIZED").collect();
+        assert_eq!(authorized.len(), 1, "{seen:?}");
+        assert_eq!(authorized[0].peer, ip("127.0.3.12"));
+        assert!(!authorized[0].duplicate);
+        eprintln!("(b) took {:?}", started.elapsed());
+        platform.emu.shutdown().await;
+    })
+    .await;
+}
+
+/// (b') The same with the background refresh loop: nobody calls `refresh`; the loop picks the rotation up within
+/// its TTL-driven interval and a later retry is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_refresh_loop_follows_a_rotation() {
+    bounded(async {
+        let started = Instant::now();
+        let platform = Platform::start().await;
+        let mut refresher = refresher(platform.dns());
+        refresher.refresh().await.expect("the first refresh");
+        let (allowlist, task) = refresher.spawn();
+        let shop = Shop::open(&platform, allowlist.clone()).await;
+
+        let (_, new_ip) = platform.rotate_test().await;
+        let deadline = Instant::now() + WAIT;
+        while !allowlist.contains(new_ip) {
+            assert!(
+                Instant::now() < deadline,
+                "the loop did not pick up {new_ip}: {:?}",
+                set_of(&allowlist)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reference = "order-loop-00001";
+        platform.create(reference).await;
+        let a = platform.wait_attempt(reference, "CREATED", 1).await;
+        assert_eq!(a["source_address"], new_ip.to_string());
+        assert_eq!(a["response_status"], 200, "{a:#}");
+        assert_eq!(shop.seen(reference).len(), 1);
+        task.abort();
+        eprintln!("(b') took {:?}", started.elapsed());
+        platform.emu.shutdown().await;
+    })
+    .await;
+}
+
+/// (c) DNS failures keep the last good set: with the DNS unreachable every name fails, the set stays as it was
+/// and deliveries from the active server are still admitted; a rotation during the outage is learnt once DNS
+/// answers again; with the emulator (and its DNS) gone the set still stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_failure_keeps_the_last_good_set() {
+    bounded(async {
+        let started = Instant::now();
+        let platform = Platform::start().await;
+        let relay = Relay::start(platform.dns()).await;
+        let mut refresher = refresher(relay.addr);
+        refresher
+            .refresh()
+            .await
+            .expect("the first refresh through the relay");
+        let allowlist = refresher.shared();
+        let good = entries(&[("127.0.3.1", MT1), ("127.0.3.2", MT2)]);
+        assert_eq!(set_of(&allowlist), good);
+        let shop = Shop::open(&platform, allowlist.clone()).await;
+
+        // DNS unreachable: every lookup fails, the last good set stays in force.
+        relay.set_up(false);
+        let report = refresher
+            .refresh()
+            .await
+            .expect("a failed lookup is not a refused update");
+        assert!(
+            report.names.iter().all(|n| n.status == "failed"),
+            "{:?}",
+            report.names
+        );
+        assert!(report.diff.is_empty());
+        assert_eq!(set_of(&allowlist), good);
+        assert!(report.status_line().contains("last-known-good kept"));
+
+        let reference = "order-dnsfail-001";
+        platform.create(reference).await;
+        let a = platform.wait_attempt(reference, "CREATED", 1).await;
+        assert_eq!(
+            a["response_status"], 200,
+            "admitted during the DNS outage: {a:#}"
+        );
+
+        // A rotation during the outage cannot be learnt: refused, and still refused after a failed refresh.
+        let (_, new_ip) = platform.rotate_test().await;
+        platform.approve(reference).await;
+        let a = platform.wait_attempt(reference, "AUTHORIZED", 1).await;
+        assert_eq!(a["response_status"], 403, "{a:#}");
+        refresher.refresh().await.unwrap();
+        assert_eq!(set_of(&allowlist), good);
+        platform.advance(2).await;
+        let a = platform.wait_attempt(reference, "AUTHORIZED", 2).await;
+        assert_eq!(a["response_status"], 403, "{a:#}");
+
+        // DNS back: the new address is learnt and the next retry is admitted.
+        relay.set_up(true);
+        let report = refresher.refresh().await.unwrap();
+        assert!(report.names.iter().all(|n| n.status == "ok"));
+        assert!(allowlist.contains(new_ip));
+        platform.advance(2).await;
+        let a = platform.wait_attempt(reference, "AUTHORIZED", 3).await;
+        assert_eq!(a["response_status"], 200, "{a:#}");
+        assert_eq!(shop.seen(reference).len(), 2);
+        let before = set_of(&allowlist);
+
+        // The emulator and its DNS gone: lookups fail, nothing is lost.
+        platform.emu.shutdown().await;
+        let report = refresher
+            .refresh()
+            .await
+            .expect("failed lookups keep the set");
+        assert!(report.names.iter().all(|n| n.status == "failed"));
+        assert_eq!(set_of(&allowlist), before);
+        assert!(allowlist.contains(ip("127.0.3.1")) && allowlist.contains(new_ip));
+        eprintln!("(c) took {:?}", started.elapsed());
+    })
+    .await;
+}
