@@ -145,6 +145,20 @@ async fn create_approve_capture_refund_with_json_and_exit_codes() {
 
     let payment = cli.ok(&["payment", "get", r]).await;
     assert_eq!(payment["state"], "AUTHORIZED");
+    let waited = cli
+        .ok(&[
+            "payment",
+            "wait",
+            r,
+            "--initial-delay-ms",
+            "0",
+            "--interval-ms",
+            "10",
+            "--max-polls",
+            "3",
+        ])
+        .await;
+    assert_eq!(waited["state"], "AUTHORIZED");
     assert_eq!(payment["amount"]["value"], 2500);
 
     let args = [
@@ -237,6 +251,23 @@ async fn create_from_a_body_on_stdin_and_cancel() {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(created["result"]["reference"], "cli-body-0001");
+
+    // Still CREATED after the polling bounds: exit 3 with the state named.
+    let out = cli
+        .run(&[
+            "payment",
+            "wait",
+            "cli-body-0001",
+            "--initial-delay-ms",
+            "0",
+            "--interval-ms",
+            "10",
+            "--max-polls",
+            "2",
+        ])
+        .await;
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CREATED"), "{}", stderr(&out));
 
     let cancelled = cli
         .ok(&["payment", "cancel", "cli-body-0001", "--transaction-only"])
