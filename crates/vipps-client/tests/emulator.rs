@@ -754,3 +754,43 @@ async fn injected_clock_and_entropy_make_backoff_and_keys_deterministic() {
     );
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_total_deadline_ends_the_call() {
+    let env = Env::start().await;
+    let client = env
+        .builder()
+        .timeouts(Timeouts::default().with_total(Duration::from_millis(400)))
+        .build()
+        .unwrap();
+    let r = reference("dead");
+    client
+        .epayment()
+        .create(&create_request(&r, 1000), None)
+        .await
+        .unwrap();
+    env.fault(json!({"method": "GET", "path": "/epayment/v1/payments/*", "times": 1, "action": "delay", "ms": 3000}))
+        .await;
+    let started = Instant::now();
+    let err = client.epayment().get(&r).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.is_timeout() && err.is_network(), "{err}");
+    assert!(err.may_have_reached_server());
+
+    // A Retry-After longer than the time left is not waited for: the 429 comes back at once.
+    env.fault(
+        json!({"method": "GET", "path": "/epayment/v1/payments/*", "times": 1,
+        "action": "status", "status": 429, "retry_after": 5}),
+    )
+    .await;
+    let started = Instant::now();
+    let err = client.epayment().get(&r).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    assert_eq!(err.api().unwrap().retry_after, Some(Duration::from_secs(5)));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    env.emu.shutdown().await;
+}
