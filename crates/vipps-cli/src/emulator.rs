@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use vipps_emulator::{Config, Durability, Emulator, MerchantConfig, PartnerConfig, Storage, Validation};
+use vipps_emulator::{
+    Config, Durability, Emulator, MerchantConfig, PartnerConfig, Storage, Validation,
+};
 
 use crate::exit::{Class, classify};
 
@@ -50,7 +52,9 @@ pub struct EmulatorArgs {
 fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
     let mut cfg = Config::default();
     if let Some(path) = &a.config {
-        cfg = cfg.apply_toml_file(path).map_err(|e| classify(Class::Usage, e))?;
+        cfg = cfg
+            .apply_toml_file(path)
+            .map_err(|e| classify(Class::Usage, e))?;
     }
     cfg.listen = a.listen;
     if a.in_memory {
@@ -59,10 +63,12 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
         cfg.storage = Storage::Dir(d.clone());
     }
     for m in &a.merchants {
-        cfg.merchants.push(MerchantConfig::parse_spec(m).map_err(|e| classify(Class::Usage, e))?);
+        cfg.merchants
+            .push(MerchantConfig::parse_spec(m).map_err(|e| classify(Class::Usage, e))?);
     }
     for p in &a.partners {
-        cfg.partners.push(PartnerConfig::parse_spec(p).map_err(|e| classify(Class::Usage, e))?);
+        cfg.partners
+            .push(PartnerConfig::parse_spec(p).map_err(|e| classify(Class::Usage, e))?);
     }
     if a.lenient {
         cfg.validation = Validation::Lenient;
@@ -83,6 +89,14 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Prints a line to stdout, ignoring a closed pipe: a server must not die because nobody reads its banner.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Runs the emulator until interrupted.
 pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     let cfg = build_config(&args)?;
@@ -90,30 +104,50 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         Storage::Ephemeral => "in memory (throwaway)".to_owned(),
         Storage::Dir(d) => d.display().to_string(),
     };
-    let mut emu = Emulator::start(cfg).await.context("starting the emulator")?;
+    let mut emu = Emulator::start(cfg)
+        .await
+        .context("starting the emulator")?;
     let demo = emu.demo_merchant().clone();
-    println!("Vipps emulator listening on {}", emu.base_url());
-    println!("  data:             {storage}");
-    println!("  demo merchant:    MSN {} (test)", demo.msn);
-    println!("    client_id:        {}", demo.client_id);
-    println!("    client_secret:    {}", demo.client_secret);
-    println!("    subscription key: {}", demo.subscription_key);
+    say!("Vipps emulator listening on {}", emu.base_url());
+    say!("  data:             {storage}");
+    say!("  demo merchant:    MSN {} (test)", demo.msn);
+    say!("    client_id:        {}", demo.client_id);
+    say!("    client_secret:    {}", demo.client_secret);
+    say!("    subscription key: {}", demo.subscription_key);
     for m in emu.config().merchants.iter().filter(|m| m.msn != demo.msn) {
-        println!("  merchant:         MSN {} ({:?}), client_id {}", m.msn, m.environment, m.client_id);
+        say!(
+            "  merchant:         MSN {} ({:?}), client_id {}",
+            m.msn,
+            m.environment,
+            m.client_id
+        );
     }
     for p in &emu.config().partners {
         let msns: Vec<_> = p.msns.iter().map(|m| m.as_str()).collect();
-        println!("  partner:          client_id {} for MSN {}", p.client_id, msns.join(", "));
+        say!(
+            "  partner:          client_id {} for MSN {}",
+            p.client_id,
+            msns.join(", ")
+        );
     }
     if let Some(dns) = emu.dns_addr() {
-        println!("  DNS:              {dns} (UDP and TCP) for callback-*.vipps.no");
+        say!("  DNS:              {dns} (UDP and TCP) for callback-*.vipps.no");
     }
     {
         let rs = emu.request_servers();
-        println!("  request servers:  test {} ({}), production {} ({})", rs.0, rs.1, rs.2, rs.3);
+        say!(
+            "  request servers:  test {} ({}), production {} ({})",
+            rs.0,
+            rs.1,
+            rs.2,
+            rs.3
+        );
     }
     if emu.config().controls {
-        println!("  test controls:    {}_emulator/ (clock, faults, requests, approve/reject)", emu.base_url());
+        say!(
+            "  test controls:    {}_emulator/ (clock, faults, requests, approve/reject)",
+            emu.base_url()
+        );
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

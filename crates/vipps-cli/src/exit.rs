@@ -39,7 +39,10 @@ impl std::error::Error for Classified {}
 
 /// Wraps an error with its class.
 pub fn classify(class: Class, error: impl Into<anyhow::Error>) -> anyhow::Error {
-    anyhow::Error::new(Classified { class, error: error.into() })
+    anyhow::Error::new(Classified {
+        class,
+        error: error.into(),
+    })
 }
 
 /// Prints the error to stderr and returns the exit code for it.

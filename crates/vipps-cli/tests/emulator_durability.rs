@@ -13,13 +13,32 @@ fn spawn(dir: &std::path::Path) -> (Child, String) {
         .args(["emulator", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("emulator.log"))
+                .unwrap(),
+        )
+        .env("VIPPS_LOG", "vipps_emulator=debug")
         .spawn()
         .expect("start the emulator");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().trim_end_matches('/').to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line: {line}");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // Keep reading so the emulator never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "unexpected first line: {line}"
+    );
     (child, url)
 }
 
@@ -58,16 +77,34 @@ async fn acknowledged_writes_survive_kill_9() {
     let t = token(&http, &base).await;
 
     // One payment through capture, fully acknowledged before the crash.
-    let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", "pre-1").json(&body("durable-pre-0001")).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let first_body = r.bytes().await.unwrap();
-    req(&http, &base, &t, "/epayment/v1/test/payments/durable-pre-0001/approve").send().await.unwrap();
-    let r = req(&http, &base, &t, "/epayment/v1/payments/durable-pre-0001/capture")
-        .header("Idempotency-Key", "cap-1")
-        .json(&json!({"modificationAmount": {"currency": "NOK", "value": 400}}))
+    let r = req(&http, &base, &t, "/epayment/v1/payments")
+        .header("Idempotency-Key", "pre-1")
+        .json(&body("durable-pre-0001"))
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 201);
+    let first_body = r.bytes().await.unwrap();
+    req(
+        &http,
+        &base,
+        &t,
+        "/epayment/v1/test/payments/durable-pre-0001/approve",
+    )
+    .send()
+    .await
+    .unwrap();
+    let r = req(
+        &http,
+        &base,
+        &t,
+        "/epayment/v1/payments/durable-pre-0001/capture",
+    )
+    .header("Idempotency-Key", "cap-1")
+    .json(&json!({"modificationAmount": {"currency": "NOK", "value": 400}}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
 
     // Many creates in flight; the process is killed while they run.
@@ -75,10 +112,20 @@ async fn acknowledged_writes_survive_kill_9() {
     let count = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..400 {
-        let (http, base, t, acked, count) = (http.clone(), base.clone(), t.clone(), acked.clone(), count.clone());
+        let (http, base, t, acked, count) = (
+            http.clone(),
+            base.clone(),
+            t.clone(),
+            acked.clone(),
+            count.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let reference = format!("durable-{i:05}");
-            let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", reference.clone()).json(&body(&reference)).send().await;
+            let r = req(&http, &base, &t, "/epayment/v1/payments")
+                .header("Idempotency-Key", reference.clone())
+                .json(&body(&reference))
+                .send()
+                .await;
             if let Ok(r) = r {
                 if r.status() == 201 {
                     acked.push(reference);
@@ -125,7 +172,12 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(p["state"], "AUTHORIZED");
     assert_eq!(p["aggregate"]["capturedAmount"]["value"], 400);
     // Idempotency records survived too: a retry replays the original answer byte for byte.
-    let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", "pre-1").json(&body("durable-pre-0001")).send().await.unwrap();
+    let r = req(&http, &base, &t, "/epayment/v1/payments")
+        .header("Idempotency-Key", "pre-1")
+        .json(&body("durable-pre-0001"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["idempotent-replayed"], "true");
     assert_eq!(r.bytes().await.unwrap(), first_body);
@@ -166,13 +218,17 @@ impl RawReceiver {
         let (st2, b2) = (st.clone(), bodies.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let (st, bodies) = (st2.clone(), b2.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     loop {
-                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -181,13 +237,20 @@ impl RawReceiver {
                         if let Some(end) = text.find("\r\n\r\n") {
                             let len = text[..end]
                                 .lines()
-                                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
                                 .unwrap_or(0);
                             if buf.len() >= end + 4 + len {
-                                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
+                                    .to_string();
                                 let code = st.load(Ordering::SeqCst) as u16;
                                 bodies.lock().unwrap().push((code, body));
-                                let resp = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                                let resp = format!(
+                                    "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                                );
                                 let _ = sock.write_all(resp.as_bytes()).await;
                                 return;
                             }
@@ -196,7 +259,11 @@ impl RawReceiver {
                 });
             }
         });
-        RawReceiver { addr, status: st, bodies }
+        RawReceiver {
+            addr,
+            status: st,
+            bodies,
+        }
     }
 }
 
@@ -213,7 +280,12 @@ async fn undelivered_webhooks_survive_kill_9() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = req(&http, &base, &t, "/epayment/v1/payments").header("Idempotency-Key", "wh-1").json(&body("webhook-crash-01")).send().await.unwrap();
+    let r = req(&http, &base, &t, "/epayment/v1/payments")
+        .header("Idempotency-Key", "wh-1")
+        .json(&body("webhook-crash-01"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     for _ in 0..300 {
         if !rx.bodies.lock().unwrap().is_empty() {
@@ -221,7 +293,11 @@ async fn undelivered_webhooks_survive_kill_9() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(rx.bodies.lock().unwrap().len(), 1, "the first attempt failed");
+    assert_eq!(
+        rx.bodies.lock().unwrap().len(),
+        1,
+        "the first attempt failed"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -229,13 +305,29 @@ async fn undelivered_webhooks_survive_kill_9() {
     let (mut child, _base) = spawn(dir.path());
     let mut delivered = false;
     for _ in 0..1000 {
-        if rx.bodies.lock().unwrap().iter().any(|(code, _)| *code == 200) {
+        if rx
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(code, _)| *code == 200)
+        {
             delivered = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(delivered, "the pending event was delivered after the restart");
+    if !delivered {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default()
+        );
+        eprintln!("received: {:?}", rx.bodies.lock().unwrap());
+    }
+    assert!(
+        delivered,
+        "the pending event was delivered after the restart"
+    );
     let bodies = rx.bodies.lock().unwrap().clone();
     let ev: Value = serde_json::from_str(&bodies.last().unwrap().1).unwrap();
     assert_eq!(ev["reference"], "webhook-crash-01");

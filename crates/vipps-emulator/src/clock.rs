@@ -81,7 +81,8 @@ impl EmulatorClock {
     /// checking it against their own clock keep working after the emulator clock was moved.
     pub fn wall(&self) -> std::time::SystemTime {
         let t = self.base.now();
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t.unix_timestamp_nanos().max(0) as u64)
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(t.unix_timestamp_nanos().max(0) as u64)
     }
 
     /// Emulator time as Unix seconds.

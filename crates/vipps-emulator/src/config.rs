@@ -468,7 +468,9 @@ impl Config {
                     )));
                 }
                 if addrs.is_empty() {
-                    return Err(ConfigError::Invalid(format!("request_servers.addresses.`{host}` is empty")));
+                    return Err(ConfigError::Invalid(format!(
+                        "request_servers.addresses.`{host}` is empty"
+                    )));
                 }
                 self.request_server_addresses.insert(host, addrs);
             }
@@ -663,10 +665,15 @@ mod tests {
     #[test]
     fn bad_files_and_specs_are_refused() {
         assert!(Config::ephemeral().apply_toml("colour = 1").is_err());
-        assert!(Config::ephemeral().apply_toml("[tokens]\ntest_seconds = \"x\"").is_err());
+        assert!(
+            Config::ephemeral()
+                .apply_toml("[tokens]\ntest_seconds = \"x\"")
+                .is_err()
+        );
         assert!(MerchantConfig::parse_spec("12:a:b:c").is_err());
         assert!(PartnerConfig::parse_spec("a:b:c:").is_err());
-        let dup = Config::ephemeral().with_merchant(MerchantConfig::test("123456", "x", "y", "z").unwrap());
+        let dup = Config::ephemeral()
+            .with_merchant(MerchantConfig::test("123456", "x", "y", "z").unwrap());
         assert!(dup.validate().is_err());
         let m = MerchantConfig::demo();
         assert!(!format!("{m:?}").contains(DEMO_CLIENT_SECRET));

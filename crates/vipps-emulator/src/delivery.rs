@@ -6,7 +6,7 @@
 //! fall more than 7 days after its first attempt. Success is a 2xx answer within the delivery timeout (10 s);
 //! redirects are not followed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,11 @@ pub fn retry_delay_ms(n: u32) -> i64 {
 /// What follows a failed attempt `n` whose event was first tried at `first_ms`.
 pub fn after_failure(n: u32, first_ms: i64, now_ms: i64) -> DeliveryOutcome {
     let next = now_ms + retry_delay_ms(n);
-    if next - first_ms > HORIZON_MS { DeliveryOutcome::GiveUp } else { DeliveryOutcome::Retry { next_ms: next } }
+    if next - first_ms > HORIZON_MS {
+        DeliveryOutcome::GiveUp
+    } else {
+        DeliveryOutcome::Retry { next_ms: next }
+    }
 }
 
 /// HTTP clients bound to request-server source addresses.
@@ -100,7 +104,10 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
             ("content-type", "application/json"),
             ("host", signed.host.as_str()),
             (signing::X_MS_DATE, signed.x_ms_date.as_str()),
-            (signing::X_MS_CONTENT_SHA256, signed.x_ms_content_sha256.as_str()),
+            (
+                signing::X_MS_CONTENT_SHA256,
+                signed.x_ms_content_sha256.as_str(),
+            ),
             ("authorization", signed.authorization.as_str()),
         ] {
             request_headers.insert(k.into(), v.into());
@@ -115,7 +122,13 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
             .body(d.payload.clone())
             .send()
             .await
-            .map_err(|e| if e.is_timeout() { "timeout: no answer within the delivery timeout".to_owned() } else { format!("{e}") })?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timeout: no answer within the delivery timeout".to_owned()
+                } else {
+                    format!("{e}")
+                }
+            })?;
         let status = resp.status().as_u16();
         // Drain the body so the connection can be reused.
         let _ = resp.bytes().await;
@@ -128,7 +141,11 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
         Err(e) => (false, None, Some(e.clone())),
     };
     let first = d.first_attempt_ms.unwrap_or(at_ms);
-    let outcome = if ok { DeliveryOutcome::Delivered } else { after_failure(attempt_no, first, at_ms) };
+    let outcome = if ok {
+        DeliveryOutcome::Delivered
+    } else {
+        after_failure(attempt_no, first, at_ms)
+    };
     let event_name = serde_json::from_slice::<serde_json::Value>(&d.payload)
         .ok()
         .and_then(|v| v["name"].as_str().map(str::to_owned))
@@ -181,15 +198,22 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
 /// deliveries (the head of each registration-and-payment queue), at most `delivery_concurrency` at once.
 pub async fn dispatcher(s: S, shutdown: CancellationToken) {
     let clients = Arc::new(Clients::default());
-    let inflight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    // Deliveries in flight (false) or finished since the last query (true). Finished ones are forgotten only when a
+    // new query starts, so a due list read before an attempt was recorded cannot start that delivery again.
+    let inflight: Arc<Mutex<HashMap<i64, bool>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(s.config.delivery_concurrency));
     loop {
         let now = s.clock.unix_ms();
+        inflight.lock().retain(|_, done| !*done);
         match s.store.due_deliveries(now, 1024).await {
             Ok(due) => {
                 for d in due {
-                    if !inflight.lock().insert(d.id) {
-                        continue;
+                    {
+                        let mut f = inflight.lock();
+                        if f.contains_key(&d.id) {
+                            continue;
+                        }
+                        f.insert(d.id, false);
                     }
                     let permit = match permits.clone().acquire_owned().await {
                         Ok(p) => p,
@@ -199,7 +223,7 @@ pub async fn dispatcher(s: S, shutdown: CancellationToken) {
                     tokio::spawn(async move {
                         let id = d.id;
                         deliver(s2, c2, d).await;
-                        f2.lock().remove(&id);
+                        f2.lock().insert(id, true);
                         drop(permit);
                     });
                 }
@@ -207,7 +231,9 @@ pub async fn dispatcher(s: S, shutdown: CancellationToken) {
             Err(e) => tracing::warn!(error = %e, "reading due deliveries failed"),
         }
         let wait = match s.store.next_delivery_ms().await {
-            Ok(Some(next)) => Duration::from_millis((next - s.clock.unix_ms()).clamp(1, 1000) as u64),
+            Ok(Some(next)) => {
+                Duration::from_millis((next - s.clock.unix_ms()).clamp(1, 1000) as u64)
+            }
             _ => Duration::from_secs(1),
         };
         tokio::select! {
@@ -240,7 +266,10 @@ mod tests {
             }
         }
         assert_eq!(&delays[..5], &[2_000, 2_000, 2_000, 60_000, 120_000]);
-        assert!(now <= HORIZON_MS && now > HORIZON_MS - 86_400_000, "last attempt within the last day of 7: {now}");
+        assert!(
+            now <= HORIZON_MS && now > HORIZON_MS - 86_400_000,
+            "last attempt within the last day of 7: {now}"
+        );
         assert!(n > 29);
     }
 }

@@ -24,12 +24,19 @@ pub struct ZoneAnswers {
 
 impl std::fmt::Debug for ZoneAnswers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZoneAnswers").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("ZoneAnswers")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
 fn name(s: &str) -> Name {
-    Name::from_ascii(if s.ends_with('.') { s.to_owned() } else { format!("{s}.") }).expect("valid DNS name")
+    Name::from_ascii(if s.ends_with('.') {
+        s.to_owned()
+    } else {
+        format!("{s}.")
+    })
+    .expect("valid DNS name")
 }
 
 impl ZoneAnswers {
@@ -46,12 +53,37 @@ impl ZoneAnswers {
 
     /// Replaces every answer.
     pub fn set(&self, records: &[(String, Vec<IpAddr>)]) {
-        let serial = self.serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let origin = name(vipps_types::servers::DOMAIN);
-        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-        let soa = SOA::new(name("ns.emulator.vipps.no"), name("hostmaster.emulator.vipps.no"), serial, 60, 60, 600, self.ttl);
-        zone.upsert_mut(Record::from_rdata(origin.clone(), self.ttl, RData::SOA(soa)), serial);
-        zone.upsert_mut(Record::from_rdata(origin.clone(), self.ttl, RData::NS(NS(name("ns.emulator.vipps.no")))), serial);
+        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        );
+        let soa = SOA::new(
+            name("ns.emulator.vipps.no"),
+            name("hostmaster.emulator.vipps.no"),
+            serial,
+            60,
+            60,
+            600,
+            self.ttl,
+        );
+        zone.upsert_mut(
+            Record::from_rdata(origin.clone(), self.ttl, RData::SOA(soa)),
+            serial,
+        );
+        zone.upsert_mut(
+            Record::from_rdata(
+                origin.clone(),
+                self.ttl,
+                RData::NS(NS(name("ns.emulator.vipps.no"))),
+            ),
+            serial,
+        );
         for (host, addrs) in records {
             for ip in addrs {
                 let data = match ip {
@@ -73,7 +105,11 @@ pub struct Handler(pub Arc<ZoneAnswers>);
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
         let catalog = self.0.catalog.load_full();
         catalog.handle_request::<R, T>(request, response).await
     }
@@ -88,7 +124,9 @@ pub struct DnsServer {
 
 impl std::fmt::Debug for DnsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsServer").field("addr", &self.addr).finish()
+        f.debug_struct("DnsServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -104,7 +142,10 @@ impl DnsServer {
                     let mut server = Server::new(Handler(answers));
                     server.register_socket(udp);
                     server.register_listener(tcp, Duration::from_secs(5), 64);
-                    return Ok(DnsServer { addr: bound, server });
+                    return Ok(DnsServer {
+                        addr: bound,
+                        server,
+                    });
                 }
                 Err(e) if addr.port() == 0 && tries < 20 => {
                     tries += 1;

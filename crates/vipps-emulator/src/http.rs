@@ -13,9 +13,9 @@ use crate::render::StoredResponse;
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
     /// The trace id.
-    pub trace_id: String,
+    pub trace_id: std::sync::Arc<str>,
     /// The request path.
-    pub path: String,
+    pub path: std::sync::Arc<str>,
 }
 
 /// An early answer: a handler returns `Err(ApiError)` to stop with this response.
@@ -36,8 +36,8 @@ impl RequestMeta {
     pub fn problem(&self, status: u16, title: &str, detail: impl Into<String>) -> ProblemBuilder {
         ProblemBuilder {
             problem: Problem::new(status, title, detail)
-                .with_instance(&self.path)
-                .with_trace_id(&self.trace_id),
+                .with_instance(&*self.path)
+                .with_trace_id(&*self.trace_id),
             retry_after: None,
         }
     }

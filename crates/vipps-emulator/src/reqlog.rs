@@ -41,6 +41,63 @@ pub struct RequestRecord {
     pub dropped: bool,
 }
 
+/// A record as kept in memory: cheap to make on the request path (shared strings, header values by reference
+/// count, time as a number); turned into a [`RequestRecord`] when queried.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// Emulator time (ms).
+    pub time_ms: i64,
+    /// Method.
+    pub method: http::Method,
+    /// Path.
+    pub path: std::sync::Arc<str>,
+    /// Status.
+    pub status: u16,
+    /// Latency (ms).
+    pub latency_ms: f64,
+    /// MSN, system name, version, plugin name, plugin version, idempotency key, as sent.
+    pub headers: [Option<http::HeaderValue>; 6],
+    /// Trace id.
+    pub trace_id: std::sync::Arc<str>,
+    /// Replayed.
+    pub replayed: bool,
+    /// Injected fault.
+    pub fault: Option<&'static str>,
+    /// Dropped connection.
+    pub dropped: bool,
+}
+
+impl RawRecord {
+    /// The queryable form.
+    pub fn to_record(&self) -> RequestRecord {
+        let h = |i: usize| {
+            self.headers[i]
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let time =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.time_ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        RequestRecord {
+            time: crate::clock::rfc3339(time),
+            method: self.method.to_string(),
+            path: self.path.to_string(),
+            status: self.status,
+            latency_ms: self.latency_ms,
+            msn: h(0),
+            system_name: h(1),
+            system_version: h(2),
+            plugin_name: h(3),
+            plugin_version: h(4),
+            idempotency_key: h(5),
+            trace_id: self.trace_id.to_string(),
+            replayed: self.replayed,
+            fault: self.fault.map(str::to_owned),
+            dropped: self.dropped,
+        }
+    }
+}
+
 /// Filters for [`RequestLog::query`].
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +123,7 @@ pub struct RequestFilter {
 /// The bounded record.
 #[derive(Debug)]
 pub struct RequestLog {
-    records: Mutex<VecDeque<RequestRecord>>,
+    records: Mutex<VecDeque<RawRecord>>,
     capacity: usize,
 }
 
@@ -80,7 +137,7 @@ impl RequestLog {
     }
 
     /// Adds a record.
-    pub fn push(&self, r: RequestRecord) {
+    pub fn push(&self, r: RawRecord) {
         let mut q = self.records.lock();
         if q.len() >= self.capacity {
             q.pop_front();
@@ -94,8 +151,11 @@ impl RequestLog {
         let eq = |want: &Option<String>, have: &Option<String>| {
             want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
         };
-        let q = self.records.lock();
-        q.iter()
+        let q: Vec<RequestRecord> = {
+            let guard = self.records.lock();
+            guard.iter().map(RawRecord::to_record).collect()
+        };
+        q.into_iter()
             .rev()
             .filter(|r| {
                 eq(&f.msn, &r.msn)
@@ -109,7 +169,6 @@ impl RequestLog {
                     && f.trace_id.as_ref().is_none_or(|t| t == &r.trace_id)
             })
             .take(limit)
-            .cloned()
             .collect()
     }
 

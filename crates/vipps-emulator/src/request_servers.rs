@@ -81,23 +81,37 @@ impl RequestServers {
                     .into_iter()
                     .enumerate()
                     .map(|(i, hostname)| ServerState {
-                        addresses: addresses.get(&hostname).cloned().unwrap_or_else(|| vec![default_address(pool, i, 0)]),
+                        addresses: addresses
+                            .get(&hostname)
+                            .cloned()
+                            .unwrap_or_else(|| vec![default_address(pool, i, 0)]),
                         hostname,
                         moves: 0,
                     })
                     .collect(),
             })
             .collect();
-        RequestServers { pools, failover: false, last_rotation_ms: 0, move_on_rotation: addresses.is_empty() }
+        RequestServers {
+            pools,
+            failover: false,
+            last_rotation_ms: 0,
+            move_on_rotation: addresses.is_empty(),
+        }
     }
 
     /// A pool.
     pub fn pool(&self, p: Pool) -> &PoolState {
-        self.pools.iter().find(|s| s.pool == p).expect("every pool exists")
+        self.pools
+            .iter()
+            .find(|s| s.pool == p)
+            .expect("every pool exists")
     }
 
     fn pool_mut(&mut self, p: Pool) -> &mut PoolState {
-        self.pools.iter_mut().find(|s| s.pool == p).expect("every pool exists")
+        self.pools
+            .iter_mut()
+            .find(|s| s.pool == p)
+            .expect("every pool exists")
     }
 
     /// The pool that serves a side now.
@@ -143,7 +157,14 @@ impl RequestServers {
 
     /// Every hostname with its addresses.
     pub fn records(&self) -> Vec<(String, Vec<IpAddr>)> {
-        self.pools.iter().flat_map(|p| p.servers.iter().map(|s| (s.hostname.clone(), s.addresses.clone()))).collect()
+        self.pools
+            .iter()
+            .flat_map(|p| {
+                p.servers
+                    .iter()
+                    .map(|s| (s.hostname.clone(), s.addresses.clone()))
+            })
+            .collect()
     }
 
     /// The JSON view for `GET /_emulator/request-servers`.
@@ -192,11 +213,18 @@ mod tests {
         assert_eq!(rs.source(Side::Production).to_string(), "127.0.1.1");
         rs.rotate(Pool::Test);
         assert_eq!(rs.active(Side::Test).hostname, "callback-mt-2.vipps.no");
-        assert_eq!(rs.source(Side::Test).to_string(), "127.0.3.12", "moved to a fresh address");
+        assert_eq!(
+            rs.source(Side::Test).to_string(),
+            "127.0.3.12",
+            "moved to a fresh address"
+        );
         rs.rotate(Pool::Test);
         assert_eq!(rs.active(Side::Test).hostname, "callback-mt-1.vipps.no");
         rs.failover = true;
-        assert_eq!(rs.active(Side::Production).hostname, "callback-dr-1.vipps.no");
+        assert_eq!(
+            rs.active(Side::Production).hostname,
+            "callback-dr-1.vipps.no"
+        );
         assert_eq!(rs.source(Side::Production).to_string(), "127.0.2.1");
         assert_eq!(rs.records().len(), 10);
     }
@@ -204,7 +232,10 @@ mod tests {
     #[test]
     fn configured_addresses_stay_put() {
         let mut m = std::collections::BTreeMap::new();
-        m.insert("callback-mt-2.vipps.no".to_string(), vec!["127.0.9.9".parse().unwrap(), "::1".parse().unwrap()]);
+        m.insert(
+            "callback-mt-2.vipps.no".to_string(),
+            vec!["127.0.9.9".parse().unwrap(), "::1".parse().unwrap()],
+        );
         let mut rs = RequestServers::new(&m);
         rs.rotate(Pool::Test);
         assert_eq!(rs.source(Side::Test).to_string(), "127.0.9.9");

@@ -15,10 +15,10 @@ use url::Url;
 use crate::api::{self, ConnKiller, S};
 use crate::clock::{EmulatorClock, SystemTime, TimeSource};
 use crate::config::{Config, ConfigError, MerchantConfig, MerchantEnvironment, Storage};
+use crate::dns::{DnsServer, ZoneAnswers};
 use crate::faults::Faults;
 use crate::ids::{IdGen, RandomIds};
 use crate::reqlog::RequestLog;
-use crate::dns::{DnsServer, ZoneAnswers};
 use crate::request_servers::RequestServers;
 use crate::state::{AppState, InFlight, Principal};
 use crate::store::sqlite::SqliteStore;
@@ -110,7 +110,12 @@ impl Emulator {
         let outbox = Arc::new(tokio::sync::Notify::new());
         let store: Arc<dyn Store> = match &config.storage {
             Storage::Ephemeral => Arc::new(SqliteStore::ephemeral(ids.clone(), outbox.clone())?),
-            Storage::Dir(d) => Arc::new(SqliteStore::open_dir(d, config.durability, ids.clone(), outbox.clone())?),
+            Storage::Dir(d) => Arc::new(SqliteStore::open_dir(
+                d,
+                config.durability,
+                ids.clone(),
+                outbox.clone(),
+            )?),
         };
         let write_meta = |key: &str, value: String| WriteRequest {
             idem: None,
@@ -160,7 +165,10 @@ impl Emulator {
             None => fresh_servers(),
         };
         store
-            .write(write_meta("request_servers", serde_json::to_string(&request_servers).unwrap_or_default()))
+            .write(write_meta(
+                "request_servers",
+                serde_json::to_string(&request_servers).unwrap_or_default(),
+            ))
             .await?;
         let mut owner_pairs = Vec::new();
         for p in &config.partners {
@@ -246,6 +254,7 @@ impl Emulator {
             request_servers: parking_lot::RwLock::new(request_servers),
             dns_answers,
             dns_addr,
+            verified_tokens: Default::default(),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = vec![
@@ -378,12 +387,18 @@ async fn serve(listener: TcpListener, state: S, shutdown: CancellationToken) {
 pub async fn request_servers_changed(s: &S) {
     let (json, records) = {
         let rs = s.request_servers.read();
-        (serde_json::to_string(&*rs).unwrap_or_default(), rs.records())
+        (
+            serde_json::to_string(&*rs).unwrap_or_default(),
+            rs.records(),
+        )
     };
     s.dns_answers.set(&records);
     let w = WriteRequest {
         idem: None,
-        op: Op::SetMeta { key: "request_servers".into(), value: json },
+        op: Op::SetMeta {
+            key: "request_servers".into(),
+            value: json,
+        },
         now_ms: s.clock.unix_ms(),
         trace_id: String::new(),
         instance: String::new(),
@@ -486,7 +501,9 @@ async fn sweeper(s: S, shutdown: CancellationToken) {
                 .store
                 .write(WriteRequest {
                     idem: None,
-                    op: Op::PurgeDeliveries { before_ms: s.clock.unix_ms() - keep },
+                    op: Op::PurgeDeliveries {
+                        before_ms: s.clock.unix_ms() - keep,
+                    },
                     now_ms: s.clock.unix_ms(),
                     trace_id: String::new(),
                     instance: String::new(),

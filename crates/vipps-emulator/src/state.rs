@@ -121,6 +121,8 @@ pub struct AppState {
     pub dns_answers: Arc<crate::dns::ZoneAnswers>,
     /// The address of the embedded DNS server, if it runs.
     pub dns_addr: Option<std::net::SocketAddr>,
+    /// Tokens whose signature was already verified, with their claims (expiry is still checked on every call).
+    pub verified_tokens: parking_lot::RwLock<HashMap<Box<str>, crate::auth::Claims>>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -365,7 +365,9 @@ async fn deliveries(State(s): State<S>, req: Request) -> ApiResult {
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
         let val = if k == "limit" {
             serde_json::Value::from(v.parse::<u64>().map_err(|_| {
-                meta.problem(400, "Bad Request", "`limit` must be a non-negative integer").field("limit", "integer").err()
+                meta.problem(400, "Bad Request", "`limit` must be a non-negative integer")
+                    .field("limit", "integer")
+                    .err()
             })?)
         } else {
             serde_json::Value::from(v.into_owned())
@@ -373,14 +375,26 @@ async fn deliveries(State(s): State<S>, req: Request) -> ApiResult {
         map.insert(k.into_owned(), val);
     }
     let f: crate::store::AttemptFilter = serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| meta.problem(400, "Bad Request", format!("Invalid query: {e}")).field("query", e.to_string()).err())?;
-    let attempts = s.store.attempts(&f).await.map_err(|e| internal(&meta, &e))?;
+        .map_err(|e| {
+            meta.problem(400, "Bad Request", format!("Invalid query: {e}"))
+                .field("query", e.to_string())
+                .err()
+        })?;
+    let attempts = s
+        .store
+        .attempts(&f)
+        .await
+        .map_err(|e| internal(&meta, &e))?;
     Ok(axum::Json(attempts).into_response())
 }
 
 fn servers_view(s: &S) -> serde_json::Value {
-    let mut v = s.request_servers.read().view(s.config.rotation_period.as_millis() as i64);
-    v["dns"] = serde_json::json!({ "listen": s.dns_addr.map(|a| a.to_string()), "ttl": s.config.dns_ttl });
+    let mut v = s
+        .request_servers
+        .read()
+        .view(s.config.rotation_period.as_millis() as i64);
+    v["dns"] =
+        serde_json::json!({ "listen": s.dns_addr.map(|a| a.to_string()), "ttl": s.config.dns_ttl });
     v
 }
 
@@ -398,7 +412,11 @@ struct RotateBody {
 async fn rotate(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let body: RotateBody = if bytes.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&meta, &bytes)? };
+    let body: RotateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        parse_json(&meta, &bytes)?
+    };
     use vipps_types::servers::Pool;
     let pools: Vec<Pool> = match body.pool.as_deref().unwrap_or("all") {
         "all" => Pool::ALL.to_vec(),
@@ -432,7 +450,11 @@ struct FailoverBody {
 async fn failover(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let body: FailoverBody = if bytes.iter().all(u8::is_ascii_whitespace) { FailoverBody::default() } else { parse_json(&meta, &bytes)? };
+    let body: FailoverBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        FailoverBody::default()
+    } else {
+        parse_json(&meta, &bytes)?
+    };
     {
         let mut rs = s.request_servers.write();
         rs.failover = match body.to.as_deref() {

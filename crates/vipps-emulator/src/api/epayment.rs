@@ -446,7 +446,7 @@ pub async fn create(State(s): State<S>, req: Request) -> ApiResult {
         &parts,
         scope,
         &key,
-        &bytes,
+        super::fingerprint_of(&r),
         ErrorCode::IdempotencyError,
         Op::CreatePayment(Box::new(payment)),
     )
@@ -557,7 +557,17 @@ async fn modify(s: S, reference: String, req: Request, kind: &'static str) -> Ap
             ErrorCode::ReferenceAlreadyExists,
         )
     };
-    run_idempotent(&s, &meta, &parts, scope, &key, &bytes, code, op).await
+    run_idempotent(
+        &s,
+        &meta,
+        &parts,
+        scope,
+        &key,
+        super::fingerprint_of(&r),
+        code,
+        op,
+    )
+    .await
 }
 
 /// `POST /epayment/v1/payments/{reference}/capture`.
@@ -599,7 +609,7 @@ pub async fn cancel(State(s): State<S>, Path(reference): Path<String>, req: Requ
                 &parts,
                 scope,
                 &k,
-                &bytes,
+                super::fingerprint_of(&r),
                 ErrorCode::IdempotencyError,
                 op,
             )

@@ -20,7 +20,7 @@ use vipps_types::problem::ErrorCode;
 
 use crate::faults::FaultAction;
 use crate::http::{ApiError, ApiResult, RequestMeta, header_str, stored_to_response};
-use crate::reqlog::RequestRecord;
+use crate::reqlog::RawRecord;
 use crate::state::AppState;
 use crate::store::{IdemClaim, Op, WriteRequest, WriteResult};
 
@@ -108,15 +108,15 @@ pub fn meta_of(req: &Request) -> RequestMeta {
         .get::<RequestMeta>()
         .cloned()
         .unwrap_or_else(|| RequestMeta {
-            trace_id: String::new(),
-            path: req.uri().path().to_owned(),
+            trace_id: std::sync::Arc::from(""),
+            path: std::sync::Arc::from(req.uri().path()),
         })
 }
 
 /// Records the request when it completes, or when its connection is dropped.
 struct RecordGuard {
     state: S,
-    record: Option<RequestRecord>,
+    record: Option<RawRecord>,
     started: Instant,
     notes: RecordNotes,
 }
@@ -127,7 +127,7 @@ impl Drop for RecordGuard {
             r.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             r.dropped = true;
             let notes = self.notes.0.lock();
-            r.fault = notes.0.clone();
+            r.fault = notes.0;
             r.status = notes.1.unwrap_or(0);
             self.state.requests.push(r);
         }
@@ -136,11 +136,11 @@ impl Drop for RecordGuard {
 
 /// The shared slot through which inner layers report details to the record.
 #[derive(Debug, Clone, Default)]
-pub struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<String>, Option<u16>)>>);
+pub struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<&'static str>, Option<u16>)>>);
 
 async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let trace_id = crate::ids::trace_id(s.ids.as_ref());
+    let path: Arc<str> = Arc::from(req.uri().path());
+    let trace_id: Arc<str> = Arc::from(crate::ids::trace_id(s.ids.as_ref()));
     req.extensions_mut().insert(RequestMeta {
         trace_id: trace_id.clone(),
         path: path.clone(),
@@ -149,24 +149,26 @@ async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
         return next.run(req).await;
     }
     let hs = req.headers();
-    let get = |n: &str| hs.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let get = |n: &str| hs.get(n).cloned();
     let notes = RecordNotes::default();
     let mut guard = RecordGuard {
         state: s.clone(),
         started: Instant::now(),
         notes: notes.clone(),
-        record: Some(RequestRecord {
-            time: crate::clock::rfc3339(s.clock.now()),
-            method: req.method().to_string(),
+        record: Some(RawRecord {
+            time_ms: s.clock.unix_ms(),
+            method: req.method().clone(),
             path,
             status: 0,
             latency_ms: 0.0,
-            msn: get(h::MERCHANT_SERIAL_NUMBER),
-            system_name: get(h::SYSTEM_NAME),
-            system_version: get(h::SYSTEM_VERSION),
-            plugin_name: get(h::SYSTEM_PLUGIN_NAME),
-            plugin_version: get(h::SYSTEM_PLUGIN_VERSION),
-            idempotency_key: get(h::IDEMPOTENCY_KEY),
+            headers: [
+                get(h::MERCHANT_SERIAL_NUMBER),
+                get(h::SYSTEM_NAME),
+                get(h::SYSTEM_VERSION),
+                get(h::SYSTEM_PLUGIN_NAME),
+                get(h::SYSTEM_PLUGIN_VERSION),
+                get(h::IDEMPOTENCY_KEY),
+            ],
             trace_id,
             replayed: false,
             fault: None,
@@ -179,7 +181,7 @@ async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
     r.status = resp.status().as_u16();
     r.latency_ms = guard.started.elapsed().as_secs_f64() * 1000.0;
     r.replayed = resp.headers().contains_key(h::IDEMPOTENT_REPLAYED);
-    r.fault = notes.0.lock().0.clone();
+    r.fault = notes.0.lock().0;
     s.requests.push(r);
     resp
 }
@@ -211,7 +213,7 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
             status,
             retry_after,
         } => {
-            notes.0.lock().0 = Some("status".into());
+            notes.0.lock().0 = Some("status");
             let reason = http::StatusCode::from_u16(status)
                 .ok()
                 .and_then(|c| c.canonical_reason())
@@ -223,7 +225,7 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
             p.into_response()
         }
         FaultAction::Delay { ms } => {
-            notes.0.lock().0 = Some("delay".into());
+            notes.0.lock().0 = Some("delay");
             if is_idempotent_write(req.method(), &path)
                 && req.headers().contains_key(h::IDEMPOTENCY_KEY)
             {
@@ -234,7 +236,7 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
             next.run(req).await
         }
         FaultAction::DropAfterCommit => {
-            notes.0.lock().0 = Some("drop_after_commit".into());
+            notes.0.lock().0 = Some("drop_after_commit");
             let killer = req.extensions().get::<ConnKiller>().cloned();
             let resp = next.run(req).await;
             notes.0.lock().1 = Some(resp.status().as_u16());
@@ -251,6 +253,13 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
 }
 
 /// Canonical SHA-256 fingerprint of a JSON body (key order and whitespace do not matter).
+pub fn fingerprint_of<T: serde::Serialize>(parsed: &T) -> [u8; 32] {
+    // The typed request serializes with a fixed field order, so key order and whitespace in the original body
+    // do not change the fingerprint.
+    Sha256::digest(serde_json::to_vec(parsed).unwrap_or_default()).into()
+}
+
+/// Canonical SHA-256 fingerprint of raw JSON bytes (used where no typed body exists).
 pub fn fingerprint(body: &[u8]) -> [u8; 32] {
     let canonical = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) => serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec()),
@@ -268,7 +277,7 @@ pub async fn run_idempotent(
     parts: &http::request::Parts,
     scope_id: String,
     key: &str,
-    body: &[u8],
+    fingerprint: [u8; 32],
     mismatch_code: ErrorCode,
     op: Op,
 ) -> ApiResult {
@@ -290,13 +299,13 @@ pub async fn run_idempotent(
     let req = WriteRequest {
         idem: Some(IdemClaim {
             scope,
-            fingerprint: fingerprint(body),
+            fingerprint,
             mismatch_code,
         }),
         op,
         now_ms: s.clock.unix_ms(),
-        trace_id: meta.trace_id.clone(),
-        instance: meta.path.clone(),
+        trace_id: meta.trace_id.to_string(),
+        instance: meta.path.to_string(),
     };
     match s.store.write(req).await.map_err(|e| internal(meta, &e))? {
         WriteResult::Fresh(r) => Ok(stored_to_response(r, false)),
@@ -319,8 +328,8 @@ pub async fn run_write(s: &S, meta: &RequestMeta, op: Op) -> ApiResult {
         idem: None,
         op,
         now_ms: s.clock.unix_ms(),
-        trace_id: meta.trace_id.clone(),
-        instance: meta.path.clone(),
+        trace_id: meta.trace_id.to_string(),
+        instance: meta.path.to_string(),
     };
     match s.store.write(req).await.map_err(|e| internal(meta, &e))? {
         WriteResult::Fresh(r) | WriteResult::Replayed(r) => Ok(stored_to_response(r, false)),

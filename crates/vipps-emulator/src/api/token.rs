@@ -51,7 +51,7 @@ pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
             "error_description": description,
             "error_codes": [70001],
             "timestamp": crate::clock::rfc3339(s.clock.now()),
-            "trace_id": meta.trace_id,
+            "trace_id": &*meta.trace_id,
             "correlation_id": crate::ids::uuid_from(s.ids.bytes16()),
         });
         return Ok((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response());

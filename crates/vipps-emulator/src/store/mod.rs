@@ -302,11 +302,18 @@ pub trait Store: Send + Sync + 'static {
     /// A metadata value.
     fn meta(&self, key: &str) -> BoxFut<'static, Result<Option<String>, StoreError>>;
     /// Deliveries that are due now, at most one per (webhook, payment), oldest first.
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>>;
+    fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>>;
     /// When the next pending delivery is due (ms), if any.
     fn next_delivery_ms(&self) -> BoxFut<'static, Result<Option<i64>, StoreError>>;
     /// Recorded delivery attempts, oldest first.
-    fn attempts(&self, filter: &AttemptFilter) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>>;
+    fn attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>>;
     /// Counts (payments, idempotency records, webhooks), for diagnostics.
     fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>>;
 }

@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use vipps_types::problem::ErrorCode;
 
 use super::{
-    AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, Store, StoreError, WebhookRow, WriteRequest,
-    WriteResult,
+    AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, Store, StoreError, WebhookRow,
+    WriteRequest, WriteResult,
 };
 use crate::config::Durability;
 use crate::domain::{Ctx, DomainError, Payment};
@@ -84,6 +84,9 @@ CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at_ms);
 CREATE INDEX IF NOT EXISTS webhooks_owner ON webhooks (owner);
 "#;
 
+/// Payments kept in the read cache.
+const PAYMENT_CACHE_CAPACITY: usize = 20_000;
+
 /// The largest number of writes committed together.
 const MAX_BATCH: usize = 512;
 
@@ -94,6 +97,7 @@ struct Job {
 
 /// The SQLite store.
 pub struct SqliteStore {
+    cache: Arc<PaymentCache>,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
@@ -140,7 +144,13 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        Self::open_file(dir.join("vipps-emulator.sqlite3"), durability, ids, None, outbox)
+        Self::open_file(
+            dir.join("vipps-emulator.sqlite3"),
+            durability,
+            ids,
+            None,
+            outbox,
+        )
     }
 
     /// A throwaway store in a temporary directory (RAM-backed `/dev/shm` where it exists), deleted on drop.
@@ -170,12 +180,17 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let conn = open(&path, durability)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let cache = Arc::new(PaymentCache::new(PAYMENT_CACHE_CAPACITY));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("vipps-emulator-writer".into())
-            .spawn(move || writer_loop(conn, rx, ids, outbox))
+            .spawn({
+                let cache = cache.clone();
+                move || writer_loop(conn, rx, ids, outbox, cache)
+            })
             .map_err(err)?;
         Ok(SqliteStore {
+            cache,
             tx: Mutex::new(Some(tx)),
             readers: Mutex::new(Vec::new()),
             path,
@@ -247,6 +262,11 @@ impl Store for SqliteStore {
         msn: &str,
         reference: &str,
     ) -> BoxFut<'static, Result<Option<Payment>, StoreError>> {
+        if let Some(p) = self.cache.get(msn, reference) {
+            let p = (*p).clone();
+            return Box::pin(async move { Ok(Some(p)) });
+        }
+        let epoch = self.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
         let r = self.with_reader(|c| {
             c.prepare_cached("SELECT data FROM payments WHERE msn = ?1 AND reference = ?2")?
                 .query_row(params![msn, reference], |row| row.get::<_, Vec<u8>>(0))
@@ -256,6 +276,12 @@ impl Store for SqliteStore {
             o.map(|d| serde_json::from_slice::<Payment>(&d).map_err(err))
                 .transpose()
         });
+        if let Ok(Some(p)) = &r {
+            // Only when no batch committed meanwhile, so an older read never replaces a newer write.
+            if self.cache.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
+                self.cache.insert(Arc::new(p.clone()), true);
+            }
+        }
         Box::pin(async move { r })
     }
 
@@ -294,7 +320,11 @@ impl Store for SqliteStore {
         Box::pin(async move { r })
     }
 
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>> {
+    fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>> {
         let r = self.with_reader(|c| {
             let mut st = c.prepare_cached(
                 "SELECT d.id, d.webhook_id, d.msn, d.reference, d.event_type, d.event_id, w.url, w.secret, d.payload,
@@ -327,12 +357,16 @@ impl Store for SqliteStore {
 
     fn next_delivery_ms(&self) -> BoxFut<'static, Result<Option<i64>, StoreError>> {
         let r = self.with_reader(|c| {
-            c.prepare_cached("SELECT min(next_ms) FROM deliveries WHERE state = 'pending'")?.query_row([], |r| r.get(0))
+            c.prepare_cached("SELECT min(next_ms) FROM deliveries WHERE state = 'pending'")?
+                .query_row([], |r| r.get(0))
         });
         Box::pin(async move { r })
     }
 
-    fn attempts(&self, f: &AttemptFilter) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>> {
+    fn attempts(
+        &self,
+        f: &AttemptFilter,
+    ) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>> {
         let f = f.clone();
         let r = self.with_reader(|c| {
             let mut st = c.prepare_cached(
@@ -395,6 +429,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Job>,
     ids: Arc<dyn IdGen>,
     outbox: Arc<tokio::sync::Notify>,
+    cache: Arc<PaymentCache>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
@@ -411,6 +446,7 @@ fn writer_loop(
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for job in &batch {
                 let mut sp = tx.savepoint()?;
+                let mark = PENDING_CACHE.with(|pc| pc.borrow().len());
                 match apply(&sp, &job.req, ids.as_ref()) {
                     Ok(r) => {
                         sp.commit()?;
@@ -419,6 +455,7 @@ fn writer_loop(
                     Err(e) => {
                         sp.rollback()?;
                         drop(sp);
+                        PENDING_CACHE.with(|pc| pc.borrow_mut().truncate(mark));
                         results.push(Err(err(e)));
                     }
                 }
@@ -426,8 +463,10 @@ fn writer_loop(
             tx.commit()
         })();
         let touched = OUTBOX_TOUCHED.with(|t| t.replace(false));
+        let saved = PENDING_CACHE.with(|pc| std::mem::take(&mut *pc.borrow_mut()));
         match committed {
             Ok(()) => {
+                cache.publish(saved);
                 for (job, r) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(r);
                 }
@@ -459,6 +498,66 @@ fn load(c: &Connection, msn: &str, reference: &str) -> rusqlite::Result<Option<P
 thread_local! {
     /// Set when a write in the current batch touched the delivery outbox (the writer then wakes the dispatcher).
     static OUTBOX_TOUCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Payments saved in the current batch, published to the read cache once the batch commits.
+    static PENDING_CACHE: std::cell::RefCell<Vec<Arc<Payment>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A bounded cache of payments for reads, filled by the writer after each commit and by readers on a miss.
+#[derive(Debug, Default)]
+pub struct PaymentCache {
+    map: parking_lot::RwLock<std::collections::HashMap<String, Arc<Payment>>>,
+    order: Mutex<std::collections::VecDeque<String>>,
+    capacity: usize,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+fn cache_key(msn: &str, reference: &str) -> String {
+    let mut k = String::with_capacity(msn.len() + reference.len() + 1);
+    k.push_str(msn);
+    k.push('/');
+    k.push_str(reference);
+    k
+}
+
+impl PaymentCache {
+    fn new(capacity: usize) -> Self {
+        PaymentCache {
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    fn get(&self, msn: &str, reference: &str) -> Option<Arc<Payment>> {
+        self.map.read().get(&cache_key(msn, reference)).cloned()
+    }
+
+    fn insert(&self, p: Arc<Payment>, only_if_absent: bool) {
+        if self.capacity == 0 {
+            return;
+        }
+        let key = cache_key(&p.msn, &p.reference);
+        let mut map = self.map.write();
+        if only_if_absent && map.contains_key(&key) {
+            return;
+        }
+        if map.insert(key.clone(), p).is_none() {
+            let mut order = self.order.lock();
+            order.push_back(key);
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Publishes what a committed batch saved.
+    fn publish(&self, saved: Vec<Arc<Payment>>) {
+        for p in saved {
+            self.insert(p, false);
+        }
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 fn to_sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -467,16 +566,36 @@ fn to_sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Er
 
 /// Saves a payment and, in the same transaction, puts its new events (`events[before..]`) in the delivery outbox
 /// for every matching webhook registration of its sales unit (and of partners acting for it).
-fn save(c: &Connection, p: &Payment, before: usize, now_ms: i64) -> rusqlite::Result<()> {
+/// With `create`, nothing is written when the reference exists, and `false` is returned.
+fn save(
+    c: &Connection,
+    p: &Payment,
+    before: usize,
+    now_ms: i64,
+    create: bool,
+) -> rusqlite::Result<bool> {
     let data = serde_json::to_vec(p).map_err(to_sql_err)?;
-    c.prepare_cached(
+    let sql = if create {
         "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
-    )?
-    .execute(params![p.msn, p.reference, p.state.as_str(), p.due_ms(), data])?;
+         ON CONFLICT (msn, reference) DO NOTHING"
+    } else {
+        "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
+    };
+    let n = c.prepare_cached(sql)?.execute(params![
+        p.msn,
+        p.reference,
+        p.state.as_str(),
+        p.due_ms(),
+        data
+    ])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    PENDING_CACHE.with(|pc| pc.borrow_mut().push(Arc::new(p.clone())));
     let new_events = p.events.get(before..).unwrap_or_default();
     if new_events.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let hooks: Vec<(String, String)> = c
         .prepare_cached(
@@ -486,10 +605,11 @@ fn save(c: &Connection, p: &Payment, before: usize, now_ms: i64) -> rusqlite::Re
         .query_map(params![p.msn], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     if hooks.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     for e in new_events {
-        let event_type = vipps_types::epayment::PaymentEventName::from_wire(e.name.as_str()).webhook_event_type();
+        let event_type = vipps_types::epayment::PaymentEventName::from_wire(e.name.as_str())
+            .webhook_event_type();
         let payload = serde_json::to_vec(&render::webhook_event(p, e)).map_err(to_sql_err)?;
         for (id, events) in &hooks {
             let subscribed: Vec<String> = serde_json::from_str(events).unwrap_or_default();
@@ -504,7 +624,7 @@ fn save(c: &Connection, p: &Payment, before: usize, now_ms: i64) -> rusqlite::Re
             OUTBOX_TOUCHED.with(|t| t.set(true));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Ends the pending deliveries of a webhook that no longer exists.
@@ -566,12 +686,9 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
     };
     let resp = match &req.op {
         Op::CreatePayment(p) => {
-            let exists: bool = c
-                .prepare_cached("SELECT 1 FROM payments WHERE msn = ?1 AND reference = ?2")?
-                .query_row(params![p.msn, p.reference], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if exists {
+            if save(c, p, 0, req.now_ms, true)? {
+                StoredResponse::json(201, &render::created(p))
+            } else {
                 StoredResponse::problem(&render::problem(
                     409,
                     "Reference already exists",
@@ -583,9 +700,6 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                     &req.instance,
                     &req.trace_id,
                 ))
-            } else {
-                save(c, p, 0, req.now_ms)?;
-                StoredResponse::json(201, &render::created(p))
             }
         }
         Op::Capture {
@@ -609,7 +723,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                     p.refund(&ctx, amount.currency, amount.value, key)
                 };
                 // Time-based changes noticed on the way are kept even when the operation is refused.
-                save(c, &p, before, req.now_ms)?;
+                save(c, &p, before, req.now_ms, false)?;
                 match r {
                     Ok(()) => StoredResponse::json(200, &render::modification(&p)),
                     Err(e) => domain_problem(req, &e),
@@ -626,7 +740,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             Some(mut p) => {
                 let before = p.events.len();
                 let r = p.cancel(&ctx, *transaction_only, key.as_deref());
-                save(c, &p, before, req.now_ms)?;
+                save(c, &p, before, req.now_ms, false)?;
                 match r {
                     Ok(()) => StoredResponse::json(200, &render::modification(&p)),
                     Err(e) => domain_problem(req, &e),
@@ -644,7 +758,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 } else {
                     p.approve(&ctx)
                 };
-                save(c, &p, before, req.now_ms)?;
+                save(c, &p, before, req.now_ms, false)?;
                 match r {
                     Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => {
                         StoredResponse::empty(200)
@@ -658,7 +772,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             if let Some(mut p) = load(c, msn, reference)? {
                 let before = p.events.len();
                 if p.settle(&ctx) {
-                    save(c, &p, before, req.now_ms)?;
+                    save(c, &p, before, req.now_ms, false)?;
                 }
             }
             StoredResponse::empty(204)
@@ -729,12 +843,21 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         Op::SetPartnerOwners { pairs } => {
             c.execute("DELETE FROM partner_owners", [])?;
             for (msn, owner) in pairs {
-                c.prepare_cached("INSERT OR IGNORE INTO partner_owners (msn, owner) VALUES (?1, ?2)")?
-                    .execute(params![msn, owner])?;
+                c.prepare_cached(
+                    "INSERT OR IGNORE INTO partner_owners (msn, owner) VALUES (?1, ?2)",
+                )?
+                .execute(params![msn, owner])?;
             }
             StoredResponse::empty(204)
         }
-        Op::DeliveryResult { delivery_id, webhook_id, reference, attempt, at_ms, outcome } => {
+        Op::DeliveryResult {
+            delivery_id,
+            webhook_id,
+            reference,
+            attempt,
+            at_ms,
+            outcome,
+        } => {
             c.prepare_cached(
                 "INSERT INTO attempts (delivery_id, webhook_id, reference, at_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -769,14 +892,16 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             for id in &ids {
                 tracing::info!(webhook_id = %id, "removing a webhook that has been unresponsive for too long");
                 fail_pending(c, id, req.now_ms)?;
-                c.prepare_cached("DELETE FROM webhooks WHERE id = ?1")?.execute(params![id])?;
+                c.prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                    .execute(params![id])?;
             }
             StoredResponse::empty(204)
         }
         Op::PurgeDeliveries { before_ms } => {
             c.prepare_cached("DELETE FROM deliveries WHERE state <> 'pending' AND done_ms < ?1")?
                 .execute(params![before_ms])?;
-            c.prepare_cached("DELETE FROM attempts WHERE at_ms < ?1")?.execute(params![before_ms])?;
+            c.prepare_cached("DELETE FROM attempts WHERE at_ms < ?1")?
+                .execute(params![before_ms])?;
             StoredResponse::empty(204)
         }
         Op::SetMeta { key, value } => {

@@ -48,7 +48,10 @@ async fn receive(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> StatusCode {
-    let reference = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["reference"].as_str().map(str::to_owned)).unwrap_or_default();
+    let reference = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["reference"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     let status = {
         let mut fail = st.fail.lock();
         match fail.get_mut(&reference) {
@@ -59,18 +62,31 @@ async fn receive(
             _ => StatusCode::OK,
         }
     };
-    st.got.lock().push(Received { peer: peer.ip(), path: uri.to_string(), headers, body, status: status.as_u16() });
+    st.got.lock().push(Received {
+        peer: peer.ip(),
+        path: uri.to_string(),
+        headers,
+        body,
+        status: status.as_u16(),
+    });
     status
 }
 
 impl Receiver {
     pub async fn start() -> Receiver {
         let state = Arc::new(ReceiverState::default());
-        let app = axum::Router::new().route("/hooks/vipps", axum::routing::post(receive)).with_state(state.clone());
+        let app = axum::Router::new()
+            .route("/hooks/vipps", axum::routing::post(receive))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
         Receiver { addr, state }
     }
@@ -80,7 +96,13 @@ impl Receiver {
     }
 
     pub fn for_reference(&self, reference: &str) -> Vec<Received> {
-        self.state.got.lock().iter().filter(|r| r.json()["reference"] == reference).cloned().collect()
+        self.state
+            .got
+            .lock()
+            .iter()
+            .filter(|r| r.json()["reference"] == reference)
+            .cloned()
+            .collect()
     }
 
     pub async fn wait_for(&self, reference: &str, n: usize) -> Vec<Received> {
@@ -91,16 +113,29 @@ impl Receiver {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("timed out waiting for {n} deliveries of {reference}; got {:?}", self.for_reference(reference).len());
+        panic!(
+            "timed out waiting for {n} deliveries of {reference}; got {:?}",
+            self.for_reference(reference).len()
+        );
     }
 }
 
 pub async fn register(env: &Env, token: &str, url: &str) -> (String, String) {
     let events = vipps_types::webhooks::epayment_event_types();
-    let r = env.post_json(token, "/webhooks/v1/webhooks", None, json!({"url": url, "events": events})).await;
+    let r = env
+        .post_json(
+            token,
+            "/webhooks/v1/webhooks",
+            None,
+            json!({"url": url, "events": events}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
-    (v["id"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["secret"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// Verifies a delivery with an independent implementation (Python's hmac and hashlib).
@@ -130,12 +165,23 @@ print(json.dumps({"hash": h, "authorization": "HMAC-SHA256 SignedHeaders=x-ms-da
         .spawn()
         .expect("python3 runs");
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r.headers["x-ms-content-sha256"].to_str().unwrap(), v["hash"]);
-    assert_eq!(r.headers["authorization"].to_str().unwrap(), v["authorization"]);
+    assert_eq!(
+        r.headers["x-ms-content-sha256"].to_str().unwrap(),
+        v["hash"]
+    );
+    assert_eq!(
+        r.headers["authorization"].to_str().unwrap(),
+        v["authorization"]
+    );
     assert_eq!(r.headers["host"].to_str().unwrap(), host);
 }
 
@@ -147,14 +193,20 @@ async fn dns_lookup(server: SocketAddr, name: &str) -> Vec<IpAddr> {
         c.port = server.port();
     }
     let cfg = ResolverConfig::from_parts(None, vec![], vec![ns]);
-    let resolver = hickory_resolver::Resolver::builder_with_config(cfg, TokioRuntimeProvider::default()).build().unwrap();
+    let resolver =
+        hickory_resolver::Resolver::builder_with_config(cfg, TokioRuntimeProvider::default())
+            .build()
+            .unwrap();
     let lookup = resolver.lookup_ip(name).await.unwrap();
     lookup.iter().collect()
 }
 
 #[tokio::test]
 async fn signed_delivery_from_the_active_server_and_rotation() {
-    let cfg = Config { dns_listen: Some("127.0.0.1:0".parse().unwrap()), ..Config::ephemeral() };
+    let cfg = Config {
+        dns_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::ephemeral()
+    };
     let env = start_with(cfg).await;
     let dns = env.emu.dns_addr().unwrap();
     let rx = Receiver::start().await;
@@ -163,7 +215,11 @@ async fn signed_delivery_from_the_active_server_and_rotation() {
     env.create(&t, "order-hook-0001", 1000, "create-key").await;
     let got = rx.wait_for("order-hook-0001", 1).await;
     let r = &got[0];
-    assert_eq!(r.peer.to_string(), "127.0.3.1", "test merchants' webhooks leave from callback-mt-1");
+    assert_eq!(
+        r.peer.to_string(),
+        "127.0.3.1",
+        "test merchants' webhooks leave from callback-mt-1"
+    );
     assert_eq!(r.path, "/hooks/vipps?shop=1");
     let body = r.json();
     assert_eq!(body["name"], "CREATED");
@@ -182,11 +238,29 @@ async fn signed_delivery_from_the_active_server_and_rotation() {
         authorization: r.headers["authorization"].to_str().unwrap(),
         body: &r.body,
     };
-    vipps_types::signing::verify(&secret, &d, std::time::SystemTime::now(), Duration::from_secs(60)).unwrap();
-    assert_eq!(dns_lookup(dns, "callback-mt-1.vipps.no").await, vec!["127.0.3.1".parse::<IpAddr>().unwrap()]);
+    vipps_types::signing::verify(
+        &secret,
+        &d,
+        std::time::SystemTime::now(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(
+        dns_lookup(dns, "callback-mt-1.vipps.no").await,
+        vec!["127.0.3.1".parse::<IpAddr>().unwrap()]
+    );
 
     // The attempt is in the delivery record.
-    let attempts: Vec<Value> = env.control(Method::GET, "/_emulator/deliveries?reference=order-hook-0001", None).await.json().await.unwrap();
+    let attempts: Vec<Value> = env
+        .control(
+            Method::GET,
+            "/_emulator/deliveries?reference=order-hook-0001",
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     let a = &attempts[0];
     assert_eq!(a["event"], "epayments.payment.created.v1");
@@ -194,15 +268,38 @@ async fn signed_delivery_from_the_active_server_and_rotation() {
     assert_eq!(a["attempt"], 1);
     assert_eq!(a["response_status"], 200);
     assert_eq!(a["source_address"], "127.0.3.1");
-    assert!(a["request_headers"]["x-ms-date"].is_string() && a["latency_ms"].is_number() && a["time"].is_string());
-    assert!(!a.to_string().contains(&secret), "the secret is never recorded");
+    assert!(
+        a["request_headers"]["x-ms-date"].is_string()
+            && a["latency_ms"].is_number()
+            && a["time"].is_string()
+    );
+    assert!(
+        !a.to_string().contains(&secret),
+        "the secret is never recorded"
+    );
 
     // Rotation: the next server becomes active at a new address, in DNS and as the peer.
-    let view: Value = env.control(Method::POST, "/_emulator/request-servers/rotate", Some(json!({"pool": "test"}))).await.json().await.unwrap();
+    let view: Value = env
+        .control(
+            Method::POST,
+            "/_emulator/request-servers/rotate",
+            Some(json!({"pool": "test"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(view["test"]["active"], "callback-mt-2.vipps.no");
-    let new_ip: IpAddr = view["test"]["source_address"].as_str().unwrap().parse().unwrap();
+    let new_ip: IpAddr = view["test"]["source_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(new_ip.to_string(), "127.0.3.2");
-    assert_eq!(dns_lookup(dns, "callback-mt-2.vipps.no").await, vec![new_ip]);
+    assert_eq!(
+        dns_lookup(dns, "callback-mt-2.vipps.no").await,
+        vec![new_ip]
+    );
     env.approve(&t, "order-hook-0001").await;
     let got = rx.wait_for("order-hook-0001", 2).await;
     assert_eq!(got[1].json()["name"], "AUTHORIZED");
@@ -223,24 +320,57 @@ async fn failing_receiver_gets_retries_in_order_without_blocking_other_payments(
     env.create(&t, "order-other-0001", 1000, "b").await;
     let other = rx.wait_for("order-other-0001", 1).await;
     assert_eq!(other[0].status, 200);
-    assert_eq!(rx.for_reference("order-retry-0001").len(), 1, "retries wait for emulator time");
+    assert_eq!(
+        rx.for_reference("order-retry-0001").len(),
+        1,
+        "retries wait for emulator time"
+    );
     // Retries follow emulator time: 2 s apart at first.
     for n in 2..=4 {
-        env.control(Method::POST, "/_emulator/clock/advance", Some(json!({"seconds": 2}))).await;
+        env.control(
+            Method::POST,
+            "/_emulator/clock/advance",
+            Some(json!({"seconds": 2})),
+        )
+        .await;
         rx.wait_for("order-retry-0001", n).await;
     }
     let got = rx.wait_for("order-retry-0001", 5).await;
-    let seq: Vec<(String, u16)> = got.iter().map(|r| (r.json()["name"].as_str().unwrap().to_owned(), r.status)).collect();
+    let seq: Vec<(String, u16)> = got
+        .iter()
+        .map(|r| (r.json()["name"].as_str().unwrap().to_owned(), r.status))
+        .collect();
     assert_eq!(
         seq,
-        [("CREATED".into(), 500), ("CREATED".into(), 500), ("CREATED".into(), 500), ("CREATED".into(), 200), ("AUTHORIZED".into(), 200)],
+        [
+            ("CREATED".into(), 500),
+            ("CREATED".into(), 500),
+            ("CREATED".into(), 500),
+            ("CREATED".into(), 200),
+            ("AUTHORIZED".into(), 200)
+        ],
         "the event arrives four times, then the next event of the same payment"
     );
     // The same event keeps its identity across attempts.
-    let ids: std::collections::HashSet<String> = got[..4].iter().map(|r| r.json()["pspReference"].as_str().unwrap().to_owned()).collect();
+    let ids: std::collections::HashSet<String> = got[..4]
+        .iter()
+        .map(|r| r.json()["pspReference"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 1);
-    let attempts: Vec<Value> = env.control(Method::GET, "/_emulator/deliveries?reference=order-retry-0001", None).await.json().await.unwrap();
-    let nums: Vec<i64> = attempts.iter().map(|a| a["attempt"].as_i64().unwrap()).collect();
+    let attempts: Vec<Value> = env
+        .control(
+            Method::GET,
+            "/_emulator/deliveries?reference=order-retry-0001",
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let nums: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["attempt"].as_i64().unwrap())
+        .collect();
     assert_eq!(nums, [1, 2, 3, 4, 1]);
     assert_eq!(attempts[0]["outcome"], "retry");
     assert_eq!(attempts[3]["outcome"], "delivered");
@@ -248,20 +378,72 @@ async fn failing_receiver_gets_retries_in_order_without_blocking_other_payments(
 
 #[tokio::test]
 async fn production_merchants_use_production_servers_and_failover() {
-    let prod = MerchantConfig { environment: MerchantEnvironment::Production, ..MerchantConfig::test("222222", "p-id", "p-secret", "p-key").unwrap() };
+    let prod = MerchantConfig {
+        environment: MerchantEnvironment::Production,
+        ..MerchantConfig::test("222222", "p-id", "p-secret", "p-key").unwrap()
+    };
     let env = start_with(Config::ephemeral().with_merchant(prod)).await;
     let rx = Receiver::start().await;
     let t = env.token_for("p-id", "p-secret", "p-key").await;
-    let call = |m: Method, p: &str| env.http.request(m, env.url(p)).bearer_auth(&t).header("Ocp-Apim-Subscription-Key", "p-key").header("Merchant-Serial-Number", "222222");
+    let call = |m: Method, p: &str| {
+        env.http
+            .request(m, env.url(p))
+            .bearer_auth(&t)
+            .header("Ocp-Apim-Subscription-Key", "p-key")
+            .header("Merchant-Serial-Number", "222222")
+    };
     let events = vipps_types::webhooks::epayment_event_types();
-    assert_eq!(call(Method::POST, "/webhooks/v1/webhooks").json(&json!({"url": rx.url(), "events": events})).send().await.unwrap().status(), 201);
-    call(Method::POST, "/epayment/v1/payments").header("Idempotency-Key", "p1").json(&create_body("order-prod-hook1", 1000)).send().await.unwrap();
-    assert_eq!(rx.wait_for("order-prod-hook1", 1).await[0].peer.to_string(), "127.0.1.1");
-    let v: Value = env.control(Method::POST, "/_emulator/request-servers/failover", Some(json!({"to": "disaster-recovery"}))).await.json().await.unwrap();
+    assert_eq!(
+        call(Method::POST, "/webhooks/v1/webhooks")
+            .json(&json!({"url": rx.url(), "events": events}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    call(Method::POST, "/epayment/v1/payments")
+        .header("Idempotency-Key", "p1")
+        .json(&create_body("order-prod-hook1", 1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rx.wait_for("order-prod-hook1", 1).await[0].peer.to_string(),
+        "127.0.1.1"
+    );
+    let v: Value = env
+        .control(
+            Method::POST,
+            "/_emulator/request-servers/failover",
+            Some(json!({"to": "disaster-recovery"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["production"]["active"], "callback-dr-1.vipps.no");
-    call(Method::POST, "/epayment/v1/payments/order-prod-hook1/cancel").send().await.unwrap();
-    assert_eq!(rx.wait_for("order-prod-hook1", 2).await[1].peer.to_string(), "127.0.2.1");
-    let v: Value = env.control(Method::POST, "/_emulator/request-servers/failover", Some(json!({"to": "production"}))).await.json().await.unwrap();
+    call(
+        Method::POST,
+        "/epayment/v1/payments/order-prod-hook1/cancel",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        rx.wait_for("order-prod-hook1", 2).await[1].peer.to_string(),
+        "127.0.2.1"
+    );
+    let v: Value = env
+        .control(
+            Method::POST,
+            "/_emulator/request-servers/failover",
+            Some(json!({"to": "production"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["production"]["failover"], false);
 }
 
@@ -271,16 +453,36 @@ async fn scheduled_rotation_give_up_and_removal_follow_emulator_time() {
     let rx = Receiver::start().await;
     let t = env.token().await;
     let (hook_id, _) = register(&env, &t, &rx.url()).await;
-    rx.state.fail.lock().insert("order-dead-00001".into(), u32::MAX);
+    rx.state
+        .fail
+        .lock()
+        .insert("order-dead-00001".into(), u32::MAX);
     env.create(&t, "order-dead-00001", 1000, "d").await;
     rx.wait_for("order-dead-00001", 1).await;
     // Eight days later the event is given up.
-    env.control(Method::POST, "/_emulator/clock/advance", Some(json!({"seconds": 8 * 86400}))).await;
+    env.control(
+        Method::POST,
+        "/_emulator/clock/advance",
+        Some(json!({"seconds": 8 * 86400})),
+    )
+    .await;
     rx.wait_for("order-dead-00001", 2).await;
     let mut outcome = Value::Null;
     for _ in 0..200 {
-        let attempts: Vec<Value> = env.control(Method::GET, "/_emulator/deliveries?reference=order-dead-00001", None).await.json().await.unwrap();
-        outcome = attempts.last().map(|a| a["outcome"].clone()).unwrap_or_default();
+        let attempts: Vec<Value> = env
+            .control(
+                Method::GET,
+                "/_emulator/deliveries?reference=order-dead-00001",
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        outcome = attempts
+            .last()
+            .map(|a| a["outcome"].clone())
+            .unwrap_or_default();
         if outcome == "given_up" {
             break;
         }
@@ -288,13 +490,44 @@ async fn scheduled_rotation_give_up_and_removal_follow_emulator_time() {
     }
     assert_eq!(outcome, "given_up");
     // Two weeks without a success: the registration is removed.
-    env.control(Method::POST, "/_emulator/clock/advance", Some(json!({"seconds": 7 * 86400}))).await;
-    let list: Value = env.get(&env.token().await, "/webhooks/v1/webhooks").await.json().await.unwrap();
-    assert!(list["webhooks"].as_array().unwrap().iter().all(|w| w["id"] != hook_id.as_str()));
+    env.control(
+        Method::POST,
+        "/_emulator/clock/advance",
+        Some(json!({"seconds": 7 * 86400})),
+    )
+    .await;
+    let list: Value = env
+        .get(&env.token().await, "/webhooks/v1/webhooks")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["id"] != hook_id.as_str())
+    );
     // About 90 days after start the active servers rotate by themselves.
-    let before: Value = env.control(Method::GET, "/_emulator/request-servers", None).await.json().await.unwrap();
-    env.control(Method::POST, "/_emulator/clock/advance", Some(json!({"seconds": 76 * 86400}))).await;
-    let after: Value = env.control(Method::GET, "/_emulator/request-servers", None).await.json().await.unwrap();
+    let before: Value = env
+        .control(Method::GET, "/_emulator/request-servers", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    env.control(
+        Method::POST,
+        "/_emulator/clock/advance",
+        Some(json!({"seconds": 76 * 86400})),
+    )
+    .await;
+    let after: Value = env
+        .control(Method::GET, "/_emulator/request-servers", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(before["test"]["active"], "callback-mt-1.vipps.no");
     assert_eq!(after["test"]["active"], "callback-mt-2.vipps.no");
     assert_eq!(after["production"]["active"], "callback-2.vipps.no");
