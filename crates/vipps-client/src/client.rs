@@ -519,7 +519,11 @@ impl Client {
         let url = i
             .base_url
             .join(call.path.trim_start_matches('/'))
-            .map_err(|e| Error::invalid_request(format!("bad path: {e}")))?;
+            .map_err(|e| {
+                Error::invalid_request(format!("bad path: {e}"))
+                    .with_operation(call.operation)
+                    .with_key(call.key.clone())
+            })?;
         let deadline = i.timeouts.total.map(|t| i.clock.now() + t);
         let shared = Arc::new(Shared {
             call,
