@@ -13,6 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: glibc's allocator contends on its arena locks under the emulator's load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Vipps MobilePay API platform, both ends of the wire.
 #[derive(Debug, Parser)]
 #[command(name = "vipps", version, about, long_about = None)]

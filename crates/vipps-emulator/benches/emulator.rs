@@ -20,6 +20,10 @@
 //! `baseline,get,fsync,process,memory`).
 #![allow(clippy::print_stdout)]
 
+/// The same allocator as the `vipps` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -14,6 +14,10 @@
 //! the machine's cores.
 #![allow(clippy::print_stdout)]
 
+/// The same allocator as the `vipps` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -58,7 +58,7 @@ pub fn mint(
     .map_err(|e| e.to_string())
 }
 
-fn verify(state: &AppState, token: &str) -> Result<Claims, String> {
+fn verify(state: &AppState, token: &str) -> Result<std::sync::Arc<Claims>, String> {
     if let Some(c) = state.verified_tokens.read().get(token) {
         return Ok(c.clone());
     }
@@ -70,7 +70,7 @@ fn verify(state: &AppState, token: &str) -> Result<Claims, String> {
     v.set_issuer(&[ISSUER]);
     let claims =
         jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&state.jwt_key), &v)
-            .map(|d| d.claims)
+            .map(|d| std::sync::Arc::new(d.claims))
             .map_err(|e| e.to_string())?;
     let mut cache = state.verified_tokens.write();
     if cache.len() >= 4096 {
@@ -155,7 +155,7 @@ pub fn system_headers(
             continue;
         };
         let value = raw.to_str().unwrap_or("\u{fffd}");
-        if let Err(e) = SystemValue::new_optional(sh, value) {
+        if let Err(e) = SystemValue::validate(sh, value) {
             match state.config.validation {
                 Validation::Strict => {
                     return Err(meta

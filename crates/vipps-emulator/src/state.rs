@@ -122,7 +122,7 @@ pub struct AppState {
     /// The address of the embedded DNS server, if it runs.
     pub dns_addr: Option<std::net::SocketAddr>,
     /// Tokens whose signature was already verified, with their claims (expiry is still checked on every call).
-    pub verified_tokens: parking_lot::RwLock<HashMap<Box<str>, crate::auth::Claims>>,
+    pub verified_tokens: parking_lot::RwLock<HashMap<Box<str>, Arc<crate::auth::Claims>>>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -193,6 +193,31 @@ pub struct SystemValue {
 impl SystemValue {
     /// Validates `value` for `header`.
     pub fn new(header: SystemHeader, value: &str) -> Result<Self, ValueError> {
+        if value.is_empty() {
+            return Err(ValueError::Empty {
+                field: header.header_name(),
+            });
+        }
+        Self::validate(header, value)?;
+        if value.trim().is_empty() {
+            return Err(ValueError::InvalidChar {
+                field: header.header_name(),
+                index: 0,
+                rule: "no leading or trailing space",
+            });
+        }
+        Ok(SystemValue {
+            header,
+            value: value.to_owned(),
+        })
+    }
+
+    /// Checks a value without keeping it: `Ok` for a valid value and for an empty (or all-space) one, which means
+    /// "not set". Does not allocate.
+    pub fn validate(header: SystemHeader, value: &str) -> Result<(), ValueError> {
+        if value.trim().is_empty() {
+            return Ok(());
+        }
         let field = header.header_name();
         check_len(field, value, 1, SYSTEM_VALUE_MAX_LEN)?;
         check_chars(
@@ -213,10 +238,7 @@ impl SystemValue {
                 rule: "no leading or trailing space",
             });
         }
-        Ok(SystemValue {
-            header,
-            value: value.to_owned(),
-        })
+        Ok(())
     }
 
     /// Like [`SystemValue::new`], but an empty or all-space input means "not set" and gives `None`.

@@ -9,7 +9,9 @@ use std::fmt;
 pub const DOMAIN: &str = "vipps.no";
 
 /// A pool of request servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pool {
     /// `callback-1..4.vipps.no`.

@@ -259,7 +259,7 @@ async fn landing_payment(
     s: &S,
     meta: &RequestMeta,
     q: &LandingQuery,
-) -> Result<crate::domain::Payment, ApiError> {
+) -> Result<std::sync::Arc<crate::domain::Payment>, ApiError> {
     let reference = path_reference(s, meta, &q.reference)?;
     let p = load_settled(s, meta, &q.msn, &reference).await?;
     if p.token != q.token {

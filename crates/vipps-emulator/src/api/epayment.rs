@@ -459,13 +459,13 @@ pub async fn load_settled(
     meta: &RequestMeta,
     msn: &str,
     reference: &str,
-) -> Result<Payment, ApiError> {
+) -> Result<std::sync::Arc<Payment>, ApiError> {
     let mut p = s
         .store
         .payment(msn, reference)
         .await
         .map_err(|e| internal(meta, &e))?;
-    if let Some(due) = p.as_ref().and_then(Payment::due_ms) {
+    if let Some(due) = p.as_ref().and_then(|p| p.due_ms()) {
         if due <= s.clock.unix_ms() {
             run_write(
                 s,

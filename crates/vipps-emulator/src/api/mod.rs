@@ -282,20 +282,7 @@ pub async fn run_idempotent(
     op: Op,
 ) -> ApiResult {
     let scope = format!("{scope_id}|{}|{}|{key}", parts.method, parts.uri.path());
-    let Some(_claim) = s.inflight.claim(&scope) else {
-        return Err(meta
-            .problem(
-                423,
-                "Locked",
-                "A request with this Idempotency-Key is still being processed; retry shortly",
-            )
-            .code(ErrorCode::OrderProcessing)
-            .retry_after(1)
-            .err());
-    };
-    if let Some(DeferredDelay(ms)) = parts.extensions.get::<DeferredDelay>() {
-        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
-    }
+    let delay = parts.extensions.get::<DeferredDelay>().map(|d| d.0);
     let req = WriteRequest {
         idem: Some(IdemClaim {
             scope,
@@ -303,11 +290,43 @@ pub async fn run_idempotent(
             mismatch_code,
         }),
         op,
-        now_ms: s.clock.unix_ms(),
+        now_ms: 0,
         trace_id: meta.trace_id.to_string(),
         instance: meta.path.to_string(),
     };
-    match s.store.write(req).await.map_err(|e| internal(meta, &e))? {
+    // An accepted request runs to completion in its own task, like on a real server: a client that gives up
+    // (timeout, dropped connection) does not cancel it, and its key stays claimed until it is done.
+    let s2 = s.clone();
+    let claim_scope = req
+        .idem
+        .as_ref()
+        .map(|i| i.scope.clone())
+        .unwrap_or_default();
+    let task = tokio::spawn(async move {
+        let _claim = s2.inflight.claim(&claim_scope)?;
+        if let Some(ms) = delay {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        let mut req = req;
+        req.now_ms = s2.clock.unix_ms();
+        Some(s2.store.write(req).await)
+    });
+    let result = match task.await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(meta
+                .problem(
+                    423,
+                    "Locked",
+                    "A request with this Idempotency-Key is still being processed; retry shortly",
+                )
+                .code(ErrorCode::OrderProcessing)
+                .retry_after(1)
+                .err());
+        }
+        Err(e) => return Err(internal(meta, &e)),
+    };
+    match result.map_err(|e| internal(meta, &e))? {
         WriteResult::Fresh(r) => Ok(stored_to_response(r, false)),
         WriteResult::Replayed(r) => Ok(stored_to_response(r, true)),
         WriteResult::Mismatch(code) => Err(meta

@@ -290,7 +290,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         msn: &str,
         reference: &str,
-    ) -> BoxFut<'static, Result<Option<Payment>, StoreError>>;
+    ) -> BoxFut<'static, Result<Option<std::sync::Arc<Payment>>, StoreError>>;
     /// Payments that change by themselves at or before `now_ms` (msn, reference).
     fn due_payments(
         &self,

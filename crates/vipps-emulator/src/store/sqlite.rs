@@ -261,9 +261,8 @@ impl Store for SqliteStore {
         &self,
         msn: &str,
         reference: &str,
-    ) -> BoxFut<'static, Result<Option<Payment>, StoreError>> {
+    ) -> BoxFut<'static, Result<Option<Arc<Payment>>, StoreError>> {
         if let Some(p) = self.cache.get(msn, reference) {
-            let p = (*p).clone();
             return Box::pin(async move { Ok(Some(p)) });
         }
         let epoch = self.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
@@ -273,13 +272,17 @@ impl Store for SqliteStore {
                 .optional()
         });
         let r = r.and_then(|o| {
-            o.map(|d| serde_json::from_slice::<Payment>(&d).map_err(err))
-                .transpose()
+            o.map(|d| {
+                serde_json::from_slice::<Payment>(&d)
+                    .map(Arc::new)
+                    .map_err(err)
+            })
+            .transpose()
         });
         if let Ok(Some(p)) = &r {
             // Only when no batch committed meanwhile, so an older read never replaces a newer write.
             if self.cache.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
-                self.cache.insert(Arc::new(p.clone()), true);
+                self.cache.insert(p.clone(), true);
             }
         }
         Box::pin(async move { r })

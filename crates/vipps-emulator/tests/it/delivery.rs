@@ -472,7 +472,7 @@ async fn scheduled_rotation_give_up_and_removal_follow_emulator_time() {
         let attempts: Vec<Value> = env
             .control(
                 Method::GET,
-                "/_emulator/deliveries?reference=order-dead-00001",
+                "/_emulator/deliveries?reference=order-dead-00001&event=epayments.payment.created.v1",
                 None,
             )
             .await
@@ -487,6 +487,10 @@ async fn scheduled_rotation_give_up_and_removal_follow_emulator_time() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if outcome != "given_up" {
+        let all: Value = env.control(Method::GET, "/_emulator/deliveries?reference=order-dead-00001&event=epayments.payment.created.v1", None).await.json().await.unwrap();
+        eprintln!("{all:#}");
     }
     assert_eq!(outcome, "given_up");
     // Two weeks without a success: the registration is removed.
