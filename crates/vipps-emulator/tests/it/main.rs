@@ -1,4 +1,5 @@
 //! End-to-end tests of the emulator over real HTTP on 127.0.0.1.
+#![allow(clippy::print_stderr)]
 
 mod auth;
 mod common;
