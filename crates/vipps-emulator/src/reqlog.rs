@@ -56,7 +56,7 @@ pub struct RawRecord {
     /// Latency (ms).
     pub latency_ms: f64,
     /// MSN, system name, version, plugin name, plugin version, idempotency key, as sent.
-    pub headers: [Option<http::HeaderValue>; 6],
+    pub headers: [Option<Box<str>>; 6],
     /// Trace id.
     pub trace_id: std::sync::Arc<str>,
     /// Replayed.

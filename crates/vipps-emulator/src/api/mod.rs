@@ -149,7 +149,12 @@ async fn record_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
         return next.run(req).await;
     }
     let hs = req.headers();
-    let get = |n: &str| hs.get(n).cloned();
+    // Copied, not shared: a `HeaderValue` may point into the connection's whole read buffer, which the record
+    // would otherwise keep alive for as long as it is held.
+    let get = |n: &str| {
+        hs.get(n)
+            .map(|v| Box::<str>::from(String::from_utf8_lossy(v.as_bytes())))
+    };
     let notes = RecordNotes::default();
     let mut guard = RecordGuard {
         state: s.clone(),
