@@ -408,7 +408,10 @@ async fn an_attempt_timeout_is_retried_with_the_same_key() {
     let seen = statuses(&env, &k).await;
     assert_eq!(seen.len() as u32, created.attempts, "{seen:?}");
     assert_eq!(seen.last(), Some(&201));
-    assert!(seen[1..seen.len() - 1].iter().all(|s| *s == 423), "{seen:?}");
+    assert!(
+        seen[1..seen.len() - 1].iter().all(|s| *s == 423),
+        "{seen:?}"
+    );
     let events = client.epayment().events(&r).await.unwrap();
     assert_eq!(
         events
