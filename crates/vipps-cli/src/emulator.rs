@@ -21,8 +21,17 @@ pub struct EmulatorArgs {
     #[arg(long, conflicts_with = "in_memory")]
     data: Option<PathBuf>,
     /// Keep state in a throwaway database that is deleted at exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "store")]
     in_memory: bool,
+    /// Where state lives: `postgres://user@host:port/db` (PostgreSQL; several instances may share it), or a
+    /// directory for SQLite (the embedded default).
+    #[arg(
+        long,
+        value_name = "URL|DIR",
+        env = "VIPPS_EMULATOR_STORE",
+        conflicts_with = "data"
+    )]
+    store: Option<String>,
     /// Add a test merchant: MSN:CLIENT_ID:CLIENT_SECRET:SUBSCRIPTION_KEY (repeatable).
     #[arg(long = "merchant", value_name = "SPEC")]
     merchants: Vec<String>,
@@ -61,6 +70,8 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
         cfg.storage = Storage::Ephemeral;
     } else if let Some(d) = &a.data {
         cfg.storage = Storage::Dir(d.clone());
+    } else if let Some(st) = &a.store {
+        cfg.storage = Storage::parse(st);
     }
     for m in &a.merchants {
         cfg.merchants
@@ -103,6 +114,7 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     let storage = match &cfg.storage {
         Storage::Ephemeral => "in memory (throwaway)".to_owned(),
         Storage::Dir(d) => d.display().to_string(),
+        Storage::Postgres(url) => vipps_emulator::store::postgres::redact_url(url),
     };
     let mut emu = Emulator::start(cfg)
         .await

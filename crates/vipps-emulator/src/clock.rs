@@ -100,6 +100,11 @@ impl EmulatorClock {
         self.offset_ms.fetch_add(ms, Ordering::AcqRel) + ms
     }
 
+    /// Sets the offset (from the shared store); time never moves backwards.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.fetch_max(offset_ms, Ordering::AcqRel);
+    }
+
     /// The current offset from the base clock in milliseconds.
     pub fn offset_ms(&self) -> i64 {
         self.offset_ms.load(Ordering::Acquire)

@@ -182,6 +182,21 @@ pub enum Storage {
     Ephemeral,
     /// A SQLite database `vipps-emulator.sqlite3` in this directory, kept across restarts.
     Dir(PathBuf),
+    /// A PostgreSQL database (`postgres://user@host:port/db`), which several instances may share.
+    Postgres(String),
+}
+
+impl Storage {
+    /// Parses a `--store` value: `postgres://...` (or `postgresql://...`), `memory`, or a directory.
+    pub fn parse(s: &str) -> Storage {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Storage::Postgres(s.to_owned())
+        } else if s == "memory" || s == ":memory:" {
+            Storage::Ephemeral
+        } else {
+            Storage::Dir(PathBuf::from(s.strip_prefix("sqlite://").unwrap_or(s)))
+        }
+    }
 }
 
 /// How hard a commit is pushed to disk before a write is acknowledged.
@@ -283,6 +298,9 @@ pub struct Config {
     pub rotation_period: Duration,
     /// How long a webhook receiver may take to answer before the attempt fails (10 s).
     pub delivery_timeout: Duration,
+    /// With PostgreSQL: how long an instance owns a delivery it started before another instance may take it over
+    /// (default: the delivery timeout plus 30 seconds).
+    pub delivery_lease: Option<Duration>,
     /// Webhook registrations that fail without any success for this long are removed (2 weeks).
     pub unresponsive_removal: Duration,
     /// At most this many deliveries in flight at once.
@@ -309,6 +327,7 @@ impl Default for Config {
             request_server_addresses: Default::default(),
             rotation_period: Duration::from_secs(90 * 86_400),
             delivery_timeout: Duration::from_secs(10),
+            delivery_lease: None,
             unresponsive_removal: Duration::from_secs(14 * 86_400),
             delivery_concurrency: 256,
         }
@@ -395,6 +414,9 @@ impl Config {
         }
         if let Some(d) = f.data_dir {
             self.storage = Storage::Dir(d);
+        }
+        if let Some(s) = f.store {
+            self.storage = Storage::parse(&s);
         }
         if let Some(d) = f.durability {
             self.durability = d;
@@ -566,6 +588,7 @@ impl Config {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     durability: Option<Durability>,
     validation: Option<Validation>,
     controls: Option<bool>,

@@ -96,6 +96,18 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
 impl Faults {
     /// Adds a rule.
     pub fn add(&self, spec: FaultSpec) -> Result<FaultRule, FaultError> {
+        let mut rule = Self::validate(spec)?;
+        rule.id = {
+            let mut n = self.next_id.lock();
+            *n += 1;
+            *n
+        };
+        self.rules.lock().push(rule.clone());
+        Ok(rule)
+    }
+
+    /// Checks a rule and returns it (with id 0).
+    pub fn validate(spec: FaultSpec) -> Result<FaultRule, FaultError> {
         if !spec.path.starts_with('/') {
             return Err(FaultError::Invalid {
                 field: "path",
@@ -124,20 +136,13 @@ impl Faults {
             }
             _ => {}
         }
-        let id = {
-            let mut n = self.next_id.lock();
-            *n += 1;
-            *n
-        };
-        let rule = FaultRule {
-            id,
+        Ok(FaultRule {
+            id: 0,
             method: spec.method.map(|m| m.to_ascii_uppercase()),
             path: spec.path,
             remaining: times,
             action: spec.action,
-        };
-        self.rules.lock().push(rule.clone());
-        Ok(rule)
+        })
     }
 
     /// Takes one use of the first rule matching the request, if any.

@@ -21,6 +21,7 @@ use crate::ids::{IdGen, RandomIds};
 use crate::reqlog::RequestLog;
 use crate::request_servers::RequestServers;
 use crate::state::{AppState, InFlight, Principal};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Op, Store, StoreError, WriteRequest};
 
@@ -116,6 +117,17 @@ impl Emulator {
                 ids.clone(),
                 outbox.clone(),
             )?),
+            Storage::Postgres(url) => Arc::new(
+                PostgresStore::connect(
+                    url,
+                    ids.clone(),
+                    outbox.clone(),
+                    config
+                        .delivery_lease
+                        .unwrap_or(config.delivery_timeout + Duration::from_secs(30)),
+                )
+                .await?,
+            ),
         };
         let write_meta = |key: &str, value: String| WriteRequest {
             idem: None,
@@ -262,6 +274,9 @@ impl Emulator {
             tokio::spawn(sweeper(state.clone(), shutdown.clone())),
             tokio::spawn(crate::delivery::dispatcher(state.clone(), shutdown.clone())),
         ];
+        if state.store.shared() {
+            tasks.push(tokio::spawn(sync_shared(state.clone(), shutdown.clone())));
+        }
         if let Some(dns) = dns {
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
@@ -380,6 +395,57 @@ async fn serve(listener: TcpListener, state: S, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// How often an instance on a shared store reads the shared clock and request-server state.
+const SHARED_SYNC: Duration = Duration::from_millis(100);
+
+/// On a shared store: keeps this instance's clock offset and request servers (and so its DNS answers) equal to
+/// the shared state that any instance may change.
+async fn sync_shared(s: S, shutdown: CancellationToken) {
+    let mut last_rs: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SHARED_SYNC) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        sync_shared_once(&s, &mut last_rs).await;
+    }
+}
+
+/// Reads the shared clock offset and request-server state once and applies what changed.
+pub async fn sync_shared_once(s: &S, last_rs: &mut Option<String>) {
+    if let Ok(Some(v)) = s.store.meta("clock_offset_ms").await {
+        if let Ok(offset) = v.parse::<i64>() {
+            if offset > s.clock.offset_ms() {
+                s.clock.set_offset_ms(offset);
+                s.sweep.notify_one();
+                s.outbox.notify_one();
+            }
+        }
+    }
+    if let Ok(Some(json)) = s.store.meta("request_servers").await {
+        if last_rs.as_deref() != Some(json.as_str()) {
+            if let Ok(mut rs) = serde_json::from_str::<RequestServers>(&json) {
+                let records = {
+                    let mut cur = s.request_servers.write();
+                    // Locally configured addresses win, as at start.
+                    for ps in &mut rs.pools {
+                        for srv in &mut ps.servers {
+                            if let Some(a) = s.config.request_server_addresses.get(&srv.hostname) {
+                                srv.addresses = a.clone();
+                            }
+                        }
+                    }
+                    rs.move_on_rotation = s.config.request_server_addresses.is_empty();
+                    *cur = rs;
+                    cur.records()
+                };
+                s.dns_answers.set(&records);
+            }
+            *last_rs = Some(json);
+        }
     }
 }
 

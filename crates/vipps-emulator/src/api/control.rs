@@ -85,16 +85,30 @@ async fn advance(State(s): State<S>, req: Request) -> ApiResult {
             .field("seconds", "0 to 315360000")
             .err());
     }
-    let offset = s.clock.advance_ms((a.seconds * 1000.0).round() as i64);
-    run_write(
-        &s,
-        &meta,
-        Op::SetMeta {
-            key: "clock_offset_ms".into(),
-            value: offset.to_string(),
-        },
-    )
-    .await?;
+    let ms = (a.seconds * 1000.0).round() as i64;
+    if s.store.shared() {
+        // The clock is shared: move it in the database, atomically, and take the result.
+        let r = crate::api::run_write(&s, &meta, Op::AdvanceClock { ms }).await?;
+        let body = axum::body::to_bytes(r.into_body(), 4096)
+            .await
+            .map_err(|e| crate::api::internal(&meta, &e))?;
+        let offset = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["offset_ms"].as_i64())
+            .ok_or_else(|| crate::api::internal(&meta, &"no clock offset in the answer"))?;
+        s.clock.set_offset_ms(offset);
+    } else {
+        let offset = s.clock.advance_ms(ms);
+        run_write(
+            &s,
+            &meta,
+            Op::SetMeta {
+                key: "clock_offset_ms".into(),
+                value: offset.to_string(),
+            },
+        )
+        .await?;
+    }
     s.sweep.notify_one();
     // Persist what the jump made due right away, so reads and webhooks see it at once.
     crate::server::sweep_once(&s).await;
@@ -107,7 +121,17 @@ async fn add_fault(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let bytes = read_body(&meta, req.into_body(), 16 * 1024).await?;
     let spec: FaultSpec = parse_json(&meta, &bytes)?;
-    match s.faults.add(spec) {
+    let added = match s.store.faults() {
+        Some(shared) => match crate::faults::Faults::validate(spec) {
+            Ok(rule) => Ok(shared
+                .add(rule)
+                .await
+                .map_err(|e| crate::api::internal(&meta, &e))?),
+            Err(e) => Err(e),
+        },
+        None => s.faults.add(spec),
+    };
+    match added {
         Ok(rule) => Ok((http::StatusCode::CREATED, axum::Json(rule)).into_response()),
         Err(crate::faults::FaultError::Invalid { field, reason }) => Err(meta
             .problem(400, "Bad Request", format!("Invalid `{field}`: {reason}"))
@@ -116,13 +140,25 @@ async fn add_fault(State(s): State<S>, req: Request) -> ApiResult {
     }
 }
 
-async fn list_faults(State(s): State<S>) -> impl IntoResponse {
-    axum::Json(s.faults.list())
+async fn list_faults(State(s): State<S>, req: Request) -> ApiResult {
+    match s.store.faults() {
+        Some(shared) => match shared.list().await {
+            Ok(rules) => Ok(axum::Json(rules).into_response()),
+            Err(e) => Err(crate::api::internal(&meta_of(&req), &e)),
+        },
+        None => Ok(axum::Json(s.faults.list()).into_response()),
+    }
 }
 
-async fn clear_faults(State(s): State<S>) -> impl IntoResponse {
-    s.faults.clear();
-    http::StatusCode::NO_CONTENT
+async fn clear_faults(State(s): State<S>, req: Request) -> ApiResult {
+    match s.store.faults() {
+        Some(shared) => shared
+            .clear()
+            .await
+            .map_err(|e| crate::api::internal(&meta_of(&req), &e))?,
+        None => s.faults.clear(),
+    }
+    Ok(http::StatusCode::NO_CONTENT.into_response())
 }
 
 async fn requests(State(s): State<S>, req: Request) -> ApiResult {

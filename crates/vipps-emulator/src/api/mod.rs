@@ -204,7 +204,17 @@ async fn faults_mw(State(s): State<S>, mut req: Request, next: Next) -> Response
     if path.starts_with("/_emulator") {
         return next.run(req).await;
     }
-    let Some(action) = s.faults.take(req.method().as_str(), &path) else {
+    let action = match s.store.faults() {
+        Some(shared) => match shared.take(req.method().as_str(), &path).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the shared fault rules failed");
+                None
+            }
+        },
+        None => s.faults.take(req.method().as_str(), &path),
+    };
+    let Some(action) = action else {
         return next.run(req).await;
     };
     let notes = req
@@ -318,22 +328,13 @@ pub async fn run_idempotent(
     });
     let result = match task.await {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            return Err(meta
-                .problem(
-                    423,
-                    "Locked",
-                    "A request with this Idempotency-Key is still being processed; retry shortly",
-                )
-                .code(ErrorCode::OrderProcessing)
-                .retry_after(1)
-                .err());
-        }
+        Ok(None) => return Err(locked(meta)),
         Err(e) => return Err(internal(meta, &e)),
     };
     match result.map_err(|e| internal(meta, &e))? {
         WriteResult::Fresh(r) => Ok(stored_to_response(r, false)),
         WriteResult::Replayed(r) => Ok(stored_to_response(r, true)),
+        WriteResult::InProgress => Err(locked(meta)),
         WriteResult::Mismatch(code) => Err(meta
             .problem(
                 409,
@@ -344,6 +345,18 @@ pub async fn run_idempotent(
             .field(h::IDEMPOTENCY_KEY, "reused with a different request")
             .err()),
     }
+}
+
+/// 423: another request with the same key is still executing.
+fn locked(meta: &RequestMeta) -> ApiError {
+    meta.problem(
+        423,
+        "Locked",
+        "A request with this Idempotency-Key is still being processed; retry shortly",
+    )
+    .code(ErrorCode::OrderProcessing)
+    .retry_after(1)
+    .err()
 }
 
 /// Runs a non-idempotent write.
@@ -357,7 +370,9 @@ pub async fn run_write(s: &S, meta: &RequestMeta, op: Op) -> ApiResult {
     };
     match s.store.write(req).await.map_err(|e| internal(meta, &e))? {
         WriteResult::Fresh(r) | WriteResult::Replayed(r) => Ok(stored_to_response(r, false)),
-        WriteResult::Mismatch(_) => Err(internal(meta, &"unexpected idempotency mismatch")),
+        WriteResult::Mismatch(_) | WriteResult::InProgress => {
+            Err(internal(meta, &"unexpected idempotency answer"))
+        }
     }
 }
 

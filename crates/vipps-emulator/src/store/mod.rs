@@ -5,6 +5,7 @@
 //! answer with the change in the same transaction, so an acknowledged write and its idempotency record survive
 //! a crash together, and a retry after "response lost" replays instead of executing twice.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -179,6 +180,11 @@ pub enum Op {
         /// Cut-off.
         before_ms: i64,
     },
+    /// Move the shared emulator clock forward; answers `{"offset_ms": <new offset>}`.
+    AdvanceClock {
+        /// Milliseconds.
+        ms: i64,
+    },
     /// Set a metadata value.
     SetMeta {
         /// Key.
@@ -279,6 +285,8 @@ pub enum WriteResult {
     Replayed(StoredResponse),
     /// The key was used with a different body.
     Mismatch(ErrorCode),
+    /// Another request with the same key is still executing (possibly on another instance): answer 423.
+    InProgress,
 }
 
 /// Durable state.
@@ -314,6 +322,34 @@ pub trait Store: Send + Sync + 'static {
         &self,
         filter: &AttemptFilter,
     ) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>>;
+    /// Whether several emulator instances may share this store (then clock, request servers and fault rules are
+    /// read from it, not only kept in memory).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Shared fault rules, for a shared store (`None` when rules are kept in memory).
+    fn faults(&self) -> Option<&dyn SharedFaults> {
+        None
+    }
     /// Counts (payments, idempotency records, webhooks), for diagnostics.
     fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>>;
+}
+
+/// Fault rules kept in a shared store, so that every instance applies them.
+pub trait SharedFaults: Send + Sync {
+    /// Adds a rule (already validated); returns it with its id.
+    fn add(
+        &self,
+        rule: crate::faults::FaultRule,
+    ) -> BoxFut<'static, Result<crate::faults::FaultRule, StoreError>>;
+    /// Takes one use of the first rule matching the request, atomically across instances.
+    fn take(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> BoxFut<'static, Result<Option<crate::faults::FaultAction>, StoreError>>;
+    /// The active rules.
+    fn list(&self) -> BoxFut<'static, Result<Vec<crate::faults::FaultRule>, StoreError>>;
+    /// Removes every rule.
+    fn clear(&self) -> BoxFut<'static, Result<(), StoreError>>;
 }

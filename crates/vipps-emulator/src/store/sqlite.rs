@@ -637,7 +637,7 @@ fn fail_pending(c: &Connection, webhook_id: &str, now_ms: i64) -> rusqlite::Resu
     Ok(())
 }
 
-fn not_found(req: &WriteRequest, reference: &str) -> StoredResponse {
+pub(super) fn not_found(req: &WriteRequest, reference: &str) -> StoredResponse {
     StoredResponse::problem(&render::problem(
         404,
         "Payment not found",
@@ -648,12 +648,54 @@ fn not_found(req: &WriteRequest, reference: &str) -> StoredResponse {
     ))
 }
 
-fn domain_problem(req: &WriteRequest, e: &DomainError) -> StoredResponse {
+pub(super) fn domain_problem(req: &WriteRequest, e: &DomainError) -> StoredResponse {
     StoredResponse::problem(&render::problem(
         e.status,
         e.code.title(),
         &e.detail,
         Some(e.code),
+        &req.instance,
+        &req.trace_id,
+    ))
+}
+
+pub(super) fn reference_exists(req: &WriteRequest, reference: &str) -> StoredResponse {
+    StoredResponse::problem(&render::problem(
+        409,
+        "Reference already exists",
+        format!(
+            "A payment with reference `{reference}` already exists for this merchant serial number"
+        ),
+        Some(ErrorCode::ReferenceAlreadyExists),
+        &req.instance,
+        &req.trace_id,
+    ))
+}
+
+pub(super) fn too_many_webhooks(
+    req: &WriteRequest,
+    max_per_event: usize,
+    ev: &str,
+) -> StoredResponse {
+    StoredResponse::problem(
+        &render::problem(
+            400,
+            "Too many webhooks",
+            format!("At most {max_per_event} webhooks can be registered per event type; `{ev}` has reached the limit"),
+            None,
+            &req.instance,
+            &req.trace_id,
+        )
+        .with_detail("events", format!("at most {max_per_event} registrations per event type")),
+    )
+}
+
+pub(super) fn webhook_not_found(req: &WriteRequest, id: &str) -> StoredResponse {
+    StoredResponse::problem(&render::problem(
+        404,
+        "Webhook not found",
+        format!("No webhook with id `{id}` is registered for this merchant"),
+        None,
         &req.instance,
         &req.trace_id,
     ))
@@ -692,17 +734,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             if save(c, p, 0, req.now_ms, true)? {
                 StoredResponse::json(201, &render::created(p))
             } else {
-                StoredResponse::problem(&render::problem(
-                    409,
-                    "Reference already exists",
-                    format!(
-                        "A payment with reference `{}` already exists for this merchant serial number",
-                        p.reference
-                    ),
-                    Some(ErrorCode::ReferenceAlreadyExists),
-                    &req.instance,
-                    &req.trace_id,
-                ))
+                reference_exists(req, &p.reference)
             }
         }
         Op::Capture {
@@ -789,17 +821,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 existing.iter().filter(|w| w.events.contains(ev)).count() >= *max_per_event
             });
             match full {
-                Some(ev) => StoredResponse::problem(
-                    &render::problem(
-                        400,
-                        "Too many webhooks",
-                        format!("At most {max_per_event} webhooks can be registered per event type; `{ev}` has reached the limit"),
-                        None,
-                        &req.instance,
-                        &req.trace_id,
-                    )
-                    .with_detail("events", format!("at most {max_per_event} registrations per event type")),
-                ),
+                Some(ev) => too_many_webhooks(req, *max_per_event, ev),
                 None => {
                     let events = serde_json::to_string(&row.events).unwrap_or_default();
                     c.prepare_cached(
@@ -808,7 +830,10 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                     .execute(params![row.id, row.owner, row.url, events, row.secret, row.created_ms])?;
                     StoredResponse::json(
                         201,
-                        &vipps_types::webhooks::RegisterResponse { id: row.id.clone(), secret: row.secret.clone() },
+                        &vipps_types::webhooks::RegisterResponse {
+                            id: row.id.clone(),
+                            secret: row.secret.clone(),
+                        },
                     )
                 }
             }
@@ -826,14 +851,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 .prepare_cached("DELETE FROM webhooks WHERE owner = ?1 AND id = ?2")?
                 .execute(params![owner, id])?;
             if n == 0 {
-                StoredResponse::problem(&render::problem(
-                    404,
-                    "Webhook not found",
-                    format!("No webhook with id `{id}` is registered for this merchant"),
-                    None,
-                    &req.instance,
-                    &req.trace_id,
-                ))
+                webhook_not_found(req, id)
             } else {
                 StoredResponse::empty(204)
             }
@@ -906,6 +924,15 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             c.prepare_cached("DELETE FROM attempts WHERE at_ms < ?1")?
                 .execute(params![before_ms])?;
             StoredResponse::empty(204)
+        }
+        Op::AdvanceClock { ms } => {
+            let offset: i64 = c
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('clock_offset_ms', CAST(?1 AS TEXT))
+                     ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ?1 AS TEXT) RETURNING CAST(value AS INTEGER)",
+                )?
+                .query_row(params![ms], |r| r.get(0))?;
+            StoredResponse::json(200, &serde_json::json!({ "offset_ms": offset }))
         }
         Op::SetMeta { key, value } => {
             c.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?

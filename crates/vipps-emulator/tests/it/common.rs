@@ -9,6 +9,88 @@ pub struct Env {
     pub emu: Emulator,
     pub http: Client,
     pub base: String,
+    /// The PostgreSQL database of this test (dropped last), when the suite runs on PostgreSQL.
+    #[allow(dead_code)]
+    pub pg: Option<PgDb>,
+}
+
+/// The PostgreSQL server for tests (`VIPPS_TEST_POSTGRES_URL`), or `None` with a printed reason when it is not set.
+/// With `CI` set, a missing URL fails the test instead.
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var("VIPPS_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but VIPPS_TEST_POSTGRES_URL is not: the PostgreSQL tests must run on CI"
+            );
+            eprintln!(
+                "skipping a PostgreSQL test: set VIPPS_TEST_POSTGRES_URL (such as postgres://postgres@127.0.0.1:5432/postgres) to run it"
+            );
+            None
+        }
+    }
+}
+
+/// Whether the whole suite runs on PostgreSQL (`VIPPS_TEST_STORE=postgres`): the conformance run.
+pub fn suite_on_postgres() -> bool {
+    std::env::var("VIPPS_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// A fresh PostgreSQL database for one test, dropped (with its connections) when this is dropped.
+pub struct PgDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl PgDb {
+    /// Creates a database on the test server; `None` (skip) when no server is configured. An unreachable server
+    /// fails the test.
+    pub async fn create() -> Option<PgDb> {
+        let admin = pg_admin_url()?;
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("VIPPS_TEST_POSTGRES_URL is set but PostgreSQL is unreachable: {e}")
+            });
+        tokio::spawn(conn);
+        let name = format!("vipps_test_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let mut url = url::Url::parse(&admin).expect("a URL");
+        url.set_path(&format!("/{name}"));
+        Some(PgDb {
+            url: url.to_string(),
+            admin,
+            name,
+        })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 pub const MSN: &str = "123456";
@@ -18,7 +100,15 @@ pub async fn start() -> Env {
     start_with(Config::ephemeral()).await
 }
 
-pub async fn start_with(cfg: Config) -> Env {
+pub async fn start_with(mut cfg: Config) -> Env {
+    let mut pg = None;
+    if suite_on_postgres() && cfg.storage == vipps_emulator::Storage::Ephemeral {
+        let db = PgDb::create()
+            .await
+            .expect("VIPPS_TEST_STORE=postgres needs VIPPS_TEST_POSTGRES_URL");
+        cfg.storage = vipps_emulator::Storage::Postgres(db.url.clone());
+        pg = Some(db);
+    }
     let emu = Emulator::start(cfg).await.expect("emulator starts");
     let base = emu.base_url().to_string().trim_end_matches('/').to_owned();
     Env {
@@ -28,6 +118,7 @@ pub async fn start_with(cfg: Config) -> Env {
             .build()
             .unwrap(),
         base,
+        pg,
     }
 }
 

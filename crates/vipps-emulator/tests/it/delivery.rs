@@ -185,7 +185,7 @@ print(json.dumps({"hash": h, "authorization": "HMAC-SHA256 SignedHeaders=x-ms-da
     assert_eq!(r.headers["host"].to_str().unwrap(), host);
 }
 
-async fn dns_lookup(server: SocketAddr, name: &str) -> Vec<IpAddr> {
+pub async fn dns_lookup(server: SocketAddr, name: &str) -> Vec<IpAddr> {
     use hickory_resolver::config::{NameServerConfig, ResolverConfig};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
     let mut ns = NameServerConfig::udp(server.ip());

@@ -7,4 +7,5 @@ mod controls;
 mod delivery;
 mod epayment;
 mod idempotency;
+mod postgres;
 mod webhooks;
