@@ -22,6 +22,9 @@ pub struct RequestServers {
     pub last_rotation_ms: i64,
     /// Whether rotation moves the activated server to a fresh address.
     pub move_on_rotation: bool,
+    /// Bumped on every change; instances sharing a store apply a stored state only when it is newer.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// One pool.
@@ -96,6 +99,7 @@ impl RequestServers {
             failover: false,
             last_rotation_ms: 0,
             move_on_rotation: addresses.is_empty(),
+            version: 0,
         }
     }
 

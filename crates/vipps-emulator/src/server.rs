@@ -430,6 +430,11 @@ pub async fn sync_shared_once(s: &S, last_rs: &mut Option<String>) {
             if let Ok(mut rs) = serde_json::from_str::<RequestServers>(&json) {
                 let records = {
                     let mut cur = s.request_servers.write();
+                    // A stored state older than (or as old as) ours is one we already have or are saving.
+                    if rs.version <= cur.version {
+                        *last_rs = Some(json);
+                        return;
+                    }
                     // Locally configured addresses win, as at start.
                     for ps in &mut rs.pools {
                         for srv in &mut ps.servers {
@@ -452,7 +457,8 @@ pub async fn sync_shared_once(s: &S, last_rs: &mut Option<String>) {
 /// Saves the request-server state and publishes it to DNS at once.
 pub async fn request_servers_changed(s: &S) {
     let (json, records) = {
-        let rs = s.request_servers.read();
+        let mut rs = s.request_servers.write();
+        rs.version += 1;
         (
             serde_json::to_string(&*rs).unwrap_or_default(),
             rs.records(),

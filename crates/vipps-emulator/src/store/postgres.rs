@@ -755,6 +755,16 @@ async fn apply(
                 DeliveryOutcome::Retry { next_ms } => ("pending", Some(*next_ms), None),
                 DeliveryOutcome::GiveUp => ("failed", None, Some(*at_ms)),
             };
+            // Lock order: the webhook row first, then the delivery (as RemoveUnresponsive does), so the two never
+            // deadlock.
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM webhooks WHERE id = $1 FOR UPDATE",
+                    &[webhook_id],
+                )
+                .await
+                .map_err(pg_err)?
+                .is_some();
             let n = tx
                 .execute(
                     "UPDATE deliveries SET attempts = attempts + 1, first_attempt_ms = coalesce(first_attempt_ms, $2),
@@ -771,14 +781,14 @@ async fn apply(
                 )
                 .await
                 .map_err(pg_err)?;
-                if *outcome == DeliveryOutcome::Delivered {
+                if exists && *outcome == DeliveryOutcome::Delivered {
                     tx.execute(
                         "UPDATE webhooks SET last_success_ms = $2, failing_since_ms = NULL WHERE id = $1",
                         &[webhook_id, at_ms],
                     )
                     .await
                     .map_err(pg_err)?;
-                } else {
+                } else if exists {
                     tx.execute(
                         "UPDATE webhooks SET failing_since_ms = coalesce(failing_since_ms, $2) WHERE id = $1",
                         &[webhook_id, at_ms],
@@ -793,7 +803,7 @@ async fn apply(
         Op::RemoveUnresponsive { before_ms } => {
             let ids: Vec<String> = tx
                 .query(
-                    "SELECT id FROM webhooks WHERE failing_since_ms IS NOT NULL AND failing_since_ms <= $1 FOR UPDATE SKIP LOCKED",
+                    "SELECT id FROM webhooks WHERE failing_since_ms IS NOT NULL AND failing_since_ms <= $1 ORDER BY id FOR UPDATE",
                     &[before_ms],
                 )
                 .await

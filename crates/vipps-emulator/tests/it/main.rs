@@ -1,6 +1,10 @@
 //! End-to-end tests of the emulator over real HTTP on 127.0.0.1.
 #![allow(clippy::print_stderr)]
 
+/// This binary runs on the embedded store (SQLite) unless `VIPPS_TEST_STORE=postgres` is set; the
+/// `conformance_postgres` binary runs the same tests on PostgreSQL.
+pub const SUITE_ON_POSTGRES: bool = false;
+
 mod auth;
 mod common;
 mod controls;
