@@ -140,6 +140,7 @@ impl RequestServers {
 
     /// Makes the next server of a pool active (moving it to a fresh address when enabled).
     pub fn rotate(&mut self, p: Pool) {
+        self.version += 1;
         let mv = self.move_on_rotation;
         let ps = self.pool_mut(p);
         ps.active = (ps.active + 1) % ps.servers.len();
@@ -157,6 +158,12 @@ impl RequestServers {
             self.rotate(p);
         }
         self.last_rotation_ms = now_ms;
+    }
+
+    /// Switches production traffic to disaster recovery (`true`) or back.
+    pub fn set_failover(&mut self, on: bool) {
+        self.version += 1;
+        self.failover = on;
     }
 
     /// Every hostname with its addresses.

@@ -430,8 +430,9 @@ pub async fn sync_shared_once(s: &S, last_rs: &mut Option<String>) {
             if let Ok(mut rs) = serde_json::from_str::<RequestServers>(&json) {
                 let records = {
                     let mut cur = s.request_servers.write();
-                    // A stored state older than (or as old as) ours is one we already have or are saving.
-                    if rs.version <= cur.version {
+                    // A stored state older than ours is one we are about to replace; one as new as ours but
+                    // different comes from another instance that changed it at the same time: the store decides.
+                    if rs.version < cur.version {
                         *last_rs = Some(json);
                         return;
                     }
@@ -457,8 +458,7 @@ pub async fn sync_shared_once(s: &S, last_rs: &mut Option<String>) {
 /// Saves the request-server state and publishes it to DNS at once.
 pub async fn request_servers_changed(s: &S) {
     let (json, records) = {
-        let mut rs = s.request_servers.write();
-        rs.version += 1;
+        let rs = s.request_servers.read();
         (
             serde_json::to_string(&*rs).unwrap_or_default(),
             rs.records(),

@@ -493,7 +493,7 @@ async fn failover(State(s): State<S>, req: Request) -> ApiResult {
     };
     {
         let mut rs = s.request_servers.write();
-        rs.failover = match body.to.as_deref() {
+        let on = match body.to.as_deref() {
             None => !rs.failover,
             Some("disaster-recovery") => true,
             Some("production") => false,
@@ -504,6 +504,7 @@ async fn failover(State(s): State<S>, req: Request) -> ApiResult {
                     .err());
             }
         };
+        rs.set_failover(on);
     }
     crate::server::request_servers_changed(&s).await;
     Ok(axum::Json(servers_view(&s)).into_response())
