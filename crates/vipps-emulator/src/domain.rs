@@ -359,32 +359,16 @@ impl Payment {
         value: i64,
         key: &str,
     ) -> Result<(), DomainError> {
-        self.settle(ctx);
-        self.check_currency(currency)?;
-        if value <= 0 {
-            return Err(DomainError::new(
-                400,
-                ErrorCode::InvalidAmount,
-                "modificationAmount.value must be above 0",
-            ));
-        }
-        match self.state {
-            PState::Authorized => {}
-            PState::Created => {
-                return Err(DomainError::new(
-                    400,
-                    ErrorCode::CaptureBeforeReservation,
-                    "The payment is not authorized yet, so nothing is reserved to capture",
-                ));
-            }
-            s => {
-                return Err(DomainError::new(
-                    400,
-                    ErrorCode::CannotCaptureInState,
-                    format!("A {} payment cannot be captured", s.as_str()),
-                ));
-            }
-        }
+        self.check_modification(
+            ctx,
+            currency,
+            value,
+            (
+                ErrorCode::CaptureBeforeReservation,
+                "The payment is not authorized yet, so nothing is reserved to capture",
+            ),
+            (ErrorCode::CannotCaptureInState, "captured"),
+        )?;
         if self.cancelled > 0 {
             return Err(DomainError::new(
                 400,
@@ -422,32 +406,16 @@ impl Payment {
         value: i64,
         key: &str,
     ) -> Result<(), DomainError> {
-        self.settle(ctx);
-        self.check_currency(currency)?;
-        if value <= 0 {
-            return Err(DomainError::new(
-                400,
-                ErrorCode::InvalidAmount,
-                "modificationAmount.value must be above 0",
-            ));
-        }
-        match self.state {
-            PState::Authorized => {}
-            PState::Created => {
-                return Err(DomainError::new(
-                    400,
-                    ErrorCode::RefundBeforeReservation,
-                    "The payment is not authorized yet, so there is nothing to refund",
-                ));
-            }
-            s => {
-                return Err(DomainError::new(
-                    400,
-                    ErrorCode::CannotRefundInState,
-                    format!("A {} payment cannot be refunded", s.as_str()),
-                ));
-            }
-        }
+        self.check_modification(
+            ctx,
+            currency,
+            value,
+            (
+                ErrorCode::RefundBeforeReservation,
+                "The payment is not authorized yet, so there is nothing to refund",
+            ),
+            (ErrorCode::CannotRefundInState, "refunded"),
+        )?;
         if self.test && value == 123 {
             return Err(DomainError::new(
                 400,
@@ -537,6 +505,36 @@ impl Payment {
                 400,
                 ErrorCode::CannotCancelInState,
                 format!("A {} payment cannot be cancelled", s.as_str()),
+            )),
+        }
+    }
+
+    /// The checks capture and refund share: time applied, same currency, a positive value, an authorized payment
+    /// (`before` when it is still created, `in_state` with the verb for other states).
+    fn check_modification(
+        &mut self,
+        ctx: &Ctx<'_>,
+        currency: Currency,
+        value: i64,
+        before: (ErrorCode, &str),
+        in_state: (ErrorCode, &str),
+    ) -> Result<(), DomainError> {
+        self.settle(ctx);
+        self.check_currency(currency)?;
+        if value <= 0 {
+            return Err(DomainError::new(
+                400,
+                ErrorCode::InvalidAmount,
+                "modificationAmount.value must be above 0",
+            ));
+        }
+        match self.state {
+            PState::Authorized => Ok(()),
+            PState::Created => Err(DomainError::new(400, before.0, before.1)),
+            s => Err(DomainError::new(
+                400,
+                in_state.0,
+                format!("A {} payment cannot be {}", s.as_str(), in_state.1),
             )),
         }
     }
