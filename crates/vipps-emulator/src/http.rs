@@ -213,6 +213,18 @@ fn clean_reason(msg: &str) -> String {
     }
 }
 
+/// Parses an optional JSON body: an empty (or all-whitespace) body gives the default.
+pub fn parse_optional_json<T: DeserializeOwned + Default>(
+    meta: &RequestMeta,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(meta, bytes)
+    }
+}
+
 /// A header value as text, if present and not empty.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{S, internal, meta_of, path_reference, run_write};
 use crate::api::epayment::load_settled;
 use crate::faults::FaultSpec;
-use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
+use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, parse_optional_json, read_body};
 use crate::reqlog::RequestFilter;
 use crate::store::Op;
 
@@ -448,11 +448,7 @@ struct RotateBody {
 async fn rotate(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let body: RotateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        parse_json(&meta, &bytes)?
-    };
+    let body: RotateBody = parse_optional_json(&meta, &bytes)?;
     use vipps_types::servers::Pool;
     let pools: Vec<Pool> = match body.pool.as_deref().unwrap_or("all") {
         "all" => Pool::ALL.to_vec(),
@@ -486,11 +482,7 @@ struct FailoverBody {
 async fn failover(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let body: FailoverBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        FailoverBody::default()
-    } else {
-        parse_json(&meta, &bytes)?
-    };
+    let body: FailoverBody = parse_optional_json(&meta, &bytes)?;
     {
         let mut rs = s.request_servers.write();
         let on = match body.to.as_deref() {

@@ -12,7 +12,7 @@ use super::{S, idempotency_key, internal, meta_of, path_reference, run_idempoten
 use crate::auth::{self, AuthCtx};
 use crate::config::MerchantEnvironment;
 use crate::domain::{Event, EventName, PState, Payment};
-use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
+use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, parse_optional_json, read_body};
 use crate::render;
 use crate::store::Op;
 
@@ -588,11 +588,7 @@ pub async fn cancel(State(s): State<S>, Path(reference): Path<String>, req: Requ
     let reference = path_reference(&s, &meta, &reference)?;
     let key = idempotency_key(&meta, &parts.headers, true)?;
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    let r: CancelModificationRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CancelModificationRequest::default()
-    } else {
-        parse_json(&meta, &bytes)?
-    };
+    let r: CancelModificationRequest = parse_optional_json(&meta, &bytes)?;
     let msn = auth.msn_str().to_owned();
     let op = Op::Cancel {
         msn,

@@ -5,6 +5,7 @@
 //! answer with the change in the same transaction, so an acknowledged write and its idempotency record survive
 //! a crash together, and a retry after "response lost" replays instead of executing twice.
 
+mod answers;
 pub mod postgres;
 pub mod sqlite;
 

@@ -20,8 +20,8 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
-use super::sqlite::{
-    domain_problem, not_found, reference_exists, too_many_webhooks, webhook_not_found,
+use super::answers::{
+    apply_to_payment, missing_payment, reference_exists, too_many_webhooks, webhook_not_found,
 };
 use super::{
     AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, SharedFaults, Store, StoreError,
@@ -576,80 +576,23 @@ async fn apply(
                 reference_exists(req, &p.reference)
             }
         }
-        Op::Capture {
-            msn,
-            reference,
-            amount,
-            key,
-        }
-        | Op::Refund {
-            msn,
-            reference,
-            amount,
-            key,
-        } => match load(tx, msn, reference).await? {
-            None => not_found(req, reference),
-            Some(mut p) => {
-                let before = p.events.len();
-                let r = if matches!(req.op, Op::Capture { .. }) {
-                    p.capture(ctx!(), amount.currency, amount.value, key)
-                } else {
-                    p.refund(ctx!(), amount.currency, amount.value, key)
-                };
-                save(tx, &p, before, req.now_ms, false, touched).await?;
-                match r {
-                    Ok(()) => StoredResponse::json(200, &render::modification(&p)),
-                    Err(e) => domain_problem(req, &e),
-                }
-            }
-        },
-        Op::Cancel {
-            msn,
-            reference,
-            transaction_only,
-            key,
-        } => match load(tx, msn, reference).await? {
-            None => not_found(req, reference),
-            Some(mut p) => {
-                let before = p.events.len();
-                let r = p.cancel(ctx!(), *transaction_only, key.as_deref());
-                save(tx, &p, before, req.now_ms, false, touched).await?;
-                match r {
-                    Ok(()) => StoredResponse::json(200, &render::modification(&p)),
-                    Err(e) => domain_problem(req, &e),
-                }
-            }
-        },
-        Op::ForceApprove { msn, reference }
+        Op::Capture { msn, reference, .. }
+        | Op::Refund { msn, reference, .. }
+        | Op::Cancel { msn, reference, .. }
+        | Op::ForceApprove { msn, reference }
         | Op::UserApprove { msn, reference }
-        | Op::UserReject { msn, reference } => match load(tx, msn, reference).await? {
-            None => not_found(req, reference),
+        | Op::UserReject { msn, reference }
+        | Op::Settle { msn, reference } => match load(tx, msn, reference).await? {
+            None => missing_payment(req, reference),
             Some(mut p) => {
                 let before = p.events.len();
-                let r = if matches!(req.op, Op::UserReject { .. }) {
-                    p.reject(ctx!())
-                } else {
-                    p.approve(ctx!())
-                };
-                save(tx, &p, before, req.now_ms, false, touched).await?;
-                match r {
-                    Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => {
-                        StoredResponse::empty(200)
-                    }
-                    Ok(()) => StoredResponse::json(200, &render::payment(&p)),
-                    Err(e) => domain_problem(req, &e),
-                }
-            }
-        },
-        Op::Settle { msn, reference } => {
-            if let Some(mut p) = load(tx, msn, reference).await? {
-                let before = p.events.len();
-                if p.settle(ctx!()) {
+                let (changed, resp) = apply_to_payment(req, &mut p, ctx!());
+                if changed {
                     save(tx, &p, before, req.now_ms, false, touched).await?;
                 }
+                resp
             }
-            StoredResponse::empty(204)
-        }
+        },
         Op::RegisterWebhook { row, max_per_event } => {
             // Serialises registrations of one owner, so the limit holds across instances.
             tx.execute(

@@ -11,14 +11,16 @@ use std::sync::mpsc;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
-use vipps_types::problem::ErrorCode;
 
+use super::answers::{
+    apply_to_payment, missing_payment, reference_exists, too_many_webhooks, webhook_not_found,
+};
 use super::{
     AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, Store, StoreError, WebhookRow,
     WriteRequest, WriteResult,
 };
 use crate::config::Durability;
-use crate::domain::{Ctx, DomainError, Payment};
+use crate::domain::{Ctx, Payment};
 use crate::ids::IdGen;
 use crate::render::{self, StoredResponse};
 
@@ -637,70 +639,6 @@ fn fail_pending(c: &Connection, webhook_id: &str, now_ms: i64) -> rusqlite::Resu
     Ok(())
 }
 
-pub(super) fn not_found(req: &WriteRequest, reference: &str) -> StoredResponse {
-    StoredResponse::problem(&render::problem(
-        404,
-        "Payment not found",
-        format!("No payment with reference `{reference}` exists for this merchant serial number"),
-        Some(ErrorCode::ReferenceNotFound),
-        &req.instance,
-        &req.trace_id,
-    ))
-}
-
-pub(super) fn domain_problem(req: &WriteRequest, e: &DomainError) -> StoredResponse {
-    StoredResponse::problem(&render::problem(
-        e.status,
-        e.code.title(),
-        &e.detail,
-        Some(e.code),
-        &req.instance,
-        &req.trace_id,
-    ))
-}
-
-pub(super) fn reference_exists(req: &WriteRequest, reference: &str) -> StoredResponse {
-    StoredResponse::problem(&render::problem(
-        409,
-        "Reference already exists",
-        format!(
-            "A payment with reference `{reference}` already exists for this merchant serial number"
-        ),
-        Some(ErrorCode::ReferenceAlreadyExists),
-        &req.instance,
-        &req.trace_id,
-    ))
-}
-
-pub(super) fn too_many_webhooks(
-    req: &WriteRequest,
-    max_per_event: usize,
-    ev: &str,
-) -> StoredResponse {
-    StoredResponse::problem(
-        &render::problem(
-            400,
-            "Too many webhooks",
-            format!("At most {max_per_event} webhooks can be registered per event type; `{ev}` has reached the limit"),
-            None,
-            &req.instance,
-            &req.trace_id,
-        )
-        .with_detail("events", format!("at most {max_per_event} registrations per event type")),
-    )
-}
-
-pub(super) fn webhook_not_found(req: &WriteRequest, id: &str) -> StoredResponse {
-    StoredResponse::problem(&render::problem(
-        404,
-        "Webhook not found",
-        format!("No webhook with id `{id}` is registered for this merchant"),
-        None,
-        &req.instance,
-        &req.trace_id,
-    ))
-}
-
 /// Applies one write inside the current transaction (savepoint).
 fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Result<WriteResult> {
     if let Some(idem) = &req.idem {
@@ -737,81 +675,23 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 reference_exists(req, &p.reference)
             }
         }
-        Op::Capture {
-            msn,
-            reference,
-            amount,
-            key,
-        }
-        | Op::Refund {
-            msn,
-            reference,
-            amount,
-            key,
-        } => match load(c, msn, reference)? {
-            None => not_found(req, reference),
-            Some(mut p) => {
-                let before = p.events.len();
-                let r = if matches!(req.op, Op::Capture { .. }) {
-                    p.capture(&ctx, amount.currency, amount.value, key)
-                } else {
-                    p.refund(&ctx, amount.currency, amount.value, key)
-                };
-                // Time-based changes noticed on the way are kept even when the operation is refused.
-                save(c, &p, before, req.now_ms, false)?;
-                match r {
-                    Ok(()) => StoredResponse::json(200, &render::modification(&p)),
-                    Err(e) => domain_problem(req, &e),
-                }
-            }
-        },
-        Op::Cancel {
-            msn,
-            reference,
-            transaction_only,
-            key,
-        } => match load(c, msn, reference)? {
-            None => not_found(req, reference),
-            Some(mut p) => {
-                let before = p.events.len();
-                let r = p.cancel(&ctx, *transaction_only, key.as_deref());
-                save(c, &p, before, req.now_ms, false)?;
-                match r {
-                    Ok(()) => StoredResponse::json(200, &render::modification(&p)),
-                    Err(e) => domain_problem(req, &e),
-                }
-            }
-        },
-        Op::ForceApprove { msn, reference }
+        Op::Capture { msn, reference, .. }
+        | Op::Refund { msn, reference, .. }
+        | Op::Cancel { msn, reference, .. }
+        | Op::ForceApprove { msn, reference }
         | Op::UserApprove { msn, reference }
-        | Op::UserReject { msn, reference } => match load(c, msn, reference)? {
-            None => not_found(req, reference),
+        | Op::UserReject { msn, reference }
+        | Op::Settle { msn, reference } => match load(c, msn, reference)? {
+            None => missing_payment(req, reference),
             Some(mut p) => {
                 let before = p.events.len();
-                let r = if matches!(req.op, Op::UserReject { .. }) {
-                    p.reject(&ctx)
-                } else {
-                    p.approve(&ctx)
-                };
-                save(c, &p, before, req.now_ms, false)?;
-                match r {
-                    Ok(()) if matches!(req.op, Op::ForceApprove { .. }) => {
-                        StoredResponse::empty(200)
-                    }
-                    Ok(()) => StoredResponse::json(200, &render::payment(&p)),
-                    Err(e) => domain_problem(req, &e),
-                }
-            }
-        },
-        Op::Settle { msn, reference } => {
-            if let Some(mut p) = load(c, msn, reference)? {
-                let before = p.events.len();
-                if p.settle(&ctx) {
+                let (changed, resp) = apply_to_payment(req, &mut p, &ctx);
+                if changed {
                     save(c, &p, before, req.now_ms, false)?;
                 }
+                resp
             }
-            StoredResponse::empty(204)
-        }
+        },
         Op::RegisterWebhook { row, max_per_event } => {
             let existing: Vec<WebhookRow> = c
                 .prepare_cached("SELECT id, owner, url, events, secret, created_ms FROM webhooks WHERE owner = ?1")?
