@@ -114,7 +114,7 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     let storage = match &cfg.storage {
         Storage::Ephemeral => "in memory (throwaway)".to_owned(),
         Storage::Dir(d) => d.display().to_string(),
-        Storage::Postgres(url) => vipps_emulator::store::postgres::redact_url(url),
+        Storage::Postgres(url) => vipps_emulator::redact_url(url),
     };
     let mut emu = Emulator::start(cfg)
         .await

@@ -20,24 +20,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod auth;
-pub mod clock;
+mod app;
 pub mod config;
-pub mod delivery;
-pub mod dns;
-pub mod domain;
-pub mod faults;
-pub mod http;
-pub mod ids;
-pub mod render;
-pub mod reqlog;
-pub mod request_servers;
-pub mod server;
-pub mod state;
-pub mod store;
+mod controls;
+mod platform;
+mod products;
+mod serve;
 
+pub use app::{Emulator, Injected, StartError};
 pub use config::{
     Config, Durability, MerchantConfig, MerchantEnvironment, PartnerConfig, Storage, Validation,
 };
-pub use server::{Emulator, Injected, StartError};
+pub use platform::clock::{ManualTime, SystemTime, TimeSource};
+pub use platform::ids::{IdGen, RandomIds, SeededIds};
+pub use platform::store::postgres::redact_url;

@@ -75,7 +75,7 @@ async fn simultaneous_identical_creates_on_two_instances_make_one_payment() {
         }
     }
     assert_eq!(fresh, 1, "exactly one request executed");
-    assert_eq!(count(&db, "SELECT count(*) FROM payments").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM aggregates").await, 1);
     // A retry now replays on either instance.
     for env in [&a, &b] {
         let r = env.create(&t, "order-pg-race-0001", 1000, "race-key").await;

@@ -16,10 +16,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use vipps_types::signing;
 
-use crate::api::S;
+use super::request_servers::Side;
 use crate::config::MerchantEnvironment;
-use crate::request_servers::Side;
-use crate::store::{DeliveryOutcome, DueDelivery, Op, WriteRequest};
+use crate::platform::Shared as S;
+use crate::platform::store::{DeliveryOutcome, DueDelivery, Op};
 
 /// Seven days in milliseconds: the retry horizon.
 pub const HORIZON_MS: i64 = 7 * 86_400_000;
@@ -79,7 +79,7 @@ impl Clients {
 }
 
 fn side_of(s: &S, msn: &str) -> Side {
-    match s.msns.get(msn) {
+    match s.auth.msns.get(msn) {
         Some(MerchantEnvironment::Production) => Side::Production,
         _ => Side::Test,
     }
@@ -87,7 +87,7 @@ fn side_of(s: &S, msn: &str) -> Side {
 
 /// Runs one attempt and records it.
 async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
-    let side = side_of(&s, &d.msn);
+    let side = side_of(&s, &d.tenant);
     let (source, hostname) = {
         let rs = s.request_servers.read();
         let active = rs.active(side);
@@ -146,21 +146,17 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
     } else {
         after_failure(attempt_no, first, at_ms)
     };
-    let event_name = serde_json::from_slice::<serde_json::Value>(&d.payload)
-        .ok()
-        .and_then(|v| v["name"].as_str().map(str::to_owned))
-        .unwrap_or_default();
     let record = serde_json::json!({
         "delivery_id": d.id,
         "webhook_id": d.webhook_id,
         "url": d.url,
-        "msn": d.msn,
-        "reference": d.reference,
+        "msn": d.tenant,
+        "reference": d.subject,
         "event": d.event_type,
-        "event_name": event_name,
+        "event_name": d.event_name,
         "event_id": d.event_id,
         "attempt": attempt_no,
-        "time": crate::clock::rfc3339(s.clock.now()),
+        "time": crate::platform::clock::rfc3339(s.clock.now()),
         "request_headers": request_headers,
         "response_status": status,
         "error": error,
@@ -174,21 +170,16 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
         },
         "next_attempt_ms": match outcome { DeliveryOutcome::Retry { next_ms } => Some(next_ms), _ => None },
     });
-    tracing::debug!(delivery = d.id, reference = %d.reference, event = %d.event_type, attempt = attempt_no, ?status, "webhook attempt");
-    let w = WriteRequest {
-        idem: None,
-        op: Op::DeliveryResult {
-            delivery_id: d.id,
-            webhook_id: d.webhook_id.clone(),
-            reference: d.reference.clone(),
-            attempt: record.to_string(),
-            at_ms,
-            outcome,
-        },
-        now_ms: at_ms,
-        trace_id: String::new(),
-        instance: String::new(),
-    };
+    tracing::debug!(delivery = d.id, subject = %d.subject, event = %d.event_type, attempt = attempt_no, ?status, "webhook attempt");
+    let w = Op::DeliveryResult {
+        delivery_id: d.id,
+        webhook_id: d.webhook_id.clone(),
+        subject: d.subject.clone(),
+        attempt: record.to_string(),
+        at_ms,
+        outcome,
+    }
+    .background(at_ms);
     if let Err(e) = s.store.write(w).await {
         tracing::warn!(error = %e, delivery = d.id, "could not record a delivery attempt; it will be retried");
     }

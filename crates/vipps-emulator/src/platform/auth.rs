@@ -5,9 +5,74 @@ use serde::{Deserialize, Serialize};
 use vipps_types::headers::{self as h, MerchantSerialNumber, SystemHeader, SystemValue};
 use vipps_types::problem::GatewayError;
 
-use crate::config::{MerchantEnvironment, Validation};
-use crate::http::{ApiError, RequestMeta, gateway_401, header_str};
-use crate::state::{AppState, Principal};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::http::{ApiError, RequestMeta, gateway_401, header_str};
+use super::ids::IdGen;
+use crate::config::{Config, MerchantConfig, MerchantEnvironment, PartnerConfig, Validation};
+
+/// Who a set of API keys belongs to.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A sales unit's own keys.
+    Merchant(Arc<MerchantConfig>),
+    /// A partner acting for several sales units.
+    Partner(Arc<PartnerConfig>),
+}
+
+impl Principal {
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        match self {
+            Principal::Merchant(m) => &m.client_id,
+            Principal::Partner(p) => &p.client_id,
+        }
+    }
+    /// The client secret.
+    pub fn client_secret(&self) -> &str {
+        match self {
+            Principal::Merchant(m) => &m.client_secret,
+            Principal::Partner(p) => &p.client_secret,
+        }
+    }
+    /// Test or production.
+    pub fn environment(&self) -> MerchantEnvironment {
+        match self {
+            Principal::Merchant(m) => m.environment,
+            Principal::Partner(p) => p.environment,
+        }
+    }
+    /// A stable identity for scoping (`merchant:<client_id>` or `partner:<client_id>`).
+    pub fn scope_id(&self) -> String {
+        match self {
+            Principal::Merchant(m) => format!("merchant:{}", m.client_id),
+            Principal::Partner(p) => format!("partner:{}", p.client_id),
+        }
+    }
+}
+
+/// API keys, principals and access tokens: everything authentication needs, and nothing else.
+pub struct Authenticator {
+    /// The key that signs access tokens (kept in the store so tokens survive a restart).
+    jwt_key: Vec<u8>,
+    /// Principals by subscription key.
+    by_subscription_key: HashMap<String, Principal>,
+    /// MSNs that exist, with their environment.
+    pub msns: HashMap<String, MerchantEnvironment>,
+    /// Strict or lenient `Vipps-System-*` checks.
+    validation: Validation,
+    /// Tokens whose signature was already verified, with their claims (expiry is still checked on every call).
+    verified_tokens: parking_lot::RwLock<HashMap<Box<str>, Arc<Claims>>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("msns", &self.msns)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Claims of an emulator access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,8 +97,40 @@ pub struct Claims {
 pub const ISSUER: &str = "vipps-emulator";
 
 /// Signs a token for `principal` valid from `now` for `lifetime_secs`.
+impl Authenticator {
+    /// From the configured merchants and partners and the stored signing key.
+    pub fn new(config: &Config, jwt_key: Vec<u8>) -> Self {
+        let mut by_subscription_key = HashMap::new();
+        let mut msns = HashMap::new();
+        for m in &config.merchants {
+            by_subscription_key.insert(
+                m.subscription_key.clone(),
+                Principal::Merchant(Arc::new(m.clone())),
+            );
+            msns.insert(m.msn.as_str().to_owned(), m.environment);
+        }
+        for p in &config.partners {
+            by_subscription_key.insert(
+                p.subscription_key.clone(),
+                Principal::Partner(Arc::new(p.clone())),
+            );
+            for m in &p.msns {
+                msns.entry(m.as_str().to_owned()).or_insert(p.environment);
+            }
+        }
+        Authenticator {
+            jwt_key,
+            by_subscription_key,
+            msns,
+            validation: config.validation,
+            verified_tokens: Default::default(),
+        }
+    }
+
+/// Mints an access token for a principal.
 pub fn mint(
-    state: &AppState,
+    &self,
+    ids: &dyn IdGen,
     principal: &Principal,
     now: i64,
     lifetime_secs: i64,
@@ -44,7 +141,7 @@ pub fn mint(
         iat: now,
         nbf: now,
         exp: now + lifetime_secs,
-        jti: crate::ids::uuid_from(state.ids.bytes16()),
+        jti: super::ids::uuid_from(ids.bytes16()),
         env: match principal.environment() {
             MerchantEnvironment::Test => "test".into(),
             MerchantEnvironment::Production => "production".into(),
@@ -53,13 +150,13 @@ pub fn mint(
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(&state.jwt_key),
+        &EncodingKey::from_secret(&self.jwt_key),
     )
     .map_err(|e| e.to_string())
 }
 
-fn verify(state: &AppState, token: &str) -> Result<std::sync::Arc<Claims>, String> {
-    if let Some(c) = state.verified_tokens.read().get(token) {
+fn verify(&self, token: &str) -> Result<std::sync::Arc<Claims>, String> {
+    if let Some(c) = self.verified_tokens.read().get(token) {
         return Ok(c.clone());
     }
     let mut v = JwtValidation::new(Algorithm::HS256);
@@ -69,10 +166,10 @@ fn verify(state: &AppState, token: &str) -> Result<std::sync::Arc<Claims>, Strin
     v.required_spec_claims.clear();
     v.set_issuer(&[ISSUER]);
     let claims =
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&state.jwt_key), &v)
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.jwt_key), &v)
             .map(|d| std::sync::Arc::new(d.claims))
             .map_err(|e| e.to_string())?;
-    let mut cache = state.verified_tokens.write();
+    let mut cache = self.verified_tokens.write();
     if cache.len() >= 4096 {
         cache.clear();
     }
@@ -81,14 +178,14 @@ fn verify(state: &AppState, token: &str) -> Result<std::sync::Arc<Claims>, Strin
 }
 
 /// The principal a subscription key belongs to; 401 with the gateway body otherwise.
-pub fn subscription(state: &AppState, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
+pub fn subscription(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
     let key = header_str(headers, h::SUBSCRIPTION_KEY)
         .ok_or_else(|| gateway_401(GatewayError::MISSING_KEY))?;
-    state
-        .by_subscription_key
+    self.by_subscription_key
         .get(key)
         .cloned()
         .ok_or_else(|| gateway_401(GatewayError::INVALID_KEY))
+}
 }
 
 /// An authenticated call.
@@ -145,8 +242,10 @@ pub fn msn_header(
 }
 
 /// Checks the four `Vipps-System-*` headers. Strict: 400 naming the header; lenient: logged.
+impl Authenticator {
+/// Checks the `Vipps-System-*` headers (strictly, or only logging in lenient mode).
 pub fn system_headers(
-    state: &AppState,
+    &self,
     meta: &RequestMeta,
     headers: &http::HeaderMap,
 ) -> Result<(), ApiError> {
@@ -156,7 +255,7 @@ pub fn system_headers(
         };
         let value = raw.to_str().unwrap_or("\u{fffd}");
         if let Err(e) = SystemValue::validate(sh, value) {
-            match state.config.validation {
+            match self.validation {
                 Validation::Strict => {
                     return Err(meta
                         .problem(
@@ -179,12 +278,13 @@ pub fn system_headers(
 /// Authenticates an API call: subscription key, bearer token of the same principal, valid and unexpired on
 /// emulator time, and the MSN. `msn_required` is true for ePayment calls; partners must always send it there.
 pub fn authenticate(
-    state: &AppState,
+    &self,
+    now: i64,
     meta: &RequestMeta,
     headers: &http::HeaderMap,
     msn_required: bool,
 ) -> Result<AuthCtx, ApiError> {
-    let principal = subscription(state, headers)?;
+    let principal = self.subscription(headers)?;
     let unauthorized = |detail: &str| meta.problem(401, "Unauthorized", detail.to_owned()).err();
     let auth = header_str(headers, h::AUTHORIZATION).ok_or_else(|| {
         unauthorized(
@@ -196,14 +296,14 @@ pub fn authenticate(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("The Authorization header must be `Bearer <access token>` (the word Bearer is case-sensitive)"))?;
-    let claims = verify(state, token)
+    let claims = self
+        .verify(token)
         .map_err(|e| unauthorized(&format!("The access token is not valid: {e}")))?;
     if claims.sub != principal.client_id() {
         return Err(unauthorized(
             "The access token was not issued to the owner of this subscription key",
         ));
     }
-    let now = state.clock.unix();
     if now >= claims.exp {
         return Err(unauthorized(
             "The access token has expired; fetch a new one from /accesstoken/get",
@@ -212,7 +312,7 @@ pub fn authenticate(
     if now < claims.nbf {
         return Err(unauthorized("The access token is not valid yet"));
     }
-    system_headers(state, meta, headers)?;
+    self.system_headers(meta, headers)?;
     let msn = msn_header(meta, headers)?;
     let forbidden = |detail: String| {
         meta.problem(403, "Forbidden", detail)
@@ -253,4 +353,5 @@ pub fn authenticate(
         (Principal::Partner(_), None) => None,
     };
     Ok(AuthCtx { principal, msn })
+}
 }

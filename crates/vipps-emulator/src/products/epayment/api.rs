@@ -1,20 +1,73 @@
-//! ePayment API v1 handlers.
+//! ePayment API v1 handlers: authenticate, validate, then hand a command to the platform (idempotently where the
+//! vendor requires a key).
 
+use std::sync::Arc;
+
+use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use vipps_types::epayment::{
     CancelModificationRequest, CreatePaymentRequest, CustomerInteraction, ForceApprove,
     ModificationRequest, PaymentMethodType, UserFlow,
 };
 use vipps_types::problem::ErrorCode;
 
-use super::{S, idempotency_key, internal, meta_of, path_reference, run_idempotent, run_write};
-use crate::auth::{self, AuthCtx};
+use super::commands::{self, Draft, Expiry, Modification};
+use super::domain::Payment;
+use super::render;
 use crate::config::MerchantEnvironment;
-use crate::domain::{Event, EventName, PState, Payment};
-use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, parse_optional_json, read_body};
-use crate::render;
-use crate::store::Op;
+use crate::platform::Shared as S;
+use crate::platform::aggregate::decode;
+use crate::platform::auth::AuthCtx;
+use crate::platform::http::{
+    ApiError, ApiResult, RequestMeta, parse_json, parse_optional_json, read_body,
+};
+use crate::platform::idempotency::{
+    Idempotent, fingerprint_of, idempotency_key, internal, run_idempotent, run_write,
+};
+use crate::platform::middleware::meta_of;
+use crate::platform::store::Op;
+
+/// The ePayment routes.
+pub(super) fn routes() -> axum::Router<S> {
+    Router::new()
+        .route("/epayment/v1/payments", post(create))
+        .route("/epayment/v1/payments/{reference}", get(get_payment))
+        .route("/epayment/v1/payments/{reference}/events", get(events))
+        .route("/epayment/v1/payments/{reference}/capture", post(capture))
+        .route("/epayment/v1/payments/{reference}/refund", post(refund))
+        .route("/epayment/v1/payments/{reference}/cancel", post(cancel))
+        .route(
+            "/epayment/v1/test/payments/{reference}/approve",
+            post(force_approve),
+        )
+}
+
+fn authenticate(s: &S, meta: &RequestMeta, headers: &http::HeaderMap) -> Result<AuthCtx, ApiError> {
+    s.auth.authenticate(s.clock.unix(), meta, headers, true)
+}
+
+/// The reference in a path, validated (the vendor's rules, and the configured maximum length).
+pub(super) fn path_reference(s: &S, meta: &RequestMeta, reference: &str) -> Result<String, ApiError> {
+    let bad = |reason: String| {
+        meta.problem(
+            400,
+            "Bad Request",
+            format!("Invalid reference in the path: {reason}"),
+        )
+        .field("reference", reason)
+        .err()
+    };
+    let r = vipps_types::ids::Reference::new(reference).map_err(|e| bad(e.to_string()))?;
+    if reference.len() > s.config.limits.reference_max_len {
+        return Err(bad(format!(
+            "reference must be at most {} characters long",
+            s.config.limits.reference_max_len
+        )));
+    }
+    Ok(r.as_str().to_owned())
+}
 
 const SCOPES: &[&str] = &[
     "name",
@@ -57,14 +110,15 @@ fn url_allowed(u: &str) -> Result<(), String> {
     }
 }
 
-/// Validates a create request beyond its JSON shape and builds the payment row.
-fn build_payment(
+/// Validates a create request beyond its JSON shape. The row itself is built by the command, once the key is
+/// claimed, from the write's own time and ids.
+fn validate_create(
     s: &S,
     meta: &RequestMeta,
     auth: &AuthCtx,
     r: &CreatePaymentRequest,
     key: &str,
-) -> Result<Payment, ApiError> {
+) -> Result<Draft, ApiError> {
     let reference = r.reference.as_str();
     if reference.len() > s.config.limits.reference_max_len {
         return Err(bad(
@@ -339,8 +393,8 @@ fn build_payment(
         }
     }
     let now_ms = s.clock.unix_ms();
-    let expires_ms = match &r.expires_at {
-        None => now_ms + s.config.payment_expiry.as_millis() as i64,
+    let expiry = match &r.expires_at {
+        None => Expiry::After(s.config.payment_expiry.as_millis() as i64),
         Some(at) => {
             if !matches!(r.user_flow, UserFlow::PushMessage | UserFlow::Qr) {
                 return Err(bad(
@@ -378,109 +432,80 @@ fn build_payment(
                     Some(ErrorCode::ExpiresAtTooLate),
                 ));
             }
-            at_ms
+            Expiry::At(at_ms)
         }
     };
-    let token = crate::ids::hex(&s.ids.bytes16());
-    let msn = auth.msn_str().to_owned();
-    let landing = |page: &str| {
-        let mut u = s.base_url.join(page).expect("static path joins");
-        u.query_pairs_mut()
-            .append_pair("msn", &msn)
-            .append_pair("reference", reference)
-            .append_pair("token", &token);
-        u.to_string()
-    };
-    let redirect_url = match &r.user_flow {
+    let landing = match &r.user_flow {
         UserFlow::PushMessage => None,
-        UserFlow::Qr => Some(landing("_emulator/qr")),
-        _ => Some(landing("_emulator/landing")),
+        UserFlow::Qr => Some("_emulator/qr"),
+        _ => Some("_emulator/landing"),
     };
-    let psp = s.ids.psp_reference();
-    Ok(Payment {
-        msn: msn.clone(),
+    Ok(Draft {
+        msn: auth.msn_str().to_owned(),
         reference: reference.to_owned(),
         currency: r.amount.currency,
         amount: r.amount.value,
-        state: PState::Created,
-        authorized: 0,
-        cancelled: 0,
-        captured: 0,
-        refunded: 0,
-        psp: psp.clone(),
-        redirect_url,
         user_flow: r.user_flow.as_str().to_owned(),
         method: r.payment_method.type_.as_str().to_owned(),
         scope,
-        sub: None,
         metadata: r.metadata.clone(),
-        created_ms: now_ms,
-        expires_ms,
-        pending_until_ms: None,
+        expiry,
+        landing,
+        base_url: s.base_url.clone(),
         test: auth.environment() == MerchantEnvironment::Test,
-        token: token.clone(),
-        events: vec![Event {
-            psp,
-            name: EventName::Created,
-            amount: r.amount.value,
-            at_ms: now_ms,
-            key: Some(key.to_owned()),
-            success: true,
-        }],
+        key: key.to_owned(),
     })
 }
 
+/// Who sent an idempotent write, for the scope of its key.
+fn sender(auth: &AuthCtx) -> String {
+    format!("{}|{}", auth.principal.scope_id(), auth.msn_str())
+}
+
 /// `POST /epayment/v1/payments`.
-pub async fn create(State(s): State<S>, req: Request) -> ApiResult {
+pub(super) async fn create(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
-    let auth = auth::authenticate(&s, &meta, &parts.headers, true)?;
+    let auth = authenticate(&s, &meta, &parts.headers)?;
     let key = idempotency_key(&meta, &parts.headers, false)?.unwrap_or_default();
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
     let r: CreatePaymentRequest = parse_json(&meta, &bytes)?;
-    let payment = build_payment(&s, &meta, &auth, &r, &key)?;
-    let scope = format!("{}|{}", auth.principal.scope_id(), auth.msn_str());
-    run_idempotent(
-        &s,
-        &meta,
-        &parts,
-        scope,
-        &key,
-        super::fingerprint_of(&r),
-        ErrorCode::IdempotencyError,
-        Op::CreatePayment(Box::new(payment)),
-    )
-    .await
+    let draft = validate_create(&s, &meta, &auth, &r, &key)?;
+    let idem = Idempotent {
+        sender: sender(&auth),
+        key: &key,
+        fingerprint: fingerprint_of(&r),
+        mismatch_code: ErrorCode::IdempotencyError,
+    };
+    run_idempotent(&s, &meta, &parts, idem, Op::Execute(commands::create(draft))).await
 }
 
 /// Reads a payment, first persisting any change time has made (expiry, a pending approval).
-pub async fn load_settled(
+pub(super) async fn load_settled(
     s: &S,
     meta: &RequestMeta,
     msn: &str,
     reference: &str,
-) -> Result<std::sync::Arc<Payment>, ApiError> {
-    let mut p = s
-        .store
-        .payment(msn, reference)
-        .await
-        .map_err(|e| internal(meta, &e))?;
+) -> Result<Arc<Payment>, ApiError> {
+    let key = commands::key(msn, reference);
+    let read = || async {
+        s.store
+            .aggregate(&key, decode::<Payment>)
+            .await
+            .map_err(|e| internal(meta, &e))?
+            .map(|d| d.downcast::<Payment>().map_err(|_| internal(meta, &"not a payment")))
+            .transpose()
+    };
+    let mut p = read().await?;
     if let Some(due) = p.as_ref().and_then(|p| p.due_ms()) {
         if due <= s.clock.unix_ms() {
             run_write(
                 s,
                 meta,
-                Op::Settle {
-                    msn: msn.to_owned(),
-                    reference: reference.to_owned(),
-                },
+                Op::Execute(commands::modify(msn, reference, Modification::Settle)),
             )
             .await?;
-            p = s
-                .store
-                .payment(msn, reference)
-                .await
-                .map_err(|e| internal(meta, &e))?;
+            p = read().await?;
         }
     }
     p.ok_or_else(|| {
@@ -497,31 +522,38 @@ pub async fn load_settled(
 }
 
 /// `GET /epayment/v1/payments/{reference}`.
-pub async fn get_payment(
+pub(super) async fn get_payment(
     State(s): State<S>,
     Path(reference): Path<String>,
     req: Request,
 ) -> ApiResult {
     let meta = meta_of(&req);
-    let auth = auth::authenticate(&s, &meta, req.headers(), true)?;
+    let auth = authenticate(&s, &meta, req.headers())?;
     let reference = path_reference(&s, &meta, &reference)?;
     let p = load_settled(&s, &meta, auth.msn_str(), &reference).await?;
     Ok(axum::Json(render::payment(&p)).into_response())
 }
 
 /// `GET /epayment/v1/payments/{reference}/events`.
-pub async fn events(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub(super) async fn events(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
-    let auth = auth::authenticate(&s, &meta, req.headers(), true)?;
+    let auth = authenticate(&s, &meta, req.headers())?;
     let reference = path_reference(&s, &meta, &reference)?;
     let p = load_settled(&s, &meta, auth.msn_str(), &reference).await?;
     Ok(axum::Json(render::events(&p)).into_response())
 }
 
-async fn modify(s: S, reference: String, req: Request, kind: &'static str) -> ApiResult {
+/// Capture or refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Movement {
+    Capture,
+    Refund,
+}
+
+async fn modify(s: S, reference: String, req: Request, movement: Movement) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
-    let auth = auth::authenticate(&s, &meta, &parts.headers, true)?;
+    let auth = authenticate(&s, &meta, &parts.headers)?;
     let reference = path_reference(&s, &meta, &reference)?;
     let key = idempotency_key(&meta, &parts.headers, false)?.unwrap_or_default();
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
@@ -534,96 +566,83 @@ async fn modify(s: S, reference: String, req: Request, kind: &'static str) -> Ap
             Some(ErrorCode::InvalidAmount),
         )
     })?;
-    let scope = format!("{}|{}", auth.principal.scope_id(), auth.msn_str());
-    let msn = auth.msn_str().to_owned();
-    let (op, code) = if kind == "capture" {
-        (
-            Op::Capture {
-                msn,
-                reference,
-                amount: r.modification_amount,
+    let amount = r.modification_amount;
+    let (m, mismatch_code) = match movement {
+        Movement::Capture => (
+            Modification::Capture {
+                amount,
                 key: key.clone(),
             },
             ErrorCode::CaptureIdempotencyConflict,
-        )
-    } else {
-        (
-            Op::Refund {
-                msn,
-                reference,
-                amount: r.modification_amount,
+        ),
+        Movement::Refund => (
+            Modification::Refund {
+                amount,
                 key: key.clone(),
             },
             ErrorCode::ReferenceAlreadyExists,
-        )
+        ),
     };
-    run_idempotent(
-        &s,
-        &meta,
-        &parts,
-        scope,
-        &key,
-        super::fingerprint_of(&r),
-        code,
-        op,
-    )
-    .await
+    let idem = Idempotent {
+        sender: sender(&auth),
+        key: &key,
+        fingerprint: fingerprint_of(&r),
+        mismatch_code,
+    };
+    let cmd = commands::modify(auth.msn_str(), &reference, m);
+    run_idempotent(&s, &meta, &parts, idem, Op::Execute(cmd)).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/capture`.
-pub async fn capture(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
-    modify(s, reference, req, "capture").await
+pub(super) async fn capture(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+    modify(s, reference, req, Movement::Capture).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/refund`.
-pub async fn refund(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
-    modify(s, reference, req, "refund").await
+pub(super) async fn refund(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+    modify(s, reference, req, Movement::Refund).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/cancel`. The body and the Idempotency-Key are optional.
-pub async fn cancel(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub(super) async fn cancel(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
-    let auth = auth::authenticate(&s, &meta, &parts.headers, true)?;
+    let auth = authenticate(&s, &meta, &parts.headers)?;
     let reference = path_reference(&s, &meta, &reference)?;
     let key = idempotency_key(&meta, &parts.headers, true)?;
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
     let r: CancelModificationRequest = parse_optional_json(&meta, &bytes)?;
-    let msn = auth.msn_str().to_owned();
-    let op = Op::Cancel {
-        msn,
-        reference,
-        transaction_only: r.cancel_transaction_only.unwrap_or(false),
-        key: key.clone(),
-    };
+    let cmd = commands::modify(
+        auth.msn_str(),
+        &reference,
+        Modification::Cancel {
+            transaction_only: r.cancel_transaction_only.unwrap_or(false),
+            key: key.clone(),
+        },
+    );
     match key {
         Some(k) => {
-            let scope = format!("{}|{}", auth.principal.scope_id(), auth.msn_str());
-            run_idempotent(
-                &s,
-                &meta,
-                &parts,
-                scope,
-                &k,
-                super::fingerprint_of(&r),
-                ErrorCode::IdempotencyError,
-                op,
-            )
-            .await
+            let idem = Idempotent {
+                sender: sender(&auth),
+                key: &k,
+                fingerprint: fingerprint_of(&r),
+                mismatch_code: ErrorCode::IdempotencyError,
+            };
+            run_idempotent(&s, &meta, &parts, idem, Op::Execute(cmd)).await
         }
-        None => run_write(&s, &meta, op).await,
+        None => run_write(&s, &meta, Op::Execute(cmd)).await,
     }
 }
 
 /// `POST /epayment/v1/test/payments/{reference}/approve` (test merchants only).
-pub async fn force_approve(
+pub(super) async fn force_approve(
     State(s): State<S>,
     Path(reference): Path<String>,
     req: Request,
 ) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
-    let auth = auth::authenticate(&s, &meta, &parts.headers, true)?;
+    let auth = authenticate(&s, &meta, &parts.headers)?;
     if auth.environment() == MerchantEnvironment::Production {
         return Err(meta
             .problem(
@@ -649,13 +668,6 @@ pub async fn force_approve(
             }
         }
     }
-    run_write(
-        &s,
-        &meta,
-        Op::ForceApprove {
-            msn: auth.msn_str().to_owned(),
-            reference,
-        },
-    )
-    .await
+    let cmd = commands::modify(auth.msn_str(), &reference, Modification::ForceApprove);
+    run_write(&s, &meta, Op::Execute(cmd)).await
 }

@@ -1,6 +1,5 @@
 //! Pure conversions from stored rows to wire bodies and HTTP responses.
 
-use bytes::Bytes;
 use vipps_types::epayment::{
     Aggregate, CreatePaymentResponse, GetPaymentResponse, ModificationResponse, PaymentEvent,
     PaymentEventName, PaymentMethodResponse, PaymentMethodType, ProfileResponse, State,
@@ -9,70 +8,8 @@ use vipps_types::epayment::{
 use vipps_types::headers::MerchantSerialNumber;
 use vipps_types::ids::{PspReference, Reference};
 use vipps_types::money::Amount;
-use vipps_types::problem::{ErrorCode, Problem};
 
-use crate::domain::{Event, Payment};
-
-/// A complete HTTP answer as stored for idempotent replay: status, headers and body bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Headers that are part of the answer (`Content-Type`, `Retry-After`, ...).
-    pub headers: Vec<(String, String)>,
-    /// Body bytes.
-    pub body: Bytes,
-}
-
-impl StoredResponse {
-    /// A JSON answer.
-    pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Self {
-        StoredResponse {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-        }
-    }
-
-    /// An answer without a body.
-    pub fn empty(status: u16) -> Self {
-        StoredResponse {
-            status,
-            headers: vec![],
-            body: Bytes::new(),
-        }
-    }
-
-    /// A problem+json answer.
-    pub fn problem(p: &Problem) -> Self {
-        StoredResponse {
-            status: p.status.unwrap_or(500),
-            headers: vec![(
-                "content-type".into(),
-                vipps_types::headers::PROBLEM_JSON.into(),
-            )],
-            body: Bytes::from(serde_json::to_vec(p).unwrap_or_default()),
-        }
-    }
-}
-
-/// A problem body with the emulator's conventions: `type` per status, `traceId`, `instance`, an optional code.
-pub fn problem(
-    status: u16,
-    title: &str,
-    detail: impl Into<String>,
-    code: Option<ErrorCode>,
-    instance: &str,
-    trace_id: &str,
-) -> Problem {
-    let mut p = Problem::new(status, title, detail)
-        .with_instance(instance)
-        .with_trace_id(trace_id);
-    if let Some(c) = code {
-        p = p.with_code(c);
-    }
-    p
-}
+use super::domain::{Event, Payment};
 
 fn reference(p: &Payment) -> Reference {
     // Stored references were validated on the way in.
@@ -88,7 +25,7 @@ fn amount(p: &Payment, value: i64) -> Amount {
 }
 
 /// The aggregate of a payment.
-pub fn aggregate(p: &Payment) -> Aggregate {
+pub(super) fn aggregate(p: &Payment) -> Aggregate {
     Aggregate {
         authorized_amount: amount(p, p.authorized),
         cancelled_amount: amount(p, p.cancelled),
@@ -98,12 +35,12 @@ pub fn aggregate(p: &Payment) -> Aggregate {
 }
 
 /// The wire state.
-pub fn state(p: &Payment) -> State {
+pub(super) fn state(p: &Payment) -> State {
     State::from_wire(p.state.as_str())
 }
 
 /// `GET /epayment/v1/payments/{reference}`.
-pub fn payment(p: &Payment) -> GetPaymentResponse {
+pub(super) fn payment(p: &Payment) -> GetPaymentResponse {
     GetPaymentResponse {
         aggregate: aggregate(p),
         amount: amount(p, p.amount),
@@ -121,7 +58,7 @@ pub fn payment(p: &Payment) -> GetPaymentResponse {
 }
 
 /// `201` of create.
-pub fn created(p: &Payment) -> CreatePaymentResponse {
+pub(super) fn created(p: &Payment) -> CreatePaymentResponse {
     CreatePaymentResponse {
         redirect_url: p.redirect_url.clone(),
         reference: reference(p),
@@ -129,7 +66,7 @@ pub fn created(p: &Payment) -> CreatePaymentResponse {
 }
 
 /// `200` of capture, refund and cancel.
-pub fn modification(p: &Payment) -> ModificationResponse {
+pub(super) fn modification(p: &Payment) -> ModificationResponse {
     ModificationResponse {
         amount: amount(p, p.amount),
         state: state(p),
@@ -145,7 +82,7 @@ fn ts(ms: i64) -> time::OffsetDateTime {
 }
 
 /// One event-log entry.
-pub fn event(p: &Payment, e: &Event) -> PaymentEvent {
+pub(super) fn event(p: &Payment, e: &Event) -> PaymentEvent {
     PaymentEvent {
         reference: reference(p),
         psp_reference: PspReference(e.psp.clone()),
@@ -158,12 +95,12 @@ pub fn event(p: &Payment, e: &Event) -> PaymentEvent {
 }
 
 /// The event log, oldest first.
-pub fn events(p: &Payment) -> Vec<PaymentEvent> {
+pub(super) fn events(p: &Payment) -> Vec<PaymentEvent> {
     p.events.iter().map(|e| event(p, e)).collect()
 }
 
 /// The webhook payload for an event.
-pub fn webhook_event(p: &Payment, e: &Event) -> WebhookEvent {
+pub(super) fn webhook_event(p: &Payment, e: &Event) -> WebhookEvent {
     WebhookEvent {
         msn: MerchantSerialNumber::new(&p.msn)
             .unwrap_or_else(|_| MerchantSerialNumber::new("0000").expect("constant")),

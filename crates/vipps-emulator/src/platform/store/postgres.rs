@@ -1,14 +1,17 @@
 //! The PostgreSQL backend, for one or several emulator instances on one database.
 //!
-//! Every write is one transaction on a pooled connection. An idempotent write first claims its key in a short
-//! transaction of its own (`INSERT ... ON CONFLICT DO NOTHING` of an `in_progress` row with a lease and a claim
-//! token), so that claims are atomic across instances: a completed row is replayed (or refused as a mismatch), an
-//! unexpired claim answers 423, an expired claim is taken over with a new token. The operation's transaction then
-//! locks the payment row, applies the domain change (`domain.rs`, `render.rs`, shared with SQLite), writes the
-//! delivery outbox and completes the claim row with the stored answer, but only while it still holds the token
-//! (a stale executor whose claim was taken over rolls back).
+//! Every write is one transaction on a pooled connection. An idempotent write first takes a transaction-scoped
+//! advisory lock on its key (`pg_try_advisory_xact_lock`, 64 bits of the key's SHA-256) and, in the same round
+//! trip, reads a stored answer: a stored answer is replayed (or refused as a mismatch); a lock held by another
+//! transaction means the same key is executing right now (here or on another instance), answered 423 at once.
+//! The change, its outbox rows and the answer then commit together with the lock released by the commit. When
+//! an instance dies, its connections close and the database releases its locks immediately: there is no lease
+//! to wait out, and an uncommitted change is simply gone.
 //!
-//! Deliveries are claimed with leases (`FOR UPDATE SKIP LOCKED`): only the head of each (webhook, payment) queue
+//! A product command locks its aggregate row (`FOR UPDATE`), runs the pure command and saves; a create that meets
+//! a row committed concurrently under another key rolls back and runs once more (then it sees the row).
+//!
+//! Deliveries are claimed with leases (`FOR UPDATE SKIP LOCKED`): only the head of each (webhook, subject) queue
 //! is eligible, and not while another instance holds its lease; a crashed instance's lease expires and another
 //! instance takes the delivery over. Schema migrations run at start under an advisory lock.
 
@@ -20,22 +23,21 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
-use super::answers::{
-    apply_to_payment, missing_payment, reference_exists, too_many_webhooks, webhook_not_found,
-};
 use super::{
-    AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, SharedFaults, Store, StoreError,
-    WebhookRow, WriteRequest, WriteResult,
+    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery,
+    Op, SharedFaults, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out,
+    stored_answer, too_many_webhooks, webhook_not_found,
 };
-use crate::domain::{Ctx, Payment};
-use crate::faults::{FaultAction, FaultRule, path_matches};
-use crate::ids::IdGen;
-use crate::render::{self, StoredResponse};
+use crate::platform::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder};
+use crate::platform::faults::{FaultAction, FaultRule, path_matches};
+use crate::platform::http::StoredResponse;
+use crate::platform::ids::IdGen;
 
 /// Versioned migrations; each runs once, in order, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE payments (
     msn TEXT NOT NULL,
@@ -108,13 +110,35 @@ CREATE TABLE fault_rules (
     action TEXT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE aggregates (
+    kind TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    due_ms BIGINT,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (kind, tenant, id)
+);
+CREATE INDEX aggregates_due ON aggregates (due_ms) WHERE due_ms IS NOT NULL;
+INSERT INTO aggregates (kind, tenant, id, state, due_ms, data)
+    SELECT 'epayment.payment', msn, reference, state, due_ms, data FROM payments;
+DROP TABLE payments;
+ALTER TABLE deliveries RENAME COLUMN msn TO tenant;
+ALTER TABLE deliveries RENAME COLUMN reference TO subject;
+ALTER TABLE deliveries ADD COLUMN event_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE attempts RENAME COLUMN reference TO subject;
+DELETE FROM idempotency WHERE state <> 'done';
+ALTER TABLE idempotency DROP COLUMN state, DROP COLUMN token, DROP COLUMN lease_until;
+"#,
+    ),
+];
 
 /// The database's wall clock in Unix milliseconds (leases are measured on it, so instances agree).
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
-
-/// How long an idempotency claim is held before another instance may take it over.
-const CLAIM_LEASE_MS: i64 = 30_000;
 
 /// How long fault rules are cached before they are read again.
 const FAULT_CACHE_TTL: Duration = Duration::from_millis(100);
@@ -195,7 +219,7 @@ impl PostgresStore {
             .map_err(err)?;
         let store = PostgresStore {
             pool,
-            instance_id: crate::ids::hex(&ids.bytes16()),
+            instance_id: crate::platform::ids::hex(&ids.bytes16()),
             ids,
             outbox,
             delivery_lease_ms: delivery_lease.as_millis() as i64,
@@ -243,288 +267,239 @@ impl PostgresStore {
         tx.commit().await.map_err(pg_err)
     }
 
-    /// This instance's id (the owner of the delivery leases it takes).
-    pub fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
 }
 
-enum Claim {
-    Owned(i64),
-    Answered(WriteResult),
+/// The advisory-lock key of an idempotency scope: 64 bits of its SHA-256 (a collision can only make a request
+/// wait for an unrelated one: it is answered 423 and retried).
+fn lock_key(scope: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(scope.as_bytes());
+    i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-async fn claim(
-    c: &deadpool_postgres::Client,
-    idem: &super::IdemClaim,
-    now_ms: i64,
-    ids: &dyn IdGen,
-) -> Result<Claim, StoreError> {
-    for _ in 0..8 {
-        let token = i64::from_le_bytes(ids.bytes16()[..8].try_into().expect("8 bytes"));
-        let ins = c
-            .prepare_cached(&format!(
-                "INSERT INTO idempotency (scope, fingerprint, state, token, lease_until, created_ms)
-                 VALUES ($1, $2, 'in_progress', $3, {DB_NOW_MS} + $4, $5) ON CONFLICT (scope) DO NOTHING"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let n = c
-            .execute(
-                &ins,
-                &[
-                    &idem.scope,
-                    &idem.fingerprint.as_slice(),
-                    &token,
-                    &CLAIM_LEASE_MS,
-                    &now_ms,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        if n == 1 {
-            return Ok(Claim::Owned(token));
-        }
-        let sel = c
-            .prepare_cached(&format!(
-                "SELECT fingerprint, state, token, lease_until < {DB_NOW_MS}, status, headers, body
-                 FROM idempotency WHERE scope = $1"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let Some(row) = c.query_opt(&sel, &[&idem.scope]).await.map_err(pg_err)? else {
-            continue;
-        };
-        let fp: Vec<u8> = row.get(0);
-        let state: String = row.get(1);
-        if state == "done" {
-            if fp.as_slice() != idem.fingerprint.as_slice() {
-                return Ok(Claim::Answered(WriteResult::Mismatch(idem.mismatch_code)));
-            }
-            let status: i32 = row.get(4);
-            let headers: Option<String> = row.get(5);
-            let body: Option<Vec<u8>> = row.get(6);
-            let headers: Vec<(String, String)> =
-                serde_json::from_str(headers.as_deref().unwrap_or("[]")).unwrap_or_default();
-            return Ok(Claim::Answered(WriteResult::Replayed(StoredResponse {
-                status: status as u16,
-                headers,
-                body: body.unwrap_or_default().into(),
-            })));
-        }
-        let expired: bool = row.get(3);
-        if !expired {
-            return Ok(Claim::Answered(WriteResult::InProgress));
-        }
-        // The claim's executor died (or is stuck): take it over with a new token.
-        let old: i64 = row.get(2);
-        let upd = c
-            .prepare_cached(&format!(
-                "UPDATE idempotency SET token = $3, fingerprint = $4, lease_until = {DB_NOW_MS} + $5, created_ms = $6
-                 WHERE scope = $1 AND token = $2 AND state = 'in_progress'"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let n = c
-            .execute(
-                &upd,
-                &[
-                    &idem.scope,
-                    &old,
-                    &token,
-                    &idem.fingerprint.as_slice(),
-                    &CLAIM_LEASE_MS,
-                    &now_ms,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        if n == 1 {
-            return Ok(Claim::Owned(token));
-        }
-    }
-    Ok(Claim::Answered(WriteResult::InProgress))
-}
-
-async fn release(c: &deadpool_postgres::Client, scope: &str, token: i64) {
-    if let Err(e) = c
-        .execute(
-            "DELETE FROM idempotency WHERE scope = $1 AND token = $2 AND state = 'in_progress'",
-            &[&scope, &token],
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "could not release an idempotency claim; it expires with its lease");
-    }
-}
+/// A create that met a row committed concurrently: the transaction is rolled back and the write runs again.
+struct CreateConflict;
 
 impl PostgresStore {
     async fn do_write(&self, req: WriteRequest) -> Result<WriteResult, StoreError> {
         let mut c = self.pool.get().await.map_err(pool_err)?;
-        let token = match &req.idem {
-            Some(idem) => match claim(&c, idem, req.now_ms, self.ids.as_ref()).await? {
-                Claim::Owned(t) => Some(t),
-                Claim::Answered(r) => return Ok(r),
-            },
-            None => None,
-        };
-        let r = self.run_op(&mut c, &req, token).await;
-        if let (Some(idem), Some(t)) = (&req.idem, token) {
-            let completed = matches!(&r, Ok((WriteResult::Fresh(resp), _)) if resp.status < 500);
-            if !completed {
-                release(&c, &idem.scope, t).await;
+        for _ in 0..CREATE_ATTEMPTS {
+            match self.try_write(&mut c, &req).await? {
+                Ok((result, touched)) => {
+                    if touched {
+                        self.outbox.notify_one();
+                    }
+                    return Ok(result);
+                }
+                Err(CreateConflict) => continue,
             }
         }
-        let (result, touched) = r?;
-        if touched {
-            self.outbox.notify_one();
-        }
-        Ok(result)
+        Err(StoreError("a create kept meeting an existing document".into()))
     }
 
-    async fn run_op(
+    async fn try_write(
         &self,
         c: &mut deadpool_postgres::Client,
         req: &WriteRequest,
-        token: Option<i64>,
-    ) -> Result<(WriteResult, bool), StoreError> {
+    ) -> Result<Result<(WriteResult, bool), CreateConflict>, StoreError> {
         let tx = c.transaction().await.map_err(pg_err)?;
+        if let Some(idem) = &req.idem {
+            let lock = tx
+                .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
+                .await
+                .map_err(pg_err)?;
+            let sel = tx
+                .prepare_cached(
+                    "SELECT fingerprint, status, headers, body FROM idempotency WHERE scope = $1",
+                )
+                .await
+                .map_err(pg_err)?;
+            let key = lock_key(&idem.scope);
+            // Sent together; the server runs the read after the lock, so it sees an answer committed by a holder.
+            let (lock_params, sel_params): (
+                [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+                [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+            ) = ([&key], [&idem.scope]);
+            let (locked, row) = futures::try_join!(
+                tx.query_one(&lock, &lock_params),
+                tx.query_opt(&sel, &sel_params)
+            )
+            .map_err(pg_err)?;
+            if !locked.get::<_, bool>(0) {
+                return Ok(Ok((WriteResult::InProgress, false)));
+            }
+            if let Some(row) = row {
+                let fp: &[u8] = row.get(0);
+                if fp != idem.fingerprint.as_slice() {
+                    return Ok(Ok((WriteResult::Mismatch(idem.mismatch_code), false)));
+                }
+                let status: i32 = row.get(1);
+                return Ok(Ok((
+                    WriteResult::Replayed(stored_answer(
+                        status as u16,
+                        row.get::<_, &str>(2),
+                        row.get::<_, Vec<u8>>(3),
+                    )),
+                    false,
+                )));
+            }
+        }
         let mut touched = false;
-        let resp = apply(&tx, req, self.ids.as_ref(), &mut touched).await?;
-        if let (Some(idem), Some(token)) = (&req.idem, token) {
+        let resp = match &req.op {
+            Op::Execute(cmd) => {
+                match execute(&tx, req, cmd.as_ref(), self.ids.as_ref(), &mut touched).await? {
+                    Ok(r) => r,
+                    Err(CreateConflict) => return Ok(Err(CreateConflict)),
+                }
+            }
+            _ => apply(&tx, req, &mut touched).await?,
+        };
+        if let Some(idem) = &req.idem {
+            // 2xx and 4xx outcomes are the answer for the key; 5xx are not stored so a retry executes again.
             if resp.status < 500 {
                 let headers = serde_json::to_string(&resp.headers).unwrap_or_else(|_| "[]".into());
                 let st = tx
                     .prepare_cached(
-                        "UPDATE idempotency SET state = 'done', status = $3, headers = $4, body = $5, created_ms = $6
-                         WHERE scope = $1 AND token = $2 AND state = 'in_progress'",
+                        "INSERT INTO idempotency (scope, fingerprint, status, headers, body, created_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .await
                     .map_err(pg_err)?;
-                let n = tx
-                    .execute(
-                        &st,
-                        &[
-                            &idem.scope,
-                            &token,
-                            &i32::from(resp.status),
-                            &headers,
-                            &resp.body.as_ref(),
-                            &req.now_ms,
-                        ],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                if n == 0 {
-                    // Fenced: another instance took the claim over; this execution must not count.
-                    tx.rollback().await.map_err(pg_err)?;
-                    return Ok((WriteResult::InProgress, false));
-                }
+                tx.execute(
+                    &st,
+                    &[
+                        &idem.scope,
+                        &idem.fingerprint.as_slice(),
+                        &i32::from(resp.status),
+                        &headers,
+                        &resp.body.as_ref(),
+                        &req.now_ms,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
             }
         }
         tx.commit().await.map_err(pg_err)?;
-        Ok((WriteResult::Fresh(resp), touched))
+        Ok(Ok((WriteResult::Fresh(resp), touched)))
     }
 }
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
-async fn load(tx: &Tx<'_>, msn: &str, reference: &str) -> Result<Option<Payment>, StoreError> {
-    let st = tx
-        .prepare_cached("SELECT data FROM payments WHERE msn = $1 AND reference = $2 FOR UPDATE")
-        .await
-        .map_err(pg_err)?;
-    let row = tx
-        .query_opt(&st, &[&msn, &reference])
-        .await
-        .map_err(pg_err)?;
-    row.map(|r| serde_json::from_slice::<Payment>(r.get::<_, &[u8]>(0)).map_err(err))
-        .transpose()
-}
-
-/// Saves a payment and puts its new events (`events[before..]`) in the outbox, like the SQLite `save`.
-async fn save(
+/// Runs a product command: lock and load the aggregate (with the tenant's webhooks, in the same round trip),
+/// apply the pure command, then save and put its events in the outbox (again in one round trip).
+async fn execute(
     tx: &Tx<'_>,
-    p: &Payment,
-    before: usize,
-    now_ms: i64,
-    create: bool,
+    req: &WriteRequest,
+    cmd: &dyn Command,
+    ids: &dyn IdGen,
     touched: &mut bool,
-) -> Result<bool, StoreError> {
-    let data = serde_json::to_vec(p).map_err(err)?;
-    let sql = if create {
-        "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (msn, reference) DO NOTHING"
-    } else {
-        "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
-    };
-    let st = tx.prepare_cached(sql).await.map_err(pg_err)?;
-    let n = tx
-        .execute(
-            &st,
-            &[&p.msn, &p.reference, &p.state.as_str(), &p.due_ms(), &data],
+) -> Result<Result<StoredResponse, CreateConflict>, StoreError> {
+    let key: &AggregateKey = cmd.key();
+    let load = tx
+        .prepare_cached(
+            "SELECT data FROM aggregates WHERE kind = $1 AND tenant = $2 AND id = $3 FOR UPDATE",
         )
         .await
         .map_err(pg_err)?;
-    if n == 0 {
-        return Ok(false);
-    }
-    let new_events = p.events.get(before..).unwrap_or_default();
-    if new_events.is_empty() {
-        return Ok(true);
-    }
-    let st = tx
+    let hooks = tx
         .prepare_cached(
             "SELECT id, events FROM webhooks WHERE owner = 'msn:' || $1
              OR owner IN (SELECT owner FROM partner_owners WHERE msn = $1) ORDER BY created_ms, id",
         )
         .await
         .map_err(pg_err)?;
-    let hooks: Vec<(String, String)> = tx
-        .query(&st, &[&p.msn])
-        .await
-        .map_err(pg_err)?
+    let load_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&key.kind, &key.tenant, &key.id];
+    let hook_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key.tenant];
+    let (row, hook_rows) = futures::try_join!(
+        tx.query_opt(&load, &load_params),
+        tx.query(&hooks, &hook_params)
+    )
+    .map_err(pg_err)?;
+    let current = match row {
+        Some(r) => Some(cmd.decoder()(r.get::<_, &[u8]>(0)).map_err(StoreError)?),
+        None => None,
+    };
+    let effect = cmd.apply(
+        current.as_ref(),
+        &Ctx {
+            now_ms: req.now_ms,
+            ids,
+            request: &req.request,
+        },
+    );
+    let hooks: Vec<(String, Vec<String>)> = hook_rows
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| {
+            let events: &str = r.get(1);
+            (r.get(0), serde_json::from_str(events).unwrap_or_default())
+        })
         .collect();
-    if hooks.is_empty() {
-        return Ok(true);
-    }
+    let put_sql = match &effect.put {
+        Some(p) if p.create => Some(
+            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (kind, tenant, id) DO NOTHING",
+        ),
+        Some(_) => Some(
+            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
+        ),
+        None => None,
+    };
     let ins = tx
         .prepare_cached(
-            "INSERT INTO deliveries (webhook_id, msn, reference, event_type, event_id, payload, state, attempts, next_ms, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
+            "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)",
         )
         .await
         .map_err(pg_err)?;
-    for e in new_events {
-        let event_type = vipps_types::epayment::PaymentEventName::from_wire(e.name.as_str())
-            .webhook_event_type();
-        let payload = serde_json::to_vec(&render::webhook_event(p, e)).map_err(err)?;
-        for (id, events) in &hooks {
-            let subscribed: Vec<String> = serde_json::from_str(events).unwrap_or_default();
-            if !subscribed.contains(&event_type) {
-                continue;
+    let put = match put_sql {
+        Some(sql) => Some(tx.prepare_cached(sql).await.map_err(pg_err)?),
+        None => None,
+    };
+    let deliveries: Vec<_> = fan_out(&hooks, &effect.events)
+        .map(|(webhook_id, e)| {
+            let webhook_id = webhook_id.to_owned();
+            let ins = &ins;
+            async move {
+                tx.execute(
+                    ins,
+                    &[
+                        &webhook_id,
+                        &key.tenant,
+                        &key.id,
+                        &e.event_type,
+                        &e.event_id,
+                        &e.name,
+                        &e.payload.as_ref(),
+                        &req.now_ms,
+                    ],
+                )
+                .await
             }
-            tx.execute(
-                &ins,
-                &[
-                    id,
-                    &p.msn,
-                    &p.reference,
-                    &event_type,
-                    &e.psp,
-                    &payload,
-                    &now_ms,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-            *touched = true;
+        })
+        .collect();
+    *touched |= !deliveries.is_empty();
+    let saved = async {
+        match (&put, &effect.put) {
+            (Some(st), Some(p)) => tx
+                .execute(
+                    st,
+                    &[&key.kind, &key.tenant, &key.id, &p.state, &p.due_ms, &p.data],
+                )
+                .await
+                .map(Some),
+            _ => Ok(None),
         }
+    };
+    let (saved, _) = futures::try_join!(saved, futures::future::try_join_all(deliveries))
+        .map_err(pg_err)?;
+    if saved == Some(0) {
+        return Ok(Err(CreateConflict));
     }
-    Ok(true)
+    Ok(Ok(effect.answer))
 }
 
 async fn fail_pending(tx: &Tx<'_>, webhook_id: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -550,49 +525,14 @@ fn webhook_row(r: &tokio_postgres::Row) -> WebhookRow {
     }
 }
 
-/// Applies one write inside `tx`; the same semantics as the SQLite `apply` (without the idempotency part, which
-/// the caller does around it).
+/// Applies a platform operation inside `tx`; the same semantics as the SQLite `apply`.
 async fn apply(
     tx: &Tx<'_>,
     req: &WriteRequest,
-    ids: &dyn IdGen,
     touched: &mut bool,
 ) -> Result<StoredResponse, StoreError> {
-    let new_psp = || ids.psp_reference();
-    // Built per call: a `Ctx` must not live across an await (its closure reference is not `Sync`).
-    macro_rules! ctx {
-        () => {
-            &Ctx {
-                now_ms: req.now_ms,
-                new_psp: &new_psp,
-            }
-        };
-    }
     let resp = match &req.op {
-        Op::CreatePayment(p) => {
-            if save(tx, p, 0, req.now_ms, true, touched).await? {
-                StoredResponse::json(201, &render::created(p))
-            } else {
-                reference_exists(req, &p.reference)
-            }
-        }
-        Op::Capture { msn, reference, .. }
-        | Op::Refund { msn, reference, .. }
-        | Op::Cancel { msn, reference, .. }
-        | Op::ForceApprove { msn, reference }
-        | Op::UserApprove { msn, reference }
-        | Op::UserReject { msn, reference }
-        | Op::Settle { msn, reference } => match load(tx, msn, reference).await? {
-            None => missing_payment(req, reference),
-            Some(mut p) => {
-                let before = p.events.len();
-                let (changed, resp) = apply_to_payment(req, &mut p, ctx!());
-                if changed {
-                    save(tx, &p, before, req.now_ms, false, touched).await?;
-                }
-                resp
-            }
-        },
+        Op::Execute(_) => return Err(StoreError("a command reached the platform operations".into())),
         Op::RegisterWebhook { row, max_per_event } => {
             // Serialises registrations of one owner, so the limit holds across instances.
             tx.execute(
@@ -661,7 +601,7 @@ async fn apply(
         }
         Op::PurgeIdempotency { before_ms } => {
             tx.execute(
-                "DELETE FROM idempotency WHERE created_ms < $1 AND state = 'done'",
+                "DELETE FROM idempotency WHERE created_ms < $1",
                 &[before_ms],
             )
             .await
@@ -688,7 +628,7 @@ async fn apply(
         Op::DeliveryResult {
             delivery_id,
             webhook_id,
-            reference,
+            subject,
             attempt,
             at_ms,
             outcome,
@@ -719,8 +659,8 @@ async fn apply(
                 .map_err(pg_err)?;
             if n == 1 {
                 tx.execute(
-                    "INSERT INTO attempts (delivery_id, webhook_id, reference, at_ms, data) VALUES ($1, $2, $3, $4, $5)",
-                    &[delivery_id, webhook_id, reference, at_ms, attempt],
+                    "INSERT INTO attempts (delivery_id, webhook_id, subject, at_ms, data) VALUES ($1, $2, $3, $4, $5)",
+                    &[delivery_id, webhook_id, subject, at_ms, attempt],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -806,48 +746,53 @@ impl Store for PostgresStore {
         Box::pin(async move { me.do_write(req).await })
     }
 
-    fn payment(
+    fn aggregate(
         &self,
-        msn: &str,
-        reference: &str,
-    ) -> BoxFut<'static, Result<Option<Arc<Payment>>, StoreError>> {
+        key: &AggregateKey,
+        decoder: Decoder,
+    ) -> BoxFut<'static, Result<Option<Decoded>, StoreError>> {
         let pool = self.pool.clone();
-        let (msn, reference) = (msn.to_owned(), reference.to_owned());
+        let key = key.clone();
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_err)?;
             let st = c
-                .prepare_cached("SELECT data FROM payments WHERE msn = $1 AND reference = $2")
+                .prepare_cached(
+                    "SELECT data FROM aggregates WHERE kind = $1 AND tenant = $2 AND id = $3",
+                )
                 .await
                 .map_err(pg_err)?;
             let row = c
-                .query_opt(&st, &[&msn, &reference])
+                .query_opt(&st, &[&key.kind, &key.tenant, &key.id])
                 .await
                 .map_err(pg_err)?;
-            row.map(|r| {
-                serde_json::from_slice::<Payment>(r.get::<_, &[u8]>(0))
-                    .map(Arc::new)
-                    .map_err(err)
-            })
-            .transpose()
+            row.map(|r| decoder(r.get::<_, &[u8]>(0)).map_err(StoreError))
+                .transpose()
         })
     }
 
-    fn due_payments(
+    fn due(
         &self,
         now_ms: i64,
         limit: usize,
-    ) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>> {
+    ) -> BoxFut<'static, Result<Vec<DueAggregate>, StoreError>> {
         let pool = self.pool.clone();
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_err)?;
             let rows = c
                 .query(
-                    "SELECT msn, reference FROM payments WHERE due_ms IS NOT NULL AND due_ms <= $1 ORDER BY due_ms LIMIT $2",
+                    "SELECT kind, tenant, id FROM aggregates WHERE due_ms IS NOT NULL AND due_ms <= $1 ORDER BY due_ms LIMIT $2",
                     &[&now_ms, &(limit as i64)],
                 )
                 .await
                 .map_err(pg_err)?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            Ok(rows
+                .iter()
+                .map(|r| DueAggregate {
+                    kind: r.get(0),
+                    tenant: r.get(1),
+                    id: r.get(2),
+                })
+                .collect())
         })
     }
 
@@ -897,9 +842,9 @@ impl Store for PostgresStore {
             // with SKIP LOCKED so concurrent dispatchers on other instances take different rows, then leased.
             let sql = format!(
                 "WITH heads AS (
-                    SELECT DISTINCT ON (webhook_id, msn, reference) id
+                    SELECT DISTINCT ON (webhook_id, tenant, subject) id
                     FROM deliveries WHERE state = 'pending'
-                    ORDER BY webhook_id, msn, reference, id
+                    ORDER BY webhook_id, tenant, subject, id
                  ), picked AS (
                     SELECT d.id FROM deliveries d JOIN heads h ON h.id = d.id
                     WHERE d.state = 'pending' AND d.next_ms <= $1
@@ -910,8 +855,8 @@ impl Store for PostgresStore {
                  UPDATE deliveries d SET lease_owner = $3, lease_until = {DB_NOW_MS} + $4
                  FROM picked, webhooks w
                  WHERE d.id = picked.id AND w.id = d.webhook_id
-                 RETURNING d.id, d.webhook_id, d.msn, d.reference, d.event_type, d.event_id, w.url, w.secret,
-                           d.payload, d.attempts, d.first_attempt_ms"
+                 RETURNING d.id, d.webhook_id, d.tenant, d.subject, d.event_type, d.event_id, w.url, w.secret,
+                           d.payload, d.attempts, d.first_attempt_ms, d.event_name"
             );
             let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
             let rows = c
@@ -923,8 +868,8 @@ impl Store for PostgresStore {
                 .map(|r| DueDelivery {
                     id: r.get(0),
                     webhook_id: r.get(1),
-                    msn: r.get(2),
-                    reference: r.get(3),
+                    tenant: r.get(2),
+                    subject: r.get(3),
                     event_type: r.get(4),
                     event_id: r.get(5),
                     url: r.get(6),
@@ -932,6 +877,7 @@ impl Store for PostgresStore {
                     payload: r.get::<_, Vec<u8>>(8).into(),
                     attempts: r.get::<_, i32>(9) as u32,
                     first_attempt_ms: r.get(10),
+                    event_name: r.get(11),
                 })
                 .collect();
             out.sort_by_key(|d| d.id);
@@ -964,53 +910,45 @@ impl Store for PostgresStore {
             let c = pool.get().await.map_err(pool_err)?;
             let rows = c
                 .query(
-                    "SELECT data FROM attempts WHERE ($1::text IS NULL OR reference = $1) AND ($2::text IS NULL OR webhook_id = $2)
+                    "SELECT data FROM attempts WHERE ($1::text IS NULL OR subject = $1) AND ($2::text IS NULL OR webhook_id = $2)
                      ORDER BY id DESC",
                     &[&f.reference, &f.webhook_id],
                 )
                 .await
                 .map_err(pg_err)?;
-            let limit = f.limit.unwrap_or(100);
-            let mut out = Vec::new();
-            for row in rows {
-                let v: serde_json::Value =
-                    serde_json::from_str(row.get::<_, &str>(0)).unwrap_or_default();
-                if let Some(ev) = &f.event {
-                    let matches = v["event"].as_str() == Some(ev.as_str())
-                        || v["event_name"]
-                            .as_str()
-                            .is_some_and(|n| n.eq_ignore_ascii_case(ev));
-                    if !matches {
-                        continue;
-                    }
-                }
-                out.push(v);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            out.reverse();
-            Ok(out)
+            Ok(super::filter_attempts(
+                rows.iter().map(|r| r.get::<_, String>(0)),
+                &f,
+            ))
         })
     }
 
-    fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>> {
+    fn counts(&self) -> BoxFut<'static, Result<Counts, StoreError>> {
         let pool = self.pool.clone();
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let row = c
-                .query_one(
-                    "SELECT (SELECT count(*) FROM payments), (SELECT count(*) FROM idempotency WHERE state = 'done'),
-                            (SELECT count(*) FROM webhooks)",
+            let kinds = c
+                .query(
+                    "SELECT kind, count(*) FROM aggregates GROUP BY kind ORDER BY kind",
                     &[],
                 )
                 .await
                 .map_err(pg_err)?;
-            Ok((
-                row.get::<_, i64>(0) as u64,
-                row.get::<_, i64>(1) as u64,
-                row.get::<_, i64>(2) as u64,
-            ))
+            let row = c
+                .query_one(
+                    "SELECT (SELECT count(*) FROM idempotency), (SELECT count(*) FROM webhooks)",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(Counts {
+                aggregates: kinds
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                    .collect(),
+                idempotency: row.get::<_, i64>(0) as u64,
+                webhooks: row.get::<_, i64>(1) as u64,
+            })
         })
     }
 

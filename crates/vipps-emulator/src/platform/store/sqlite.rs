@@ -2,7 +2,8 @@
 //!
 //! Writes queue to the writer thread, which takes every queued write (up to a batch limit) into one
 //! transaction, each in its own savepoint, commits once, and only then answers them. With
-//! [`Durability::Fsync`] a commit is on disk before any write in it is acknowledged.
+//! [`Durability::Fsync`] a commit is on disk before any write in it is acknowledged. Reads that miss the
+//! aggregate cache run on tokio's blocking pool, never on the async workers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,29 +13,29 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::answers::{
-    apply_to_payment, missing_payment, reference_exists, too_many_webhooks, webhook_not_found,
-};
 use super::{
-    AttemptFilter, BoxFut, DeliveryOutcome, DueDelivery, Op, Store, StoreError, WebhookRow,
-    WriteRequest, WriteResult,
+    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery,
+    Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
+    too_many_webhooks, webhook_not_found,
 };
 use crate::config::Durability;
-use crate::domain::{Ctx, Payment};
-use crate::ids::IdGen;
-use crate::render::{self, StoredResponse};
+use crate::platform::aggregate::{AggregateKey, Ctx, Decoded, Decoder};
+use crate::platform::http::StoredResponse;
+use crate::platform::ids::IdGen;
 
+/// The schema of a new database (version [`SCHEMA_VERSION`], kept in `PRAGMA user_version`).
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS payments (
-    msn TEXT NOT NULL,
-    reference TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS aggregates (
+    kind TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
     state TEXT NOT NULL,
     due_ms INTEGER,
     data BLOB NOT NULL,
-    PRIMARY KEY (msn, reference)
+    PRIMARY KEY (kind, tenant, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS payments_due ON payments (due_ms) WHERE due_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS aggregates_due ON aggregates (due_ms) WHERE due_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY,
     fingerprint BLOB NOT NULL,
@@ -58,8 +59,8 @@ CREATE TABLE IF NOT EXISTS partner_owners (msn TEXT NOT NULL, owner TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     webhook_id TEXT NOT NULL,
-    msn TEXT NOT NULL,
-    reference TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    subject TEXT NOT NULL,
     event_type TEXT NOT NULL,
     event_id TEXT NOT NULL,
     payload BLOB NOT NULL,
@@ -68,26 +69,52 @@ CREATE TABLE IF NOT EXISTS deliveries (
     first_attempt_ms INTEGER,
     next_ms INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
-    done_ms INTEGER
+    done_ms INTEGER,
+    event_name TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_ms) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (webhook_id, msn, reference, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (webhook_id, tenant, subject, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (done_ms) WHERE state <> 'pending';
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id INTEGER NOT NULL,
     webhook_id TEXT NOT NULL,
-    reference TEXT NOT NULL,
+    subject TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
     data TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS attempts_reference ON attempts (reference);
+CREATE INDEX IF NOT EXISTS attempts_subject ON attempts (subject);
 CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at_ms);
 CREATE INDEX IF NOT EXISTS webhooks_owner ON webhooks (owner);
 "#;
 
-/// Payments kept in the read cache.
-const PAYMENT_CACHE_CAPACITY: usize = 20_000;
+/// The schema version this code writes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1, whose only aggregates were ePayment payments in a table of their own (the one place the store
+/// names a product: the data of that version has to go somewhere).
+const MIGRATE_V1: &str = r#"
+CREATE TABLE aggregates (
+    kind TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    due_ms INTEGER,
+    data BLOB NOT NULL,
+    PRIMARY KEY (kind, tenant, id)
+) WITHOUT ROWID;
+INSERT INTO aggregates (kind, tenant, id, state, due_ms, data)
+    SELECT 'epayment.payment', msn, reference, state, due_ms, data FROM payments;
+DROP TABLE payments;
+ALTER TABLE deliveries RENAME COLUMN msn TO tenant;
+ALTER TABLE deliveries RENAME COLUMN reference TO subject;
+ALTER TABLE deliveries ADD COLUMN event_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE attempts RENAME COLUMN reference TO subject;
+DROP INDEX IF EXISTS attempts_reference;
+"#;
+
+/// Aggregates kept in the read cache.
+const CACHE_CAPACITY: usize = 20_000;
 
 /// The largest number of writes committed together.
 const MAX_BATCH: usize = 512;
@@ -99,18 +126,23 @@ struct Job {
 
 /// The SQLite store.
 pub struct SqliteStore {
-    cache: Arc<PaymentCache>,
+    inner: Arc<Inner>,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
-    readers: Mutex<Vec<Connection>>,
-    path: PathBuf,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     _tempdir: Option<tempfile::TempDir>,
+}
+
+/// What readers share: the cache and the pool of reader connections.
+struct Inner {
+    cache: AggregateCache,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish()
     }
 }
@@ -134,6 +166,35 @@ fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Creates the schema, or brings an older database to the current version.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError(format!(
+            "the database was written by a newer emulator (schema {version}, this one knows {SCHEMA_VERSION})"
+        )));
+    }
+    let tx = conn.transaction().map_err(err)?;
+    let v1: bool = tx
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'payments'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if v1 {
+        tracing::info!("migrating the SQLite database from schema 1");
+        tx.execute_batch(MIGRATE_V1).map_err(err)?;
+    }
+    tx.execute_batch(SCHEMA).map_err(err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    tx.commit().map_err(err)
 }
 
 impl SqliteStore {
@@ -180,31 +241,29 @@ impl SqliteStore {
         tempdir: Option<tempfile::TempDir>,
         outbox: Arc<tokio::sync::Notify>,
     ) -> Result<Self, StoreError> {
-        let conn = open(&path, durability)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        let cache = Arc::new(PaymentCache::new(PAYMENT_CACHE_CAPACITY));
+        let mut conn = open(&path, durability)?;
+        migrate(&mut conn)?;
+        let inner = Arc::new(Inner {
+            cache: AggregateCache::new(CACHE_CAPACITY),
+            readers: Mutex::new(Vec::new()),
+            path,
+        });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("vipps-emulator-writer".into())
             .spawn({
-                let cache = cache.clone();
-                move || writer_loop(conn, rx, ids, outbox, cache)
+                let inner = inner.clone();
+                move || writer_loop(conn, rx, ids, outbox, inner)
             })
             .map_err(err)?;
         Ok(SqliteStore {
-            cache,
+            inner,
             tx: Mutex::new(Some(tx)),
-            readers: Mutex::new(Vec::new()),
-            path,
             writer: Mutex::new(Some(writer)),
             _tempdir: tempdir,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 
     /// Stops the writer after the queued writes are done.
     pub fn close(&self) {
@@ -214,6 +273,21 @@ impl SqliteStore {
         }
     }
 
+    /// Runs a read on a pooled reader connection on the blocking pool.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFut<'static, Result<T, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.with_reader(f))
+                .await
+                .map_err(err)?
+        })
+    }
+}
+
+impl Inner {
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -259,70 +333,72 @@ impl Store for SqliteStore {
         })
     }
 
-    fn payment(
+    fn aggregate(
         &self,
-        msn: &str,
-        reference: &str,
-    ) -> BoxFut<'static, Result<Option<Arc<Payment>>, StoreError>> {
-        if let Some(p) = self.cache.get(msn, reference) {
-            return Box::pin(async move { Ok(Some(p)) });
+        key: &AggregateKey,
+        decoder: Decoder,
+    ) -> BoxFut<'static, Result<Option<Decoded>, StoreError>> {
+        let ck = cache_key(key.kind, &key.tenant, &key.id);
+        if let Some(d) = self.inner.cache.get(&ck) {
+            return Box::pin(async move { Ok(Some(d)) });
         }
-        let epoch = self.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let r = self.with_reader(|c| {
-            c.prepare_cached("SELECT data FROM payments WHERE msn = ?1 AND reference = ?2")?
-                .query_row(params![msn, reference], |row| row.get::<_, Vec<u8>>(0))
-                .optional()
-        });
-        let r = r.and_then(|o| {
-            o.map(|d| {
-                serde_json::from_slice::<Payment>(&d)
-                    .map(Arc::new)
-                    .map_err(err)
+        let inner = self.inner.clone();
+        let key = key.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let epoch = inner.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
+                let data = inner.with_reader(|c| load(c, &key))?;
+                let Some(data) = data else { return Ok(None) };
+                let d = decoder(&data).map_err(StoreError)?;
+                // Only when no batch committed meanwhile, so an older read never replaces a newer write.
+                if inner.cache.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
+                    inner.cache.insert(ck, d.clone(), true);
+                }
+                Ok(Some(d))
             })
-            .transpose()
-        });
-        if let Ok(Some(p)) = &r {
-            // Only when no batch committed meanwhile, so an older read never replaces a newer write.
-            if self.cache.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
-                self.cache.insert(p.clone(), true);
-            }
-        }
-        Box::pin(async move { r })
+            .await
+            .map_err(err)?
+        })
     }
 
-    fn due_payments(
+    fn due(
         &self,
         now_ms: i64,
         limit: usize,
-    ) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>> {
-        let r = self.with_reader(|c| {
+    ) -> BoxFut<'static, Result<Vec<DueAggregate>, StoreError>> {
+        self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT msn, reference FROM payments WHERE due_ms IS NOT NULL AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
+                "SELECT kind, tenant, id FROM aggregates WHERE due_ms IS NOT NULL AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
             )?;
-            let rows = st.query_map(params![now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map(params![now_ms, limit as i64], |r| {
+                Ok(DueAggregate {
+                    kind: r.get(0)?,
+                    tenant: r.get(1)?,
+                    id: r.get(2)?,
+                })
+            })?;
             rows.collect()
-        });
-        Box::pin(async move { r })
+        })
     }
 
     fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>> {
-        let r = self.with_reader(|c| {
+        let owner = owner.to_owned();
+        self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, owner, url, events, secret, created_ms FROM webhooks WHERE owner = ?1 ORDER BY created_ms, id",
             )?;
             let rows = st.query_map(params![owner], webhook_row)?;
             rows.collect()
-        });
-        Box::pin(async move { r })
+        })
     }
 
     fn meta(&self, key: &str) -> BoxFut<'static, Result<Option<String>, StoreError>> {
-        let r = self.with_reader(|c| {
+        let key = key.to_owned();
+        self.read(move |c| {
             c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
                 .optional()
-        });
-        Box::pin(async move { r })
+        })
     }
 
     fn due_deliveries(
@@ -330,22 +406,22 @@ impl Store for SqliteStore {
         now_ms: i64,
         limit: usize,
     ) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>> {
-        let r = self.with_reader(|c| {
+        self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT d.id, d.webhook_id, d.msn, d.reference, d.event_type, d.event_id, w.url, w.secret, d.payload,
-                        d.attempts, d.first_attempt_ms
+                "SELECT d.id, d.webhook_id, d.tenant, d.subject, d.event_type, d.event_id, w.url, w.secret, d.payload,
+                        d.attempts, d.first_attempt_ms, d.event_name
                  FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
                  WHERE d.state = 'pending' AND d.next_ms <= ?1
                    AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.state = 'pending' AND e.webhook_id = d.webhook_id
-                                   AND e.msn = d.msn AND e.reference = d.reference AND e.id < d.id)
+                                   AND e.tenant = d.tenant AND e.subject = d.subject AND e.id < d.id)
                  ORDER BY d.id LIMIT ?2",
             )?;
             let rows = st.query_map(params![now_ms, limit as i64], |r| {
                 Ok(DueDelivery {
                     id: r.get(0)?,
                     webhook_id: r.get(1)?,
-                    msn: r.get(2)?,
-                    reference: r.get(3)?,
+                    tenant: r.get(2)?,
+                    subject: r.get(3)?,
                     event_type: r.get(4)?,
                     event_id: r.get(5)?,
                     url: r.get(6)?,
@@ -353,19 +429,18 @@ impl Store for SqliteStore {
                     payload: r.get::<_, Vec<u8>>(8)?.into(),
                     attempts: r.get(9)?,
                     first_attempt_ms: r.get(10)?,
+                    event_name: r.get(11)?,
                 })
             })?;
             rows.collect()
-        });
-        Box::pin(async move { r })
+        })
     }
 
     fn next_delivery_ms(&self) -> BoxFut<'static, Result<Option<i64>, StoreError>> {
-        let r = self.with_reader(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT min(next_ms) FROM deliveries WHERE state = 'pending'")?
                 .query_row([], |r| r.get(0))
-        });
-        Box::pin(async move { r })
+        })
     }
 
     fn attempts(
@@ -373,47 +448,32 @@ impl Store for SqliteStore {
         f: &AttemptFilter,
     ) -> BoxFut<'static, Result<Vec<serde_json::Value>, StoreError>> {
         let f = f.clone();
-        let r = self.with_reader(|c| {
+        self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT data FROM attempts WHERE (?1 IS NULL OR reference = ?1) AND (?2 IS NULL OR webhook_id = ?2)
+                "SELECT data FROM attempts WHERE (?1 IS NULL OR subject = ?1) AND (?2 IS NULL OR webhook_id = ?2)
                  ORDER BY id DESC",
             )?;
             let rows = st.query_map(params![f.reference, f.webhook_id], |r| r.get::<_, String>(0))?;
-            let limit = f.limit.unwrap_or(100);
-            let mut out = Vec::new();
-            for row in rows {
-                let v: serde_json::Value = serde_json::from_str(&row?).unwrap_or_default();
-                if let Some(ev) = &f.event {
-                    let matches = v["event"].as_str() == Some(ev.as_str())
-                        || v["event_name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(ev));
-                    if !matches {
-                        continue;
-                    }
-                }
-                out.push(v);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            out.reverse();
-            Ok(out)
-        });
-        Box::pin(async move { r })
+            Ok(super::filter_attempts(rows.filter_map(Result::ok), &f))
+        })
     }
 
-    fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>> {
-        let r = self.with_reader(|c| {
+    fn counts(&self) -> BoxFut<'static, Result<Counts, StoreError>> {
+        self.read(|c| {
             let n = |sql: &str| {
                 c.query_row(sql, [], |r| r.get::<_, i64>(0))
                     .map(|v| v as u64)
             };
-            Ok((
-                n("SELECT count(*) FROM payments")?,
-                n("SELECT count(*) FROM idempotency")?,
-                n("SELECT count(*) FROM webhooks")?,
-            ))
-        });
-        Box::pin(async move { r })
+            let aggregates = c
+                .prepare("SELECT kind, count(*) FROM aggregates GROUP BY kind ORDER BY kind")?
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Counts {
+                aggregates,
+                idempotency: n("SELECT count(*) FROM idempotency")?,
+                webhooks: n("SELECT count(*) FROM webhooks")?,
+            })
+        })
     }
 }
 
@@ -429,12 +489,19 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
     })
 }
 
+/// What one batch did besides answering: documents to publish to the read cache, and whether the outbox changed.
+#[derive(Default)]
+struct BatchEffects {
+    saved: Vec<(String, Decoded)>,
+    outbox_touched: bool,
+}
+
 fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Job>,
     ids: Arc<dyn IdGen>,
     outbox: Arc<tokio::sync::Notify>,
-    cache: Arc<PaymentCache>,
+    inner: Arc<Inner>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
@@ -446,36 +513,36 @@ fn writer_loop(
             }
         }
         let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
+        let mut fx = BatchEffects::default();
         let committed = (|| -> rusqlite::Result<()> {
             let mut tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for job in &batch {
                 let mut sp = tx.savepoint()?;
-                let mark = PENDING_CACHE.with(|pc| pc.borrow().len());
-                match apply(&sp, &job.req, ids.as_ref()) {
+                let mut job_fx = BatchEffects::default();
+                match apply(&sp, &job.req, ids.as_ref(), &mut job_fx) {
                     Ok(r) => {
                         sp.commit()?;
+                        fx.saved.append(&mut job_fx.saved);
+                        fx.outbox_touched |= job_fx.outbox_touched;
                         results.push(Ok(r));
                     }
                     Err(e) => {
                         sp.rollback()?;
                         drop(sp);
-                        PENDING_CACHE.with(|pc| pc.borrow_mut().truncate(mark));
                         results.push(Err(err(e)));
                     }
                 }
             }
             tx.commit()
         })();
-        let touched = OUTBOX_TOUCHED.with(|t| t.replace(false));
-        let saved = PENDING_CACHE.with(|pc| std::mem::take(&mut *pc.borrow_mut()));
         match committed {
             Ok(()) => {
-                cache.publish(saved);
+                inner.cache.publish(fx.saved);
                 for (job, r) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(r);
                 }
-                if touched {
+                if fx.outbox_touched {
                     outbox.notify_one();
                 }
             }
@@ -489,63 +556,53 @@ fn writer_loop(
     }
 }
 
-fn load(c: &Connection, msn: &str, reference: &str) -> rusqlite::Result<Option<Payment>> {
-    let data: Option<Vec<u8>> = c
-        .prepare_cached("SELECT data FROM payments WHERE msn = ?1 AND reference = ?2")?
-        .query_row(params![msn, reference], |r| r.get(0))
-        .optional()?;
-    data.map(|d| {
-        serde_json::from_slice(&d).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-    })
-    .transpose()
+fn load(c: &Connection, key: &AggregateKey) -> rusqlite::Result<Option<Vec<u8>>> {
+    c.prepare_cached("SELECT data FROM aggregates WHERE kind = ?1 AND tenant = ?2 AND id = ?3")?
+        .query_row(params![key.kind, key.tenant, key.id], |r| r.get(0))
+        .optional()
 }
 
-thread_local! {
-    /// Set when a write in the current batch touched the delivery outbox (the writer then wakes the dispatcher).
-    static OUTBOX_TOUCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Payments saved in the current batch, published to the read cache once the batch commits.
-    static PENDING_CACHE: std::cell::RefCell<Vec<Arc<Payment>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A bounded cache of payments for reads, filled by the writer after each commit and by readers on a miss.
-#[derive(Debug, Default)]
-pub struct PaymentCache {
-    map: parking_lot::RwLock<std::collections::HashMap<String, Arc<Payment>>>,
+/// A bounded cache of decoded aggregates for reads, filled by the writer after each commit and by readers on a
+/// miss.
+#[derive(Default)]
+struct AggregateCache {
+    map: parking_lot::RwLock<std::collections::HashMap<String, Decoded>>,
     order: Mutex<std::collections::VecDeque<String>>,
     capacity: usize,
     epoch: std::sync::atomic::AtomicU64,
 }
 
-fn cache_key(msn: &str, reference: &str) -> String {
-    let mut k = String::with_capacity(msn.len() + reference.len() + 1);
-    k.push_str(msn);
-    k.push('/');
-    k.push_str(reference);
+fn cache_key(kind: &str, tenant: &str, id: &str) -> String {
+    let mut k = String::with_capacity(kind.len() + tenant.len() + id.len() + 2);
+    k.push_str(kind);
+    k.push('\0');
+    k.push_str(tenant);
+    k.push('\0');
+    k.push_str(id);
     k
 }
 
-impl PaymentCache {
+impl AggregateCache {
     fn new(capacity: usize) -> Self {
-        PaymentCache {
+        AggregateCache {
             capacity,
             ..Default::default()
         }
     }
 
-    fn get(&self, msn: &str, reference: &str) -> Option<Arc<Payment>> {
-        self.map.read().get(&cache_key(msn, reference)).cloned()
+    fn get(&self, key: &str) -> Option<Decoded> {
+        self.map.read().get(key).cloned()
     }
 
-    fn insert(&self, p: Arc<Payment>, only_if_absent: bool) {
+    fn insert(&self, key: String, value: Decoded, only_if_absent: bool) {
         if self.capacity == 0 {
             return;
         }
-        let key = cache_key(&p.msn, &p.reference);
         let mut map = self.map.write();
         if only_if_absent && map.contains_key(&key) {
             return;
         }
-        if map.insert(key.clone(), p).is_none() {
+        if map.insert(key.clone(), value).is_none() {
             let mut order = self.order.lock();
             order.push_back(key);
             while order.len() > self.capacity {
@@ -557,79 +614,94 @@ impl PaymentCache {
     }
 
     /// Publishes what a committed batch saved.
-    fn publish(&self, saved: Vec<Arc<Payment>>) {
-        for p in saved {
-            self.insert(p, false);
+    fn publish(&self, saved: Vec<(String, Decoded)>) {
+        for (k, v) in saved {
+            self.insert(k, v, false);
         }
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
-fn to_sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+/// Runs a product command: load, apply, save, fan out to the outbox. A create that meets a document that exists
+/// runs again on it (in SQLite only a document of an earlier write in the same batch can do that).
+fn execute(
+    c: &Connection,
+    req: &WriteRequest,
+    cmd: &dyn crate::platform::aggregate::Command,
+    ids: &dyn IdGen,
+    fx: &mut BatchEffects,
+) -> rusqlite::Result<StoredResponse> {
+    let key = cmd.key();
+    let ctx = Ctx {
+        now_ms: req.now_ms,
+        ids,
+        request: &req.request,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = match load(c, key)? {
+            Some(data) => Some(cmd.decoder()(&data).map_err(|e| to_sql_err(StoreError(e)))?),
+            None => None,
+        };
+        let effect = cmd.apply(current.as_ref(), &ctx);
+        if let Some(put) = effect.put {
+            let sql = if put.create {
+                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (kind, tenant, id) DO NOTHING"
+            } else {
+                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
+            };
+            let n = c.prepare_cached(sql)?.execute(params![
+                key.kind, key.tenant, key.id, put.state, put.due_ms, put.data
+            ])?;
+            if n == 0 {
+                if attempt < CREATE_ATTEMPTS {
+                    continue;
+                }
+                return Err(to_sql_err(StoreError(
+                    "a create kept meeting an existing document".into(),
+                )));
+            }
+            fx.saved
+                .push((cache_key(key.kind, &key.tenant, &key.id), put.value));
+        }
+        if !effect.events.is_empty() {
+            let hooks: Vec<(String, Vec<String>)> = c
+                .prepare_cached(
+                    "SELECT id, events FROM webhooks WHERE owner = 'msn:' || ?1
+                     OR owner IN (SELECT owner FROM partner_owners WHERE msn = ?1) ORDER BY created_ms, id",
+                )?
+                .query_map(params![key.tenant], |r| {
+                    let events: String = r.get(1)?;
+                    Ok((r.get(0)?, serde_json::from_str(&events).unwrap_or_default()))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (webhook_id, e) in fan_out(&hooks, &effect.events) {
+                c.prepare_cached(
+                    "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8)",
+                )?
+                .execute(params![
+                    webhook_id,
+                    key.tenant,
+                    key.id,
+                    e.event_type,
+                    e.event_id,
+                    e.name,
+                    e.payload.as_ref(),
+                    req.now_ms
+                ])?;
+                fx.outbox_touched = true;
+            }
+        }
+        return Ok(effect.answer);
+    }
 }
 
-/// Saves a payment and, in the same transaction, puts its new events (`events[before..]`) in the delivery outbox
-/// for every matching webhook registration of its sales unit (and of partners acting for it).
-/// With `create`, nothing is written when the reference exists, and `false` is returned.
-fn save(
-    c: &Connection,
-    p: &Payment,
-    before: usize,
-    now_ms: i64,
-    create: bool,
-) -> rusqlite::Result<bool> {
-    let data = serde_json::to_vec(p).map_err(to_sql_err)?;
-    let sql = if create {
-        "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (msn, reference) DO NOTHING"
-    } else {
-        "INSERT INTO payments (msn, reference, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (msn, reference) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
-    };
-    let n = c.prepare_cached(sql)?.execute(params![
-        p.msn,
-        p.reference,
-        p.state.as_str(),
-        p.due_ms(),
-        data
-    ])?;
-    if n == 0 {
-        return Ok(false);
-    }
-    PENDING_CACHE.with(|pc| pc.borrow_mut().push(Arc::new(p.clone())));
-    let new_events = p.events.get(before..).unwrap_or_default();
-    if new_events.is_empty() {
-        return Ok(true);
-    }
-    let hooks: Vec<(String, String)> = c
-        .prepare_cached(
-            "SELECT id, events FROM webhooks WHERE owner = 'msn:' || ?1
-             OR owner IN (SELECT owner FROM partner_owners WHERE msn = ?1) ORDER BY created_ms, id",
-        )?
-        .query_map(params![p.msn], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    if hooks.is_empty() {
-        return Ok(true);
-    }
-    for e in new_events {
-        let event_type = vipps_types::epayment::PaymentEventName::from_wire(e.name.as_str())
-            .webhook_event_type();
-        let payload = serde_json::to_vec(&render::webhook_event(p, e)).map_err(to_sql_err)?;
-        for (id, events) in &hooks {
-            let subscribed: Vec<String> = serde_json::from_str(events).unwrap_or_default();
-            if !subscribed.contains(&event_type) {
-                continue;
-            }
-            c.prepare_cached(
-                "INSERT INTO deliveries (webhook_id, msn, reference, event_type, event_id, payload, state, attempts, next_ms, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
-            )?
-            .execute(params![id, p.msn, p.reference, event_type, e.psp, payload, now_ms])?;
-            OUTBOX_TOUCHED.with(|t| t.set(true));
-        }
-    }
-    Ok(true)
+fn to_sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
 /// Ends the pending deliveries of a webhook that no longer exists.
@@ -640,7 +712,12 @@ fn fail_pending(c: &Connection, webhook_id: &str, now_ms: i64) -> rusqlite::Resu
 }
 
 /// Applies one write inside the current transaction (savepoint).
-fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Result<WriteResult> {
+fn apply(
+    c: &Connection,
+    req: &WriteRequest,
+    ids: &dyn IdGen,
+    fx: &mut BatchEffects,
+) -> rusqlite::Result<WriteResult> {
     if let Some(idem) = &req.idem {
         let row: Option<(Vec<u8>, u16, String, Vec<u8>)> = c
             .prepare_cached(
@@ -654,44 +731,11 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
             if fp.as_slice() != idem.fingerprint.as_slice() {
                 return Ok(WriteResult::Mismatch(idem.mismatch_code));
             }
-            let headers: Vec<(String, String)> = serde_json::from_str(&headers).unwrap_or_default();
-            return Ok(WriteResult::Replayed(StoredResponse {
-                status,
-                headers,
-                body: body.into(),
-            }));
+            return Ok(WriteResult::Replayed(stored_answer(status, &headers, body)));
         }
     }
-    let new_psp = || ids.psp_reference();
-    let ctx = Ctx {
-        now_ms: req.now_ms,
-        new_psp: &new_psp,
-    };
     let resp = match &req.op {
-        Op::CreatePayment(p) => {
-            if save(c, p, 0, req.now_ms, true)? {
-                StoredResponse::json(201, &render::created(p))
-            } else {
-                reference_exists(req, &p.reference)
-            }
-        }
-        Op::Capture { msn, reference, .. }
-        | Op::Refund { msn, reference, .. }
-        | Op::Cancel { msn, reference, .. }
-        | Op::ForceApprove { msn, reference }
-        | Op::UserApprove { msn, reference }
-        | Op::UserReject { msn, reference }
-        | Op::Settle { msn, reference } => match load(c, msn, reference)? {
-            None => missing_payment(req, reference),
-            Some(mut p) => {
-                let before = p.events.len();
-                let (changed, resp) = apply_to_payment(req, &mut p, &ctx);
-                if changed {
-                    save(c, &p, before, req.now_ms, false)?;
-                }
-                resp
-            }
-        },
+        Op::Execute(cmd) => execute(c, req, cmd.as_ref(), ids, fx)?,
         Op::RegisterWebhook { row, max_per_event } => {
             let existing: Vec<WebhookRow> = c
                 .prepare_cached("SELECT id, owner, url, events, secret, created_ms FROM webhooks WHERE owner = ?1")?
@@ -754,15 +798,15 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
         Op::DeliveryResult {
             delivery_id,
             webhook_id,
-            reference,
+            subject,
             attempt,
             at_ms,
             outcome,
         } => {
             c.prepare_cached(
-                "INSERT INTO attempts (delivery_id, webhook_id, reference, at_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO attempts (delivery_id, webhook_id, subject, at_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![delivery_id, webhook_id, reference, at_ms, attempt])?;
+            .execute(params![delivery_id, webhook_id, subject, at_ms, attempt])?;
             let (state, next, done): (&str, Option<i64>, Option<i64>) = match outcome {
                 DeliveryOutcome::Delivered => ("delivered", None, Some(*at_ms)),
                 DeliveryOutcome::Retry { next_ms } => ("pending", Some(*next_ms), None),
@@ -782,7 +826,7 @@ fn apply(c: &Connection, req: &WriteRequest, ids: &dyn IdGen) -> rusqlite::Resul
                 )?
                 .execute(params![webhook_id, at_ms])?;
             }
-            OUTBOX_TOUCHED.with(|t| t.set(true));
+            fx.outbox_touched = true;
             StoredResponse::empty(204)
         }
         Op::RemoveUnresponsive { before_ms } => {

@@ -7,11 +7,12 @@ use subtle_eq::ct_eq;
 use vipps_types::headers as h;
 use vipps_types::token::AccessTokenResponse;
 
-use super::{S, internal, meta_of};
-use crate::auth;
+use super::Shared as S;
+use super::auth::{self, Principal};
+use super::http::{ApiResult, header_str};
+use super::idempotency::internal;
+use super::middleware::meta_of;
 use crate::config::MerchantEnvironment;
-use crate::http::{ApiResult, header_str};
-use crate::state::Principal;
 
 mod subtle_eq {
     /// Constant-time comparison of two secrets.
@@ -30,8 +31,8 @@ mod subtle_eq {
 pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let headers = req.headers();
-    let principal = auth::subscription(&s, headers)?;
-    auth::system_headers(&s, &meta, headers)?;
+    let principal = s.auth.subscription(headers)?;
+    s.auth.system_headers(&meta, headers)?;
     let msn = auth::msn_header(&meta, headers)?;
     let id = header_str(headers, h::CLIENT_ID);
     let secret = header_str(headers, h::CLIENT_SECRET);
@@ -50,9 +51,9 @@ pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
             "error": "unauthorized_client",
             "error_description": description,
             "error_codes": [70001],
-            "timestamp": crate::clock::rfc3339(s.clock.now()),
+            "timestamp": crate::platform::clock::rfc3339(s.clock.now()),
             "trace_id": &*meta.trace_id,
-            "correlation_id": crate::ids::uuid_from(s.ids.bytes16()),
+            "correlation_id": crate::platform::ids::uuid_from(s.ids.bytes16()),
         });
         return Ok((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response());
     }
@@ -81,7 +82,9 @@ pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
     }
     .as_secs() as i64;
     let now = s.clock.unix();
-    let token = auth::mint(&s, &principal, now, lifetime).map_err(|e| internal(&meta, &e))?;
+    let token = s
+        .auth
+        .mint(s.ids.as_ref(), &principal, now, lifetime).map_err(|e| internal(&meta, &e))?;
     let body = AccessTokenResponse {
         token_type: "Bearer".into(),
         expires_in: lifetime,

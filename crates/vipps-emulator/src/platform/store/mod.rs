@@ -1,22 +1,23 @@
-//! Durable state behind one trait, so that another backend (PostgreSQL, for several instances) can follow.
+//! Durable state behind one trait, with two backends: SQLite (one process) and PostgreSQL (several instances).
 //!
-//! Every change is one [`WriteRequest`]: an optional idempotency claim plus an [`Op`]. A backend executes it
-//! atomically: it looks up the idempotency record, runs the domain change, renders the answer and stores the
-//! answer with the change in the same transaction, so an acknowledged write and its idempotency record survive
-//! a crash together, and a retry after "response lost" replays instead of executing twice.
+//! The store knows no product API. It keeps aggregates (typed documents of the products, as bytes under a
+//! kind, tenant and id), idempotency answers, webhook registrations, the delivery outbox and attempt record, and
+//! a few metadata values. Every change is one [`WriteRequest`]: an optional idempotency claim plus an [`Op`]. A
+//! backend executes it atomically: it looks up the idempotency record, runs the change (for a product command:
+//! load the aggregate, apply the pure command, save it, put its events in the outbox) and stores the answer
+//! with the change in the same transaction, so an acknowledged write and its idempotency record survive a crash
+//! together, and a retry after "response lost" replays instead of executing twice.
 
-mod answers;
 pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
-use vipps_types::money::Amount;
 use vipps_types::problem::ErrorCode;
 
-use crate::domain::Payment;
-use crate::render::StoredResponse;
+use super::aggregate::{AggregateKey, Command, Decoded, Decoder, RequestInfo};
+use super::http::StoredResponse;
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,71 +68,10 @@ impl std::fmt::Debug for WebhookRow {
 }
 
 /// A change.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Op {
-    /// Create a payment (validated and built by the caller); 409 if the reference exists.
-    CreatePayment(Box<Payment>),
-    /// Capture.
-    Capture {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-        /// Amount.
-        amount: Amount,
-        /// Idempotency key.
-        key: String,
-    },
-    /// Refund.
-    Refund {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-        /// Amount.
-        amount: Amount,
-        /// Idempotency key.
-        key: String,
-    },
-    /// Cancel.
-    Cancel {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-        /// `cancelTransactionOnly`.
-        transaction_only: bool,
-        /// Idempotency key, if sent.
-        key: Option<String>,
-    },
-    /// Force approve (test merchants only; checked by the caller). Answers 200 without a body.
-    ForceApprove {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-    },
-    /// The user approves (test control). Answers the payment.
-    UserApprove {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-    },
-    /// The user rejects (test control). Answers the payment.
-    UserReject {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-    },
-    /// Persist time-based changes (expiry, pending approvals) of one payment.
-    Settle {
-        /// Sales unit.
-        msn: String,
-        /// Reference.
-        reference: String,
-    },
+    /// Run a product's command on one aggregate (load, apply, save, fan out its events).
+    Execute(Box<dyn Command>),
     /// Register a webhook, refusing more than `max_per_event` registrations per event type and owner.
     RegisterWebhook {
         /// The registration.
@@ -162,8 +102,8 @@ pub enum Op {
         delivery_id: i64,
         /// Its webhook.
         webhook_id: String,
-        /// Its payment reference.
-        reference: String,
+        /// The aggregate id the event is about (a payment reference, say).
+        subject: String,
         /// The attempt record (JSON), as listed under `/_emulator/deliveries`.
         attempt: String,
         /// Emulator time of the attempt (ms).
@@ -195,6 +135,18 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// A write of this operation without idempotency key or request (background jobs).
+    pub fn background(self, now_ms: i64) -> WriteRequest {
+        WriteRequest {
+            idem: None,
+            op: self,
+            now_ms,
+            request: RequestInfo::default(),
+        }
+    }
+}
+
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryOutcome {
@@ -209,21 +161,23 @@ pub enum DeliveryOutcome {
     GiveUp,
 }
 
-/// A delivery that is due: the head of its (webhook, payment) queue.
+/// A delivery that is due: the head of its (webhook, subject) queue.
 #[derive(Clone)]
 pub struct DueDelivery {
     /// Delivery id.
     pub id: i64,
     /// Webhook id.
     pub webhook_id: String,
-    /// Sales unit.
-    pub msn: String,
-    /// Payment reference.
-    pub reference: String,
+    /// The tenant (sales unit) of the aggregate.
+    pub tenant: String,
+    /// The aggregate id (a payment reference, say); deliveries of one subject keep their order.
+    pub subject: String,
     /// Event type, such as `epayments.payment.captured.v1`.
     pub event_type: String,
     /// Stable event identity (the event's pspReference).
     pub event_id: String,
+    /// Short event name for the record (`CAPTURED`).
+    pub event_name: String,
     /// Target URL.
     pub url: String,
     /// The webhook secret.
@@ -241,7 +195,7 @@ impl std::fmt::Debug for DueDelivery {
         f.debug_struct("DueDelivery")
             .field("id", &self.id)
             .field("webhook_id", &self.webhook_id)
-            .field("reference", &self.reference)
+            .field("subject", &self.subject)
             .field("event_type", &self.event_type)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
@@ -252,7 +206,7 @@ impl std::fmt::Debug for DueDelivery {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptFilter {
-    /// Only this payment reference.
+    /// Only this subject (payment reference, say).
     pub reference: Option<String>,
     /// Only this webhook.
     pub webhook_id: Option<String>,
@@ -263,7 +217,7 @@ pub struct AttemptFilter {
 }
 
 /// A change with its context.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WriteRequest {
     /// Idempotency claim, for idempotent operations.
     pub idem: Option<IdemClaim>,
@@ -271,10 +225,8 @@ pub struct WriteRequest {
     pub op: Op,
     /// Emulator time (ms).
     pub now_ms: i64,
-    /// Trace id for problem bodies.
-    pub trace_id: String,
-    /// The request path, for `instance` in problem bodies.
-    pub instance: String,
+    /// The request it runs for (problem bodies name it).
+    pub request: RequestInfo,
 }
 
 /// What a write answered.
@@ -290,22 +242,40 @@ pub enum WriteResult {
     InProgress,
 }
 
+/// An aggregate that is due for a time-driven change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueAggregate {
+    /// Its kind.
+    pub kind: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its id.
+    pub id: String,
+}
+
+/// Counts for the health endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Aggregates by kind.
+    pub aggregates: Vec<(String, u64)>,
+    /// Stored idempotency answers.
+    pub idempotency: u64,
+    /// Webhook registrations.
+    pub webhooks: u64,
+}
+
 /// Durable state.
 pub trait Store: Send + Sync + 'static {
     /// Executes a change atomically (see the module docs).
     fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>>;
-    /// Reads a payment.
-    fn payment(
+    /// Reads an aggregate (decoded with `decoder`; the backend may answer from its read cache).
+    fn aggregate(
         &self,
-        msn: &str,
-        reference: &str,
-    ) -> BoxFut<'static, Result<Option<std::sync::Arc<Payment>>, StoreError>>;
-    /// Payments that change by themselves at or before `now_ms` (msn, reference).
-    fn due_payments(
-        &self,
-        now_ms: i64,
-        limit: usize,
-    ) -> BoxFut<'static, Result<Vec<(String, String)>, StoreError>>;
+        key: &AggregateKey,
+        decoder: Decoder,
+    ) -> BoxFut<'static, Result<Option<Decoded>, StoreError>>;
+    /// Aggregates that change by themselves at or before `now_ms`, most overdue first.
+    fn due(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<DueAggregate>, StoreError>>;
     /// Webhook registrations of an owner.
     fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>>;
     /// A metadata value.
@@ -332,8 +302,8 @@ pub trait Store: Send + Sync + 'static {
     fn faults(&self) -> Option<&dyn SharedFaults> {
         None
     }
-    /// Counts (payments, idempotency records, webhooks), for diagnostics.
-    fn counts(&self) -> BoxFut<'static, Result<(u64, u64, u64), StoreError>>;
+    /// Counts for diagnostics.
+    fn counts(&self) -> BoxFut<'static, Result<Counts, StoreError>>;
 }
 
 /// Fault rules kept in a shared store, so that every instance applies them.
@@ -341,16 +311,91 @@ pub trait SharedFaults: Send + Sync {
     /// Adds a rule (already validated); returns it with its id.
     fn add(
         &self,
-        rule: crate::faults::FaultRule,
-    ) -> BoxFut<'static, Result<crate::faults::FaultRule, StoreError>>;
+        rule: crate::platform::faults::FaultRule,
+    ) -> BoxFut<'static, Result<crate::platform::faults::FaultRule, StoreError>>;
     /// Takes one use of the first rule matching the request, atomically across instances.
     fn take(
         &self,
         method: &str,
         path: &str,
-    ) -> BoxFut<'static, Result<Option<crate::faults::FaultAction>, StoreError>>;
+    ) -> BoxFut<'static, Result<Option<crate::platform::faults::FaultAction>, StoreError>>;
     /// The active rules.
-    fn list(&self) -> BoxFut<'static, Result<Vec<crate::faults::FaultRule>, StoreError>>;
+    fn list(&self) -> BoxFut<'static, Result<Vec<crate::platform::faults::FaultRule>, StoreError>>;
     /// Removes every rule.
     fn clear(&self) -> BoxFut<'static, Result<(), StoreError>>;
+}
+
+/// What every backend answers when a webhook registration would exceed the limit per event type.
+fn too_many_webhooks(req: &WriteRequest, max_per_event: usize, ev: &str) -> StoredResponse {
+    StoredResponse::problem(
+        &super::http::problem(
+            400,
+            "Too many webhooks",
+            format!("At most {max_per_event} webhooks can be registered per event type; `{ev}` has reached the limit"),
+            None,
+            &req.request,
+        )
+        .with_detail("events", format!("at most {max_per_event} registrations per event type")),
+    )
+}
+
+/// What every backend answers when a webhook to delete does not exist for the owner.
+fn webhook_not_found(req: &WriteRequest, id: &str) -> StoredResponse {
+    StoredResponse::problem(&super::http::problem(
+        404,
+        "Webhook not found",
+        format!("No webhook with id `{id}` is registered for this merchant"),
+        None,
+        &req.request,
+    ))
+}
+
+/// The deliveries that events make: each event for each registration (id, subscribed types) that subscribes to
+/// its type, in registration order.
+fn fan_out<'a>(
+    hooks: &'a [(String, Vec<String>)],
+    events: &'a [super::aggregate::OutboxEvent],
+) -> impl Iterator<Item = (&'a str, &'a super::aggregate::OutboxEvent)> + 'a {
+    events.iter().flat_map(move |e| {
+        hooks
+            .iter()
+            .filter(move |(_, types)| types.iter().any(|t| *t == e.event_type))
+            .map(move |(id, _)| (id.as_str(), e))
+    })
+}
+
+/// A stored answer from its columns.
+fn stored_answer(status: u16, headers: &str, body: Vec<u8>) -> StoredResponse {
+    StoredResponse {
+        status,
+        headers: serde_json::from_str(headers).unwrap_or_default(),
+        body: body.into(),
+    }
+}
+
+/// How many times a command runs at most when its insert meets a document created concurrently.
+const CREATE_ATTEMPTS: usize = 2;
+
+/// Applies the event filter and limit to attempt records read newest first; answers them oldest first.
+fn filter_attempts(rows: impl Iterator<Item = String>, f: &AttemptFilter) -> Vec<serde_json::Value> {
+    let limit = f.limit.unwrap_or(100);
+    let mut out = Vec::new();
+    for row in rows {
+        let v: serde_json::Value = serde_json::from_str(&row).unwrap_or_default();
+        if let Some(ev) = &f.event {
+            let matches = v["event"].as_str() == Some(ev.as_str())
+                || v["event_name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(ev));
+            if !matches {
+                continue;
+            }
+        }
+        out.push(v);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out.reverse();
+    out
 }

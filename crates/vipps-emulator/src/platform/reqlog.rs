@@ -79,7 +79,7 @@ impl RawRecord {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.time_ms) * 1_000_000)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         RequestRecord {
-            time: crate::clock::rfc3339(time),
+            time: crate::platform::clock::rfc3339(time),
             method: self.method.to_string(),
             path: self.path.to_string(),
             status: self.status,
@@ -177,8 +177,4 @@ impl RequestLog {
         self.records.lock().len()
     }
 
-    /// Whether the record is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -1,18 +1,35 @@
-//! Webhooks API v1 handlers: register, list, delete.
+//! The Webhooks API v1 (register, list, delete) and the services behind it that every product shares: the
+//! delivery of outbox events (`delivery`), the request servers they leave from (`request_servers`) and the DNS
+//! that publishes those servers (`dns`).
 
+pub mod delivery;
+pub mod dns;
+pub mod request_servers;
+
+use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
+use axum::routing::{delete, post};
 use base64::Engine as _;
 use vipps_types::webhooks::{QueryResponse, RegisterRequest, Webhook};
 
-use super::{S, internal, meta_of, run_write};
-use crate::auth;
-use crate::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
-use crate::store::{Op, WebhookRow};
+use super::Shared as S;
+use super::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
+use super::idempotency::{internal, run_write};
+use super::middleware::meta_of;
+use super::store::{Op, WebhookRow};
 
-/// Event types the emulator accepts registrations for (ePayment, plus the other APIs' documented types).
-pub fn known_event_types() -> Vec<String> {
-    let mut v = vipps_types::webhooks::epayment_event_types();
+/// The Webhooks API routes.
+pub fn routes() -> Router<S> {
+    Router::new()
+        .route("/webhooks/v1/webhooks", post(register).get(list))
+        .route("/webhooks/v1/webhooks/{id}", delete(delete_webhook))
+}
+
+/// Event types the emulator accepts registrations for: every product's, plus the documented types of APIs it
+/// does not emulate yet (so registrations that real merchants make succeed).
+pub fn known_event_types(s: &S) -> Vec<String> {
+    let mut v = s.products.event_types();
     for e in [
         "recurring.agreement-activated.v1",
         "recurring.agreement-rejected.v1",
@@ -26,7 +43,9 @@ pub fn known_event_types() -> Vec<String> {
         "recurring.charge-creation-failed.v1",
         "user.checked-in.v1",
     ] {
-        v.push(e.to_owned());
+        if !v.iter().any(|k| k == e) {
+            v.push(e.to_owned());
+        }
     }
     v
 }
@@ -83,14 +102,14 @@ fn check_url(strict: bool, raw: &str) -> Result<url::Url, String> {
 pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
-    let auth = auth::authenticate(&s, &meta, &parts.headers, false)?;
+    let auth = s.auth.authenticate(s.clock.unix(), &meta, &parts.headers, false)?;
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
     let r: RegisterRequest = parse_json(&meta, &bytes)?;
     let url = check_url(s.config.strict_webhook_urls, &r.url).map_err(|e| bad(&meta, "url", e))?;
     if r.events.is_empty() {
         return Err(bad(&meta, "events", "at least one event type is required"));
     }
-    let known = known_event_types();
+    let known = known_event_types(&s);
     let mut events: Vec<String> = Vec::new();
     for (i, e) in r.events.iter().enumerate() {
         if !known.contains(e) {
@@ -107,7 +126,7 @@ pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
     let secret = base64::engine::general_purpose::STANDARD
         .encode([s.ids.bytes16(), s.ids.bytes16()].concat());
     let row = WebhookRow {
-        id: crate::ids::uuid_from(s.ids.bytes16()),
+        id: super::ids::uuid_from(s.ids.bytes16()),
         owner: auth.owner(),
         url: url.to_string(),
         events,
@@ -128,7 +147,7 @@ pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
 /// `GET /webhooks/v1/webhooks` (secrets are never listed).
 pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
-    let auth = auth::authenticate(&s, &meta, req.headers(), false)?;
+    let auth = s.auth.authenticate(s.clock.unix(), &meta, req.headers(), false)?;
     let rows = s
         .store
         .webhooks(&auth.owner())
@@ -148,9 +167,9 @@ pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
 }
 
 /// `DELETE /webhooks/v1/webhooks/{id}`.
-pub async fn delete(State(s): State<S>, Path(id): Path<String>, req: Request) -> ApiResult {
+pub async fn delete_webhook(State(s): State<S>, Path(id): Path<String>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
-    let auth = auth::authenticate(&s, &meta, req.headers(), false)?;
+    let auth = s.auth.authenticate(s.clock.unix(), &meta, req.headers(), false)?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(bad(&meta, "id", "must be a UUID"));
     }

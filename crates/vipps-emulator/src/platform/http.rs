@@ -7,7 +7,68 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 use vipps_types::problem::{ErrorCode, GatewayError, Problem};
 
-use crate::render::StoredResponse;
+use super::aggregate::RequestInfo;
+
+/// A complete HTTP answer as stored for idempotent replay: status, headers and body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers that are part of the answer (`Content-Type`, `Retry-After`, ...).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// A JSON answer.
+    pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Self {
+        StoredResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+        }
+    }
+
+    /// An answer without a body.
+    pub fn empty(status: u16) -> Self {
+        StoredResponse {
+            status,
+            headers: vec![],
+            body: Bytes::new(),
+        }
+    }
+
+    /// A problem+json answer.
+    pub fn problem(p: &Problem) -> Self {
+        StoredResponse {
+            status: p.status.unwrap_or(500),
+            headers: vec![(
+                "content-type".into(),
+                vipps_types::headers::PROBLEM_JSON.into(),
+            )],
+            body: Bytes::from(serde_json::to_vec(p).unwrap_or_default()),
+        }
+    }
+}
+
+/// A problem body with the emulator's conventions (`traceId`, `instance`, an optional code), for answers built
+/// inside the store's transaction, where only the request's [`RequestInfo`] is at hand.
+pub fn problem(
+    status: u16,
+    title: &str,
+    detail: impl Into<String>,
+    code: Option<ErrorCode>,
+    request: &RequestInfo,
+) -> Problem {
+    let mut p = Problem::new(status, title, detail)
+        .with_instance(&*request.instance)
+        .with_trace_id(&*request.trace_id);
+    if let Some(c) = code {
+        p = p.with_code(c);
+    }
+    p
+}
 
 /// Per-request facts set by the outermost middleware.
 #[derive(Debug, Clone)]
@@ -16,6 +77,28 @@ pub struct RequestMeta {
     pub trace_id: std::sync::Arc<str>,
     /// The request path.
     pub path: std::sync::Arc<str>,
+    /// A delay fault that the write applies once its key is claimed (set by the fault middleware).
+    pub delay: Option<DeferredDelay>,
+}
+
+/// A delay an injected fault asks for, applied by the write itself (after claiming its idempotency key, so a
+/// duplicate sent meanwhile is answered 423), or by the fault middleware when no write took it.
+#[derive(Debug, Clone, Default)]
+pub struct DeferredDelay(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl DeferredDelay {
+    /// A delay of `ms` milliseconds, not yet taken.
+    pub fn new(ms: u64) -> Self {
+        DeferredDelay(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(ms)))
+    }
+
+    /// Takes the delay (once).
+    pub fn take(&self) -> Option<u64> {
+        match self.0.swap(0, std::sync::atomic::Ordering::AcqRel) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
 }
 
 /// An early answer: a handler returns `Err(ApiError)` to stop with this response.
@@ -32,6 +115,19 @@ impl IntoResponse for ApiError {
 pub type ApiResult = Result<Response, ApiError>;
 
 impl RequestMeta {
+    /// Takes the deferred delay of an injected fault, if any.
+    pub fn deferred_delay(&self) -> Option<u64> {
+        self.delay.as_ref().and_then(DeferredDelay::take)
+    }
+
+    /// What the store needs of the request.
+    pub fn info(&self) -> RequestInfo {
+        RequestInfo {
+            trace_id: self.trace_id.clone(),
+            instance: self.path.clone(),
+        }
+    }
+
     /// A problem answer.
     pub fn problem(&self, status: u16, title: &str, detail: impl Into<String>) -> ProblemBuilder {
         ProblemBuilder {
@@ -65,10 +161,6 @@ impl ProblemBuilder {
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
-    }
-    /// The problem.
-    pub fn into_problem(self) -> Problem {
-        self.problem
     }
     /// As an error.
     pub fn err(self) -> ApiError {

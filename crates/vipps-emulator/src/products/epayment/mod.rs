@@ -1,0 +1,52 @@
+//! The ePayment API v1: payments from creation to capture, refund and cancel, the user's approval, expiry on
+//! emulator time, and the `epayments.payment.*.v1` webhook events.
+//!
+//! - `api.rs`: routes, authentication and validation of requests, handing commands to the platform.
+//! - `commands.rs`: what each operation does to a stored payment and which events it emits (pure).
+//! - `domain.rs`: the state machine and the magic amounts (pure).
+//! - `render.rs`: stored payments to wire bodies (pure).
+//! - `controls.rs`: acting as the user, the landing page.
+
+mod api;
+mod commands;
+mod controls;
+mod domain;
+mod render;
+
+use axum::Router;
+
+use self::commands::Modification;
+use self::domain::Payment;
+use crate::platform::Shared;
+use crate::platform::aggregate::{Aggregate, Command};
+use crate::platform::product::Product;
+
+/// The ePayment product.
+#[derive(Debug, Default)]
+pub(crate) struct EPayment;
+
+impl Product for EPayment {
+    fn name(&self) -> &'static str {
+        "epayment"
+    }
+
+    fn routes(&self) -> Router<Shared> {
+        api::routes()
+    }
+
+    fn controls(&self) -> Router<Shared> {
+        controls::routes()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vipps_types::webhooks::epayment_event_types()
+    }
+
+    fn kinds(&self) -> &'static [(&'static str, &'static str)] {
+        &[(Payment::KIND, "payments")]
+    }
+
+    fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {
+        (kind == Payment::KIND).then(|| commands::modify(tenant, id, Modification::Settle))
+    }
+}
