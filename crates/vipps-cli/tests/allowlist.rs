@@ -2,20 +2,14 @@
 //! from the snapshot, atomic writes and `--on-change` only on change (dnsmasq).
 #![allow(clippy::print_stderr)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const VIPPS: &str = env!("CARGO_BIN_EXE_vipps");
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vipps_test_support::dns::Dnsmasq;
+use vipps_test_support::free_udp_port;
 
 fn vipps(args: &[&str]) -> Output {
     Command::new(VIPPS)
@@ -27,95 +21,6 @@ fn vipps(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// dnsmasq serving an `--addn-hosts` file on a free port of 127.0.0.1.
-struct Dnsmasq {
-    addr: SocketAddr,
-    hosts: PathBuf,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(hosts: &str) -> Option<Dnsmasq> {
-        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!(
-                    "dnsmasq is not installed, and CI must run this test (apt-get install -y dnsmasq)"
-                );
-            }
-            eprintln!(
-                "SKIPPED: dnsmasq is not installed (apt-get install -y dnsmasq); skipping this test"
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts");
-        std::fs::write(&path, hosts).unwrap();
-        for _ in 0..5 {
-            let port = free_udp_port();
-            let mut child = Command::new(bin)
-                .args([
-                    "--no-daemon",
-                    &format!("--port={port}"),
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--local=/vipps.no/",
-                    "--local-ttl=1",
-                    "--pid-file=",
-                    "--user=root",
-                    &format!("--addn-hosts={}", path.display()),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq starts");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..100 {
-                if std::net::UdpSocket::bind(addr).is_err() {
-                    return Some(Dnsmasq {
-                        addr,
-                        hosts: path,
-                        child,
-                        _dir: dir,
-                    });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("dnsmasq did not start");
-    }
-
-    fn set_hosts(&self, hosts: &str) {
-        std::fs::write(&self.hosts, hosts).unwrap();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -196,6 +101,7 @@ fn export_uses_the_snapshot_when_dns_is_down() {
 fn resolve_and_export_against_dnsmasq() {
     let Some(dns) = Dnsmasq::start(
         "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n10.0.0.1 callback-mt-2.vipps.no\n",
+        1,
     ) else {
         return;
     };
@@ -277,9 +183,10 @@ fn inode(p: &Path) -> u64 {
 #[cfg(unix)]
 #[test]
 fn watch_rewrites_atomically_and_runs_on_change_only_when_the_content_changed() {
-    let Some(dns) =
-        Dnsmasq::start("127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n")
-    else {
+    let Some(dns) = Dnsmasq::start(
+        "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n",
+        1,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
