@@ -305,3 +305,139 @@ fn watch_rewrites_atomically_and_runs_on_change_only_when_the_content_changed() 
         "no temporary file is left behind"
     );
 }
+
+/// Issue 10 as a new user met it: a stock dnsmasq that answers `A` for the production request servers and refuses
+/// the `AAAA` queries it cannot answer. The export publishes the IPv4 addresses and says which family failed;
+/// the same with only `AAAA` answering.
+#[test]
+fn export_publishes_the_family_that_answers_when_the_other_is_refused() {
+    use vipps_test_support::dns::Mode;
+    let v4: String = (1..=4)
+        .flat_map(|n| {
+            [
+                format!("104.45.17.{n} callback-{n}.vipps.no\n"),
+                format!("104.45.18.{n} callback-dr-{n}.vipps.no\n"),
+            ]
+        })
+        .collect();
+    let v6: String = (1..=4)
+        .flat_map(|n| {
+            [
+                format!("2a01:4f8::{n} callback-{n}.vipps.no\n"),
+                format!("2a01:4f8::1{n} callback-dr-{n}.vipps.no\n"),
+            ]
+        })
+        .collect();
+    for (case, hosts, present, failing) in [
+        (
+            "A answers, AAAA refused",
+            v4,
+            "allow 104.45.17.1;",
+            "(AAAA)",
+        ),
+        ("AAAA answers, A refused", v6, "allow 2a01:4f8::1;", "(A)"),
+    ] {
+        let Some(dns) = Dnsmasq::start_with(&hosts, 300, Mode::RefuseUnknown) else {
+            return;
+        };
+        let ns = dns.addr.to_string();
+        let o = vipps(&[
+            "allowlist",
+            "export",
+            "--profile",
+            "production",
+            "--nameserver",
+            &ns,
+            "--format",
+            "nginx",
+        ]);
+        assert!(o.status.success(), "{case}: {}", text(&o.stderr));
+        let nginx = text(&o.stdout);
+        assert!(nginx.contains(present), "{case}: {nginx}");
+        assert_eq!(nginx.matches("allow ").count(), 8, "{case}: {nginx}");
+        let o = vipps(&[
+            "allowlist",
+            "resolve",
+            "--profile",
+            "production",
+            "--nameserver",
+            &ns,
+        ]);
+        let t = text(&o.stdout);
+        assert!(o.status.success(), "{case}: {}", text(&o.stderr));
+        assert!(t.contains("partial"), "{case}: {t}");
+        assert!(
+            t.contains(&format!("callback-1.vipps.no {failing}")),
+            "{case}: {t}"
+        );
+        assert!(t.to_lowercase().contains("refused"), "{case}: {t}");
+    }
+}
+
+/// `check ADDRESS` resolves now when no status file is given: allowed with the reason (exit 0), not allowed
+/// (exit 5), and special-purpose addresses are explained.
+#[test]
+fn check_says_whether_an_address_is_allowed_and_why() {
+    let Some(dns) = Dnsmasq::start(
+        "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n",
+        1,
+    ) else {
+        return;
+    };
+    let ns = dns.addr.to_string();
+    let base = [
+        "allowlist",
+        "check",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+    ];
+    // (address, extra flags, exit code, what stdout says)
+    let cases: [(&str, &[&str], i32, &str); 4] = [
+        (
+            "127.0.0.12",
+            &["--allow-net", "127.0.0.0/8"],
+            0,
+            "callback-mt-2.vipps.no (A, ttl 1s",
+        ),
+        (
+            "::ffff:127.0.0.11",
+            &["--allow-net", "127.0.0.0/8"],
+            0,
+            "callback-mt-1.vipps.no (A",
+        ),
+        (
+            "127.0.0.77",
+            &["--allow-net", "127.0.0.0/8"],
+            5,
+            "NOT allowed: it is not among the 2",
+        ),
+        ("10.1.2.3", &["--allow-private"], 5, "NOT allowed"),
+    ];
+    for (address, extra, code, says) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push(address);
+        let o = vipps(&args);
+        let out = text(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{address}: {out} {}",
+            text(&o.stderr)
+        );
+        assert!(out.contains(says), "{address}: {out}");
+    }
+    // Without --allow-net every answer (127.x) is rejected: nothing is known, so nothing can be allowed (exit 4).
+    let o = vipps(&[
+        "allowlist",
+        "check",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+        "127.0.0.11",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+}

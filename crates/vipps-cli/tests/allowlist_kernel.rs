@@ -286,6 +286,24 @@ async fn story(ns: &NetNs) {
         "{v4}"
     );
 
+    // SIGHUP: refresh and re-apply at once.
+    let pid = watch.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    watch
+        .until("the reload", WAIT, |l| {
+            l.contains("SIGHUP: refreshing and re-applying")
+        })
+        .await;
+    watch
+        .until("the re-apply", WAIT, |l| l.contains("applied nft"))
+        .await;
+
     // SIGTERM: a clean stop, the status says so, and the rules stay in force.
     let pid = watch.child.id().unwrap().to_string();
     assert!(
@@ -306,4 +324,108 @@ async fn story(ns: &NetNs) {
     );
     eprintln!("the kernel firewall story took {:?}", started.elapsed());
     platform.emu.shutdown().await;
+}
+
+/// A failing apply (here the kernel rejects the table: a set name nft cannot parse) is reported, watch keeps
+/// running and refreshing, and a bounded run ends with exit 6; usage errors are exit 2. In a namespace, so the
+/// machine's own firewall is never touched.
+#[test]
+fn a_failing_apply_is_reported_and_watch_keeps_running() {
+    let Some(nft) = tool("nft", "nftables") else {
+        return;
+    };
+    let Some(ns) = NetNs::new("fail") else { return };
+    let Some(dns) =
+        vipps_test_support::dns::Dnsmasq::start("104.45.17.1 callback-mt-1.vipps.no\n", 1)
+    else {
+        return;
+    };
+    // dnsmasq listens outside the namespace, so watch runs outside too; the `nft` it finds first on its PATH is a
+    // wrapper that runs the real one inside the namespace.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("nft");
+    std::fs::write(
+        &wrapper,
+        // The real nft by its path: the wrapper is first on PATH.
+        format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            ns.name(),
+            nft.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |table: &str| {
+        std::process::Command::new(VIPPS)
+            .args([
+                "allowlist",
+                "watch",
+                "--name",
+                "callback-mt-1.vipps.no",
+                "--nameserver",
+            ])
+            .arg(dns.addr.to_string())
+            .args([
+                "--apply",
+                "nft",
+                "--nft-table",
+                table,
+                "--min-ttl",
+                "100ms",
+                "--max-ttl",
+                "100ms",
+            ])
+            .args(["--max-iterations", "3"])
+            .env("PATH", &path)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = run("bad table name");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(6), "{stdout}\n{stderr}");
+    assert_eq!(
+        stderr.matches("applying the nft rules failed").count(),
+        3,
+        "reported and retried on every refresh: {stderr}"
+    );
+    assert_eq!(
+        stdout.matches("next refresh in").count(),
+        3,
+        "kept running: {stdout}"
+    );
+    assert!(
+        stderr.contains("(check)"),
+        "validated before applying: {stderr}"
+    );
+    // The same with a good table name applies inside the namespace only.
+    let o = run("vipps_allow");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        ns.run(&["nft", "list", "table", "inet", "vipps_allow"])
+            .contains("104.45.17.1")
+    );
+    // Neither --output nor --apply: a usage error.
+    let o = std::process::Command::new(VIPPS)
+        .args([
+            "allowlist",
+            "watch",
+            "--name",
+            "callback-mt-1.vipps.no",
+            "--once",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
 }
