@@ -50,7 +50,7 @@ use std::time::SystemTime;
 pub use error::Error;
 pub use export::{ExportOptions, Format};
 pub use ipnet::IpNet;
-pub use layer::{AllowlistLayer, ClientIp};
+pub use layer::{AllowlistLayer, ClientIp, ForwardedHeader};
 pub use receiver::WebhookReceiver;
 pub use refresh::{Refresher, SharedAllowlist};
 pub use resolve::DnsResolver;

@@ -441,3 +441,48 @@ fn check_says_whether_an_address_is_allowed_and_why() {
     ]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
 }
+
+/// The systemd unit in docs/ is what `systemd-analyze` accepts (with our binary in place of the installed one),
+/// and its sandboxing rates as a low exposure.
+#[test]
+fn the_systemd_unit_verifies_and_is_sandboxed() {
+    let Some(analyze) = vipps_test_support::tools::tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/vipps-allowlist.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("CapabilityBoundingSet=CAP_NET_ADMIN\n"));
+    assert!(unit.contains("ProtectSystem=strict\n") && unit.contains("DynamicUser=yes\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vipps-allowlist.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/vipps", VIPPS)).unwrap();
+    let o = Command::new(&analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        text(&o.stderr)
+    );
+    let o = Command::new(&analyze)
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    let level: f64 = out
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for vipps-allowlist.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}{}", text(&o.stderr)));
+    assert!(level <= 3.0, "exposure {level}:\n{out}");
+}
