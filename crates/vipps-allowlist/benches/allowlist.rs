@@ -4,9 +4,6 @@
 //! Run: `CARGO_TARGET_DIR=/work/targets/allowlist cargo bench -p vipps-allowlist --bench allowlist`.
 #![allow(missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -79,11 +76,11 @@ fn refresh(c: &mut Criterion) {
             ]
         })
         .collect();
-    let recs: Vec<common::Rec<'_>> = records
+    let recs: Vec<vipps_test_support::dns::Rec<'_>> = records
         .iter()
         .map(|(n, ip)| (n.as_str(), ip.as_str(), 60))
         .collect();
-    let dns = rt.block_on(common::TestDns::start(&recs));
+    let dns = rt.block_on(vipps_test_support::dns::TestDns::start(&recs));
     let resolver = DnsResolver::with_nameservers(&[dns.addr], ResolverOptions::default()).unwrap();
     let mut refresher = Refresher::new(resolver.clone(), names.clone(), Policy::default());
     assert_eq!(rt.block_on(refresher.refresh()).unwrap().set.len(), 20);

@@ -10,6 +10,7 @@
 //!   never an empty set;
 //! - [`refresh`]: the TTL-driven loop that publishes an immutable [`AllowSet`] through a lock-free
 //!   [`SharedAllowlist`];
+//! - [`apply`]: nftables or ipset applied in one transaction, with drift detection;
 //! - [`export`]: deterministic nftables, ipset, iptables, nginx, HAProxy and JSON artefacts;
 //! - [`layer`]: a tower [`Layer`](tower::Layer) for axum and hyper that answers 403 problem+json to clients not in
 //!   the set (no DNS on the request path);
@@ -33,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod apply;
 pub mod export;
 pub mod layer;
 pub mod receiver;
@@ -48,7 +50,7 @@ use std::time::SystemTime;
 pub use error::Error;
 pub use export::{ExportOptions, Format};
 pub use ipnet::IpNet;
-pub use layer::{AllowlistLayer, ClientIp};
+pub use layer::{AllowlistLayer, ClientIp, ForwardedHeader};
 pub use receiver::WebhookReceiver;
 pub use refresh::{Refresher, SharedAllowlist};
 pub use resolve::DnsResolver;

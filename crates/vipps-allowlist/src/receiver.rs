@@ -40,7 +40,7 @@ use ipnet::IpNet;
 use vipps_types::problem::Problem;
 use vipps_types::signing::{self, Delivery, VerifyError};
 
-use crate::layer::{ClientIpError, client_ip};
+use crate::layer::{ClientIpError, ForwardedHeader, client_ip_from};
 use crate::{Clock, SharedAllowlist, SystemClock};
 
 /// A verified delivery.
@@ -118,6 +118,7 @@ pub struct WebhookReceiver {
     secret: String,
     allowlist: Option<SharedAllowlist>,
     trusted: Vec<IpNet>,
+    header: ForwardedHeader,
     skew: Duration,
     capacity: usize,
     window: Duration,
@@ -149,6 +150,7 @@ impl WebhookReceiver {
             secret: secret.into(),
             allowlist: None,
             trusted: Vec::new(),
+            header: ForwardedHeader::XForwardedFor,
             skew: signing::DEFAULT_SKEW,
             capacity: 10_000,
             window: Duration::from_secs(24 * 3600),
@@ -163,9 +165,16 @@ impl WebhookReceiver {
         self
     }
 
-    /// Trusts `X-Forwarded-For` from peers in these networks (see [`client_ip`]).
+    /// Trusts the forwarding header (`X-Forwarded-For` unless [`WebhookReceiver::forwarded_header`] says
+    /// otherwise) from peers in these networks (see [`client_ip_from`]).
     pub fn trust_proxies(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
         self.trusted = nets.into_iter().collect();
+        self
+    }
+
+    /// Reads this header from trusted proxies (the one the proxy writes; the other is ignored).
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
         self
     }
 
@@ -195,7 +204,7 @@ impl WebhookReceiver {
         parts: &Parts,
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
-        let client = client_ip(peer.ip(), &parts.headers, &self.trusted)?;
+        let client = client_ip_from(peer.ip(), &parts.headers, &self.trusted, self.header)?;
         if let Some(a) = &self.allowlist {
             if !a.contains(client) {
                 tracing::warn!(%client, "webhook rejected: not in the allowlist");
@@ -344,5 +353,45 @@ mod tests {
                 .event_id
                 .starts_with("sha256:")
         );
+    }
+
+    #[test]
+    fn the_allowlist_reads_the_configured_forwarding_header_from_trusted_proxies_only() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let url = url::Url::parse("http://127.0.0.1:9000/hook").unwrap();
+        let body = br#"{"pspReference":"p1","name":"CAPTURED"}"#;
+        let s = signing::sign("s", &url, body, t0);
+        let allow = SharedAllowlist::new(crate::AllowSet::from_pairs([(
+            "8.8.8.8".parse().unwrap(),
+            "callback-1.vipps.no",
+        )]));
+        let r = WebhookReceiver::new("s")
+            .with_clock(Arc::new(Fixed(t0)))
+            .with_allowlist(allow)
+            .trust_proxies(["127.0.0.1/32".parse().unwrap()])
+            .forwarded_header(ForwardedHeader::Forwarded);
+        let with = |name: &str, value: &str| {
+            let mut p = parts(&s, "/hook");
+            p.headers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+            p
+        };
+        let proxy: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let stranger: SocketAddr = "9.9.9.9:1".parse().unwrap();
+        assert!(
+            r.check(proxy, &with("forwarded", "for=8.8.8.8"), body)
+                .is_ok()
+        );
+        // The other header through the proxy, or any header from an untrusted peer: refused.
+        for (peer, name, value) in [
+            (proxy, "x-forwarded-for", "8.8.8.8"),
+            (stranger, "forwarded", "for=8.8.8.8"),
+            (proxy, "forwarded", "for=unknown"),
+        ] {
+            let e = r.check(peer, &with(name, value), body).unwrap_err();
+            assert_eq!(e.status(), StatusCode::FORBIDDEN, "{peer} {name}: {value}");
+        }
     }
 }

@@ -58,11 +58,14 @@ impl RefreshReport {
     pub fn status_line(&self) -> String {
         let ok = self.names.iter().filter(|n| n.status != "failed").count();
         let v4 = self.set.v4().count();
-        let failed: Vec<&str> = self
+        let failed: Vec<String> = self
             .names
             .iter()
-            .filter(|n| n.status == "failed")
-            .map(|n| n.name.as_str())
+            .filter_map(|n| match n.failed_families().as_slice() {
+                [] => None,
+                [f] => Some(format!("{} ({f})", n.name)),
+                _ => Some(n.name.clone()),
+            })
             .collect();
         let mut line = format!(
             "{} addresses ({} IPv4, {} IPv6) from {}/{} names answering; +{} -{}; next refresh in {}s",
@@ -206,6 +209,10 @@ impl Refresher {
         for n in update.names.iter().filter(|n| n.status == "failed") {
             tracing::warn!(name = %n.name, error = n.error.as_deref().unwrap_or(""), kept = n.allowed.len(),
                 "lookup failed; keeping the last-known-good addresses");
+        }
+        for n in update.names.iter().filter(|n| n.status == "partial") {
+            tracing::warn!(name = %n.name, error = n.error.as_deref().unwrap_or(""), allowed = n.allowed.len(),
+                "one address family failed; the other is used, the failing one keeps its last-known-good");
         }
         for e in &update.diff.added {
             tracing::info!(address = %e.address, names = %e.names.join(","), "allowlist: added");

@@ -12,7 +12,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::Error;
-use crate::snapshot::NameAnswer;
+use crate::snapshot::{FamilyAnswer, NameAnswer};
 
 /// Resolver tunables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +126,8 @@ impl DnsResolver {
         &self.description
     }
 
-    /// Looks up A and AAAA of one name, concurrently.
+    /// Looks up A and AAAA of one name, concurrently. The two are separate facts: when one fails and the other
+    /// answers, the answer keeps both ([`NameAnswer::Families`]).
     pub async fn lookup(&self, name: &str) -> NameAnswer {
         let fqdn = if name.ends_with('.') {
             name.to_owned()
@@ -154,17 +155,10 @@ impl DnsResolver {
     }
 }
 
-enum Family {
-    Records(Vec<(IpAddr, u32)>),
-    NoData,
-    NxDomain,
-    Failed(String),
-}
-
-fn family(r: Result<hickory_resolver::lookup::Lookup, NetError>) -> Family {
+fn family(r: Result<hickory_resolver::lookup::Lookup, NetError>) -> FamilyAnswer {
     match r {
-        Ok(lookup) => Family::Records(
-            lookup
+        Ok(lookup) => {
+            let list: Vec<(IpAddr, u32)> = lookup
                 .answers()
                 .iter()
                 .filter_map(|rec| match &rec.data {
@@ -172,23 +166,34 @@ fn family(r: Result<hickory_resolver::lookup::Lookup, NetError>) -> Family {
                     RData::AAAA(a) => Some((IpAddr::V6(a.0), rec.ttl)),
                     _ => None,
                 })
-                .collect(),
-        ),
-        Err(e) if e.is_nx_domain() => Family::NxDomain,
-        Err(e) if e.is_no_records_found() => Family::NoData,
-        Err(e) => Family::Failed(e.to_string()),
+                .collect();
+            if list.is_empty() {
+                FamilyAnswer::NoData
+            } else {
+                FamilyAnswer::Records(list)
+            }
+        }
+        Err(e) if e.is_nx_domain() => FamilyAnswer::NoSuchName,
+        Err(e) if e.is_no_records_found() => FamilyAnswer::NoData,
+        Err(e) => FamilyAnswer::Failed(e.to_string()),
     }
 }
 
-fn combine(a: Family, aaaa: Family) -> NameAnswer {
+/// One answer for the name: the simple forms when both families agree, [`NameAnswer::Families`] when exactly one
+/// failed (so the other family's answer is not lost).
+fn combine(a: FamilyAnswer, aaaa: FamilyAnswer) -> NameAnswer {
+    use FamilyAnswer as F;
     match (a, aaaa) {
-        (Family::Failed(e), _) | (_, Family::Failed(e)) => NameAnswer::Failed(e),
-        (Family::NxDomain, Family::NxDomain | Family::NoData)
-        | (Family::NoData, Family::NxDomain) => NameAnswer::NoSuchName,
+        (F::Failed(e1), F::Failed(e2)) if e1 == e2 => NameAnswer::Failed(e1),
+        (F::Failed(e1), F::Failed(e2)) => NameAnswer::Failed(format!("A: {e1}; AAAA: {e2}")),
+        (a @ F::Failed(_), aaaa) | (a, aaaa @ F::Failed(_)) => NameAnswer::Families { a, aaaa },
+        (F::NoSuchName, F::NoSuchName | F::NoData) | (F::NoData, F::NoSuchName) => {
+            NameAnswer::NoSuchName
+        }
         (a, aaaa) => {
             let mut out = Vec::new();
             for f in [a, aaaa] {
-                if let Family::Records(list) = f {
+                if let F::Records(list) = f {
                     out.extend(list);
                 }
             }

@@ -10,6 +10,9 @@
 //! - NXDOMAIN or an empty answer adds nothing, and old addresses expire by the same rule;
 //! - a failure (timeout, SERVFAIL, refused) keeps the name's addresses as they are (last-known-good) and never
 //!   touches other names;
+//! - A and AAAA are separate facts: when one family answers and the other fails, the answering family is applied
+//!   as above, and the failing family keeps its last-known-good addresses within their grace period
+//!   (`last_seen + max(grace, ttl)`); the failure is reported per family and blocks nothing;
 //! - answers in special-purpose ranges are dropped unless the policy admits them; addresses are canonical.
 //!
 //! Then, for the whole set: never empty, at most `max_addresses`, at most `max_churn` added plus removed
@@ -90,6 +93,92 @@ pub enum NameAnswer {
     NoSuchName,
     /// The lookup failed (timeout, SERVFAIL, refused, ...); the name keeps its last-known-good addresses.
     Failed(String),
+    /// A and AAAA fared differently (typically one answered and the other failed); each is applied on its own.
+    Families {
+        /// The `A` lookup.
+        a: FamilyAnswer,
+        /// The `AAAA` lookup.
+        aaaa: FamilyAnswer,
+    },
+}
+
+/// What one address family's lookup (`A` or `AAAA`) produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyAnswer {
+    /// The records with their TTLs in seconds (never empty; an empty answer is [`FamilyAnswer::NoData`]).
+    Records(Vec<(IpAddr, u32)>),
+    /// The name exists but has no records of this type.
+    NoData,
+    /// The name does not exist (NXDOMAIN).
+    NoSuchName,
+    /// The lookup failed (timeout, SERVFAIL, refused, ...).
+    Failed(String),
+}
+
+impl FamilyAnswer {
+    fn from_records(list: Vec<(IpAddr, u32)>) -> Self {
+        if list.is_empty() {
+            FamilyAnswer::NoData
+        } else {
+            FamilyAnswer::Records(list)
+        }
+    }
+}
+
+impl NameAnswer {
+    /// The answer as one `A` and one `AAAA` answer.
+    pub fn split(self) -> (FamilyAnswer, FamilyAnswer) {
+        match self {
+            NameAnswer::Addresses(list) => {
+                let (v4, v6): (Vec<_>, Vec<_>) = list
+                    .into_iter()
+                    .partition(|(ip, _)| canonical(*ip).is_ipv4());
+                (
+                    FamilyAnswer::from_records(v4),
+                    FamilyAnswer::from_records(v6),
+                )
+            }
+            NameAnswer::NoSuchName => (FamilyAnswer::NoSuchName, FamilyAnswer::NoSuchName),
+            NameAnswer::Failed(e) => (FamilyAnswer::Failed(e.clone()), FamilyAnswer::Failed(e)),
+            NameAnswer::Families { a, aaaa } => (a, aaaa),
+        }
+    }
+}
+
+/// An address family, as a record type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Family {
+    /// IPv4, `A` records.
+    #[serde(rename = "A")]
+    A,
+    /// IPv6, `AAAA` records.
+    #[serde(rename = "AAAA")]
+    Aaaa,
+}
+
+impl Family {
+    /// `A` or `AAAA`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::A => "A",
+            Family::Aaaa => "AAAA",
+        }
+    }
+
+    /// The family of a (canonical) address.
+    pub fn of(ip: IpAddr) -> Family {
+        if canonical(ip).is_ipv4() {
+            Family::A
+        } else {
+            Family::Aaaa
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What is remembered about one address.
@@ -109,9 +198,33 @@ pub struct NameState {
     /// When the name last answered (addresses, no data or NXDOMAIN), in seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<u64>,
-    /// The last failure, if the last lookup failed.
+    /// The last failure, if the last lookup failed (of either family, `AAAA: refused` when only one failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The `A` lookups.
+    #[serde(default, skip_serializing_if = "FamilyState::is_empty")]
+    pub a: FamilyState,
+    /// The `AAAA` lookups.
+    #[serde(default, skip_serializing_if = "FamilyState::is_empty")]
+    pub aaaa: FamilyState,
+}
+
+/// What is remembered about one family's lookups of one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyState {
+    /// When this family last answered (records, no data or NXDOMAIN), in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<u64>,
+    /// The last failure, if this family's last lookup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl FamilyState {
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.last_success.is_none() && self.last_error.is_none()
+    }
 }
 
 /// The persisted state: every name with its addresses.
@@ -126,7 +239,7 @@ pub struct Snapshot {
 pub struct NameReport {
     /// The hostname.
     pub name: String,
-    /// `ok`, `nxdomain`, `nodata` or `failed`.
+    /// `ok`, `nxdomain`, `nodata`, `partial` (one family failed) or `failed` (both failed).
     pub status: &'static str,
     /// The failure, when `status` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +255,43 @@ pub struct NameReport {
     /// The smallest TTL in the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
+    /// How the `A` lookup fared.
+    #[serde(rename = "A")]
+    pub a: FamilyReport,
+    /// How the `AAAA` lookup fared.
+    #[serde(rename = "AAAA")]
+    pub aaaa: FamilyReport,
+}
+
+/// How one family's lookup of one name fared in a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilyReport {
+    /// `ok`, `nodata`, `nxdomain` or `failed`.
+    pub status: &'static str,
+    /// The failure, when `status` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The smallest TTL in the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+impl NameReport {
+    /// The report of one family.
+    pub fn family(&self, family: Family) -> &FamilyReport {
+        match family {
+            Family::A => &self.a,
+            Family::Aaaa => &self.aaaa,
+        }
+    }
+
+    /// The families whose lookup failed.
+    pub fn failed_families(&self) -> Vec<Family> {
+        [Family::A, Family::Aaaa]
+            .into_iter()
+            .filter(|f| self.family(*f).status == "failed")
+            .collect()
+    }
 }
 
 /// The result of a successful [`apply`].
@@ -227,6 +377,7 @@ pub fn apply(
     let mut reports = Vec::with_capacity(names.len());
     let mut min_ttl: Option<u32> = None;
     let mut failures = Vec::new();
+    let mut any_failed = false;
 
     for name in names {
         let mut state = previous.names.get(name).cloned().unwrap_or_default();
@@ -240,6 +391,7 @@ pub fn apply(
         let answer = answers
             .remove(name)
             .unwrap_or_else(|| NameAnswer::Failed("no answer".into()));
+        let (a, aaaa) = answer.split();
         let mut report = NameReport {
             name: name.clone(),
             status: "ok",
@@ -248,29 +400,50 @@ pub fn apply(
             allowed: Vec::new(),
             rejected: Vec::new(),
             ttl: None,
+            a: FamilyReport {
+                status: "ok",
+                error: None,
+                ttl: None,
+            },
+            aaaa: FamilyReport {
+                status: "ok",
+                error: None,
+                ttl: None,
+            },
         };
-        let seen: Option<Vec<(IpAddr, u32)>> = match answer {
-            NameAnswer::Addresses(list) => {
-                if list.is_empty() {
-                    report.status = "nodata";
+        let mut statuses = Vec::with_capacity(2);
+        let mut errors = Vec::new();
+        for (family, fa) in [(Family::A, a), (Family::Aaaa, aaaa)] {
+            let (fstate, freport) = match family {
+                Family::A => (&mut state.a, &mut report.a),
+                Family::Aaaa => (&mut state.aaaa, &mut report.aaaa),
+            };
+            let list = match fa {
+                FamilyAnswer::Failed(e) => {
+                    freport.status = "failed";
+                    freport.error = Some(e.clone());
+                    fstate.last_error = Some(e.clone());
+                    errors.push((family, e));
+                    statuses.push("failed");
+                    any_failed = true;
+                    // Last-known-good of this family, but only within its grace period when the other family
+                    // answers (a name that answers nothing keeps everything: nothing is known about it).
+                    continue;
                 }
-                Some(list)
-            }
-            NameAnswer::NoSuchName => {
-                report.status = "nxdomain";
-                Some(Vec::new())
-            }
-            NameAnswer::Failed(e) => {
-                report.status = "failed";
-                report.error = Some(e.clone());
-                failures.push(format!("{name}: {e}"));
-                state.last_error = Some(e);
-                None
-            }
-        };
-        if let Some(list) = seen {
+                FamilyAnswer::NoData => {
+                    freport.status = "nodata";
+                    Vec::new()
+                }
+                FamilyAnswer::NoSuchName => {
+                    freport.status = "nxdomain";
+                    Vec::new()
+                }
+                FamilyAnswer::Records(list) => list,
+            };
+            statuses.push(freport.status);
+            fstate.last_success = Some(now_s);
+            fstate.last_error = None;
             state.last_success = Some(now_s);
-            state.last_error = None;
             for (ip, ttl) in list {
                 let ip = canonical(ip);
                 if !policy.admits(ip) {
@@ -279,7 +452,7 @@ pub fn apply(
                     continue;
                 }
                 report.answered.push(ip);
-                report.ttl = Some(report.ttl.map_or(ttl, |t: u32| t.min(ttl)));
+                freport.ttl = Some(freport.ttl.map_or(ttl, |t: u32| t.min(ttl)));
                 state.addresses.insert(
                     ip,
                     AddressState {
@@ -288,7 +461,15 @@ pub fn apply(
                     },
                 );
             }
-            // Expire what has not been seen for longer than max(grace, ttl).
+            if let Some(t) = freport.ttl {
+                report.ttl = Some(report.ttl.map_or(t, |m: u32| m.min(t)));
+                min_ttl = Some(min_ttl.map_or(t, |m| m.min(t)));
+            }
+        }
+        // Expire what has not been seen for longer than max(grace, ttl): in every family that answered, and in a
+        // failing family when the other one answered.
+        let both_failed = errors.len() == 2;
+        if !both_failed {
             state.addresses.retain(|ip, st| {
                 let keep_for = policy.grace.as_secs().max(u64::from(st.ttl));
                 let keep = now_s <= st.last_seen.saturating_add(keep_for);
@@ -297,9 +478,29 @@ pub fn apply(
                 }
                 keep
             });
-            if let Some(t) = report.ttl {
-                min_ttl = Some(min_ttl.map_or(t, |m| m.min(t)));
-            }
+        }
+        report.status = match (both_failed, errors.is_empty()) {
+            (true, _) => "failed",
+            (false, false) => "partial",
+            _ if !report.answered.is_empty() || statuses.contains(&"ok") => "ok",
+            _ if statuses.iter().all(|s| *s == "nxdomain") => "nxdomain",
+            _ => "nodata",
+        };
+        if !errors.is_empty() {
+            let e = if both_failed && errors[0].1 == errors[1].1 {
+                errors[0].1.clone()
+            } else {
+                errors
+                    .iter()
+                    .map(|(f, e)| format!("{f}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            failures.push(format!("{name}: {e}"));
+            report.error = Some(e.clone());
+            state.last_error = Some(e);
+        } else {
+            state.last_error = None;
         }
         if state.addresses.len() > policy.max_per_name {
             let mut by_age: Vec<(IpAddr, AddressState)> =
@@ -359,7 +560,12 @@ pub fn apply(
         set,
         diff,
         names: reports,
-        next_refresh: policy.refresh_delay(min_ttl),
+        // A failed lookup is retried soon; the last-known-good covers the gap.
+        next_refresh: if any_failed {
+            policy.min_ttl.min(policy.refresh_delay(min_ttl))
+        } else {
+            policy.refresh_delay(min_ttl)
+        },
     })
 }
 
@@ -470,6 +676,173 @@ mod tests {
         let u3 = apply(&u2.snapshot, &names(), vec![], &p, at(20_000)).unwrap();
         assert_eq!(u3.set, u2.set);
         assert_eq!(u3.next_refresh, p.min_ttl);
+    }
+
+    fn fam(a: FamilyAnswer, aaaa: FamilyAnswer) -> NameAnswer {
+        NameAnswer::Families { a, aaaa }
+    }
+    fn recs(list: &[&str], ttl: u32) -> FamilyAnswer {
+        FamilyAnswer::Records(list.iter().map(|s| (ip(s), ttl)).collect())
+    }
+    fn failed(e: &str) -> FamilyAnswer {
+        FamilyAnswer::Failed(e.into())
+    }
+
+    #[test]
+    fn a_and_aaaa_are_separate_facts() {
+        let p = policy();
+        // One row per case: a first start where only one family answers publishes that family.
+        // (case, answer, published addresses, name status, [A status, AAAA status])
+        type Case = (
+            &'static str,
+            NameAnswer,
+            &'static [&'static str],
+            &'static str,
+            [&'static str; 2],
+        );
+        let cases: [Case; 4] = [
+            (
+                "A answers, AAAA refused",
+                fam(recs(&["8.8.8.1"], 60), failed("refused")),
+                &["8.8.8.1"],
+                "partial",
+                ["ok", "failed"],
+            ),
+            (
+                "AAAA answers, A SERVFAIL",
+                fam(failed("servfail"), recs(&["2a01:4f8::1"], 60)),
+                &["2a01:4f8::1"],
+                "partial",
+                ["failed", "ok"],
+            ),
+            (
+                "A answers, AAAA times out",
+                fam(recs(&["8.8.8.1"], 60), failed("timed out")),
+                &["8.8.8.1"],
+                "partial",
+                ["ok", "failed"],
+            ),
+            (
+                "A answers, AAAA no data",
+                fam(recs(&["8.8.8.1"], 60), FamilyAnswer::NoData),
+                &["8.8.8.1"],
+                "ok",
+                ["ok", "nodata"],
+            ),
+        ];
+        for (case, answer, expected, status, fams) in cases {
+            let u = apply(
+                &Snapshot::default(),
+                &names(),
+                vec![("a.vipps.no".into(), answer)],
+                &p,
+                at(0),
+            )
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let got: Vec<IpAddr> = u.set.entries().iter().map(|e| e.address).collect();
+            let want: Vec<IpAddr> = expected.iter().map(|s| ip(s)).collect();
+            assert_eq!(got, want, "{case}");
+            assert_eq!(u.names[0].status, status, "{case}");
+            assert_eq!(
+                [u.names[0].a.status, u.names[0].aaaa.status],
+                fams,
+                "{case}"
+            );
+            if status == "partial" {
+                assert_eq!(
+                    u.next_refresh, p.min_ttl,
+                    "{case}: a failure is retried soon"
+                );
+                assert!(
+                    u.names[0].error.as_deref().unwrap().contains(": "),
+                    "{case}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_family_keeps_its_last_known_good_within_the_grace_period() {
+        let p = policy();
+        let both = apply(
+            &Snapshot::default(),
+            &names(),
+            vec![("a.vipps.no".into(), addrs(&["8.8.8.1", "2a01:4f8::1"], 60))],
+            &p,
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(both.set.len(), 2);
+        // AAAA refused, A moved: the new IPv4 is added, the IPv6 kept (last-known-good), the failure reported.
+        let u = apply(
+            &both.snapshot,
+            &names(),
+            vec![(
+                "a.vipps.no".into(),
+                fam(recs(&["8.8.8.2"], 60), failed("refused")),
+            )],
+            &p,
+            at(100),
+        )
+        .unwrap();
+        assert!(u.set.contains(ip("2a01:4f8::1")));
+        assert!(u.set.contains(ip("8.8.8.2")));
+        assert!(u.set.contains(ip("8.8.8.1")), "IPv4 grace");
+        assert_eq!(u.names[0].error.as_deref(), Some("AAAA: refused"));
+        let st = &u.snapshot.names["a.vipps.no"];
+        assert_eq!(st.aaaa.last_error.as_deref(), Some("refused"));
+        assert_eq!(st.a.last_success, Some(1_700_000_100));
+        assert_eq!(st.aaaa.last_success, Some(1_700_000_000));
+        // The same the other way round: A fails, AAAA answers; the IPv4 addresses stay.
+        let v = apply(
+            &u.snapshot,
+            &names(),
+            vec![(
+                "a.vipps.no".into(),
+                fam(failed("timed out"), recs(&["2a01:4f8::1"], 60)),
+            )],
+            &p,
+            at(200),
+        )
+        .unwrap();
+        assert!(v.set.contains(ip("8.8.8.1")) && v.set.contains(ip("8.8.8.2")));
+        assert!(v.diff.is_empty());
+        assert_eq!(v.names[0].error.as_deref(), Some("A: timed out"));
+        // Past the grace period with AAAA still refused and A answering: the stale IPv6 expires.
+        let w = apply(
+            &v.snapshot,
+            &names(),
+            vec![(
+                "a.vipps.no".into(),
+                fam(recs(&["8.8.8.2"], 60), failed("refused")),
+            )],
+            &p,
+            at(2_000),
+        )
+        .unwrap();
+        assert_eq!(
+            w.set
+                .entries()
+                .iter()
+                .map(|e| e.address)
+                .collect::<Vec<_>>(),
+            [ip("8.8.8.2")]
+        );
+        // Both failing is a failed name: everything kept, whatever the age.
+        let x = apply(
+            &w.snapshot,
+            &names(),
+            vec![(
+                "a.vipps.no".into(),
+                fam(failed("refused"), failed("refused")),
+            )],
+            &p,
+            at(90_000),
+        )
+        .unwrap();
+        assert_eq!(x.set, w.set);
+        assert_eq!(x.names[0].status, "failed");
+        assert_eq!(x.names[0].error.as_deref(), Some("refused"));
     }
 
     #[test]

@@ -2,15 +2,14 @@
 
 #![allow(clippy::print_stderr)]
 
-mod common;
-
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{Dnsmasq, TestDns, free_udp_port};
 use vipps_allowlist::resolve::ResolverOptions;
 use vipps_allowlist::{Clock, DnsResolver, Error, Policy, Refresher};
+use vipps_test_support::dns::{Dnsmasq, TestDns};
+use vipps_test_support::free_udp_port;
 
 struct TestClock(Mutex<SystemTime>);
 impl TestClock {
@@ -225,4 +224,144 @@ async fn dnsmasq_changing_answers_and_outage() {
     let rep = r.refresh().await.unwrap();
     assert!(rep.names.iter().all(|n| n.status == "failed"));
     assert_eq!(*r.shared().current(), *good);
+}
+
+/// A and AAAA are separate facts, against dnsmasq configured both ways: as a resolver without upstream servers it
+/// answers what its hosts file has and refuses the other type (the setup of issue 10). One row per setup.
+#[tokio::test]
+async fn dnsmasq_refusing_one_family_publishes_the_other() {
+    use vipps_test_support::dns::Mode;
+    let cases = [
+        (
+            "A only, AAAA refused",
+            "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n",
+            ["127.0.0.11", "127.0.0.12"],
+            ("ok", "failed"),
+        ),
+        (
+            "AAAA only, A refused",
+            "2a01:4f8::11 callback-mt-1.vipps.no\n2a01:4f8::12 callback-mt-2.vipps.no\n",
+            ["2a01:4f8::11", "2a01:4f8::12"],
+            ("failed", "ok"),
+        ),
+    ];
+    for (case, hosts, expected, (a, aaaa)) in cases {
+        let Some(dns) = Dnsmasq::start_with(hosts, 30, Mode::RefuseUnknown) else {
+            return;
+        };
+        let resolver = DnsResolver::with_nameservers(&[dns.addr], fast()).unwrap();
+        let mut r = Refresher::new(
+            resolver,
+            vipps_types::servers::Profile::Test.hostnames(),
+            test_policy(),
+        );
+        let rep = r.refresh().await.unwrap_or_else(|e| panic!("{case}: {e}"));
+        let got: Vec<IpAddr> = rep.set.entries().iter().map(|e| e.address).collect();
+        assert_eq!(got, expected.map(ip), "{case}");
+        for n in &rep.names {
+            assert_eq!(n.status, "partial", "{case}: {n:?}");
+            assert_eq!((n.a.status, n.aaaa.status), (a, aaaa), "{case}");
+            assert!(
+                n.error
+                    .as_deref()
+                    .unwrap()
+                    .to_lowercase()
+                    .contains("refused"),
+                "{case}: {n:?}"
+            );
+        }
+        assert!(rep.status_line().contains("failing"), "{case}");
+        assert_eq!(
+            rep.next_refresh,
+            test_policy().min_ttl,
+            "{case}: retried soon"
+        );
+    }
+}
+
+/// The in-process server refuses, fails or ignores one record type while the other answers: the answering
+/// family is published and moves; the failing one keeps its last-known-good; the failure is reported per family.
+#[tokio::test]
+async fn a_server_failing_one_type_keeps_the_other_family_moving() {
+    use vipps_test_support::dns::{Fault, RecordType};
+    let dns = TestDns::start(&[
+        ("callback-mt-1.vipps.no", "127.0.0.11", 60),
+        ("callback-mt-1.vipps.no", "2a01:4f8::11", 60),
+    ])
+    .await;
+    let resolver = DnsResolver::with_nameservers(&[dns.addr], fast()).unwrap();
+    let clock = Arc::new(TestClock(Mutex::new(SystemTime::now())));
+    let mut r = Refresher::new(resolver, names(&["callback-mt-1.vipps.no"]), test_policy())
+        .with_clock(clock.clone());
+    let rep = r.refresh().await.unwrap();
+    assert_eq!(rep.set.len(), 2);
+    let cases = [
+        (
+            RecordType::AAAA,
+            Fault::Refused,
+            "127.0.0.21",
+            "2a01:4f8::11",
+            "refused",
+        ),
+        (
+            RecordType::AAAA,
+            Fault::ServFail,
+            "127.0.0.22",
+            "2a01:4f8::11",
+            "server failure",
+        ),
+        (
+            RecordType::AAAA,
+            Fault::Silent,
+            "127.0.0.23",
+            "2a01:4f8::11",
+            "timed out",
+        ),
+        (
+            RecordType::A,
+            Fault::Refused,
+            "127.0.0.23",
+            "2a01:4f8::24",
+            "refused",
+        ),
+    ];
+    for (rtype, fault, v4, v6, says) in cases {
+        let case = format!("{rtype} {fault:?}");
+        // DNS moves both families; only the answering one can be learnt.
+        dns.set(&[
+            ("callback-mt-1.vipps.no", v4, 60),
+            ("callback-mt-1.vipps.no", v6, 60),
+        ]);
+        dns.set_fault(rtype, Some(fault));
+        clock.advance(Duration::from_secs(10));
+        let rep = r.refresh().await.unwrap_or_else(|e| panic!("{case}: {e}"));
+        let n = &rep.names[0];
+        assert_eq!(n.status, "partial", "{case}: {n:?}");
+        let (failed, other) = if rtype == RecordType::A {
+            (&n.a, &n.aaaa)
+        } else {
+            (&n.aaaa, &n.a)
+        };
+        assert_eq!((failed.status, other.status), ("failed", "ok"), "{case}");
+        let error = failed.error.as_deref().unwrap().to_lowercase();
+        assert!(error.contains(says), "{case}: {error}");
+        if rtype == RecordType::A {
+            assert!(rep.set.contains(ip(v6)), "{case}: AAAA learnt");
+        } else {
+            assert!(rep.set.contains(ip(v4)), "{case}: A learnt");
+            assert!(
+                rep.set.contains(ip("2a01:4f8::11")),
+                "{case}: IPv6 last-known-good kept"
+            );
+        }
+        let state = &r.snapshot().names["callback-mt-1.vipps.no"];
+        let fstate = if rtype == RecordType::A {
+            &state.a
+        } else {
+            &state.aaaa
+        };
+        assert!(fstate.last_error.is_some(), "{case}");
+        dns.set_fault(rtype, None);
+    }
+    dns.shutdown().await;
 }

@@ -10,7 +10,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,22 +18,19 @@ use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::StatusCode;
-use reqwest::Method;
 use serde_json::{Value, json};
 use vipps_allowlist::resolve::ResolverOptions;
 use vipps_allowlist::{
     AllowlistLayer, ClientIp, DnsResolver, Policy, Refresher, SharedAllowlist, WebhookReceiver,
 };
-use vipps_emulator::{Config, Emulator};
+use vipps_test_support::platform::{Platform, Relay};
 use vipps_types::servers::Profile;
 
 /// The bound on each test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The bound on each wait for something asynchronous (a delivery, an attempt record).
-const WAIT: Duration = Duration::from_secs(10);
+/// The bound on each wait for something asynchronous.
+const WAIT: Duration = vipps_test_support::platform::WAIT;
 
-const KEY: &str = "demo-subscription-key";
-const MSN: &str = "123456";
 const MT1: &str = "callback-mt-1.vipps.no";
 const MT2: &str = "callback-mt-2.vipps.no";
 
@@ -43,188 +39,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .expect("the test finished within its time bound");
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The platform: an in-process emulator with its DNS, and a merchant's API calls.
-// ---------------------------------------------------------------------------------------------------------------
-
-struct Platform {
-    emu: Emulator,
-    base: String,
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Platform {
-    async fn start() -> Platform {
-        let cfg = Config {
-            dns_listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Config::ephemeral()
-        };
-        let emu = Emulator::start(cfg).await.expect("the emulator starts");
-        let base = emu.base_url().as_str().trim_end_matches('/').to_owned();
-        let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{base}/accesstoken/get"))
-            .header("client_id", "demo-client-id")
-            .header("client_secret", "demo-client-secret")
-            .header("Ocp-Apim-Subscription-Key", KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "access token");
-        let token = r.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        Platform {
-            emu,
-            base,
-            http,
-            token,
-        }
-    }
-
-    fn dns(&self) -> SocketAddr {
-        self.emu.dns_addr().expect("the embedded DNS runs")
-    }
-
-    fn api(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("Ocp-Apim-Subscription-Key", KEY)
-            .header("Merchant-Serial-Number", MSN)
-    }
-
-    /// Registers a webhook for every ePayment event; returns the secret.
-    async fn register(&self, url: &str) -> String {
-        let events = vipps_types::webhooks::epayment_event_types();
-        let r = self
-            .api(Method::POST, "/webhooks/v1/webhooks")
-            .json(&json!({"url": url, "events": events}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "webhook registration");
-        let v: Value = r.json().await.unwrap();
-        v["secret"].as_str().unwrap().to_owned()
-    }
-
-    async fn create(&self, reference: &str) {
-        let r = self
-            .api(Method::POST, "/epayment/v1/payments")
-            .header("Idempotency-Key", format!("{reference}-create"))
-            .json(&json!({
-                "amount": {"currency": "NOK", "value": 1000},
-                "paymentMethod": {"type": "WALLET"},
-                "reference": reference,
-                "userFlow": "WEB_REDIRECT",
-                "returnUrl": "https://example.com/return"
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "create {reference}");
-    }
-
-    async fn approve(&self, reference: &str) {
-        let r = self
-            .api(
-                Method::POST,
-                &format!("/epayment/v1/test/payments/{reference}/approve"),
-            )
-            .json(&json!({"customer": {"phoneNumber": "4791234567"}}))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "approve {reference}: {}",
-            r.status()
-        );
-    }
-
-    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut b = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(v) = body {
-            b = b.json(&v);
-        }
-        let r = b.send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    async fn advance(&self, seconds: u64) {
-        self.control(
-            Method::POST,
-            "/_emulator/clock/advance",
-            Some(json!({"seconds": seconds})),
-        )
-        .await;
-    }
-
-    /// Rotates the test pool; returns the new active server and its address.
-    async fn rotate_test(&self) -> (String, IpAddr) {
-        let v = self
-            .control(
-                Method::POST,
-                "/_emulator/request-servers/rotate",
-                Some(json!({"pool": "test"})),
-            )
-            .await;
-        (
-            v["test"]["active"].as_str().unwrap().to_owned(),
-            ip(v["test"]["source_address"].as_str().unwrap()),
-        )
-    }
-
-    /// The delivery record of a payment, oldest attempt first.
-    async fn attempts(&self, reference: &str) -> Vec<Value> {
-        let v = self
-            .control(
-                Method::GET,
-                &format!("/_emulator/deliveries?reference={reference}"),
-                None,
-            )
-            .await;
-        v.as_array().unwrap().clone()
-    }
-
-    /// Waits until the delivery record of `reference` has an attempt for `event_name` with `attempt_no`.
-    async fn wait_attempt(&self, reference: &str, event_name: &str, attempt_no: u64) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let all = self.attempts(reference).await;
-            if let Some(a) = all
-                .iter()
-                .find(|a| a["event_name"] == event_name && a["attempt"] == attempt_no)
-            {
-                return a.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no attempt {attempt_no} of {event_name} for {reference}; record: {all:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Asserts that attempt `attempt_no` of `event_name` has not come within 300 ms of real time (the emulator
-    /// clock not advanced).
-    async fn assert_no_attempt(&self, reference: &str, event_name: &str, attempt_no: u64) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let all = self.attempts(reference).await;
-        assert!(
-            !all.iter()
-                .any(|a| a["event_name"] == event_name && a["attempt"] == attempt_no),
-            "attempt {attempt_no} of {event_name} came before the emulator clock moved: {all:#?}"
-        );
-    }
+    vipps_test_support::bounded(TEST_TIMEOUT, f).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -391,59 +206,6 @@ fn entries(list: &[(&str, &str)]) -> Vec<(IpAddr, Vec<String>)> {
     list.iter()
         .map(|(a, n)| (ip(a), vec![(*n).to_owned()]))
         .collect()
-}
-
-/// A UDP relay in front of the emulator's DNS that can be cut (packets dropped), to make DNS unreachable while
-/// the emulator keeps delivering.
-struct Relay {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(upstream: SocketAddr) -> Relay {
-        let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let addr = sock.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                    continue;
-                };
-                if !flag.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let query = buf[..n].to_vec();
-                let sock = sock.clone();
-                tokio::spawn(async move {
-                    let out = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                    if out.send_to(&query, upstream).await.is_err() {
-                        return;
-                    }
-                    let mut answer = vec![0u8; 4096];
-                    if let Ok(Ok(m)) =
-                        tokio::time::timeout(Duration::from_secs(1), out.recv(&mut answer)).await
-                    {
-                        let _ = sock.send_to(&answer[..m], from).await;
-                    }
-                });
-            }
-        });
-        Relay { addr, up, task }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use vipps_allowlist::layer::ForwardedHeader;
 use vipps_allowlist::{AllowSet, AllowlistLayer, ClientIp, SharedAllowlist, WebhookReceiver};
 
 async fn serve(app: Router, bind: &str) -> Option<SocketAddr> {
@@ -166,6 +167,113 @@ async fn xff_only_through_trusted_proxies_right_to_left() {
         send("127.0.0.5", addr, get_req(Some("127.0.0.2"))).await.0,
         StatusCode::FORBIDDEN
     );
+}
+
+fn req_with(headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::get("/cb").header("host", "merchant.test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// `Forwarded` (RFC 7239) from a trusted proxy on 127.0.0.1, over real sockets: one row per request, the peer it
+/// comes from, its headers and the answer. Spoofed headers from untrusted peers, and the other header smuggled
+/// through the proxy, change nothing.
+#[tokio::test]
+async fn forwarded_only_through_trusted_proxies_and_spoofing_is_refused() {
+    let allowlist = SharedAllowlist::new(set(&["127.0.0.2"]));
+    let router = Router::new()
+        .route(
+            "/cb",
+            get(|req: Request| async move {
+                let ip = req.extensions().get::<ClientIp>().map(|c| c.0.to_string());
+                format!("hello {}", ip.unwrap_or_default())
+            }),
+        )
+        .layer(
+            AllowlistLayer::new(allowlist)
+                .trust_proxies(["127.0.0.1/32".parse().unwrap()])
+                .forwarded_header(ForwardedHeader::Forwarded),
+        );
+    let addr = serve(router, "127.0.0.1:0").await.unwrap();
+    let ok = StatusCode::OK;
+    let no = StatusCode::FORBIDDEN;
+    // (case, from, headers, expected status)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], StatusCode);
+    let cases: &[Case<'_>] = &[
+        (
+            "through the proxy",
+            "127.0.0.1",
+            &[("forwarded", "for=127.0.0.2;proto=https")],
+            ok,
+        ),
+        (
+            "quoted with a port",
+            "127.0.0.1",
+            &[("forwarded", "for=\"127.0.0.2:4711\"")],
+            ok,
+        ),
+        (
+            "client-chosen left element",
+            "127.0.0.1",
+            &[("forwarded", "for=127.0.0.2, for=127.0.0.9")],
+            no,
+        ),
+        (
+            "right to left over lines",
+            "127.0.0.1",
+            &[
+                ("forwarded", "for=127.0.0.9"),
+                ("forwarded", "for=127.0.0.2"),
+            ],
+            ok,
+        ),
+        ("unknown", "127.0.0.1", &[("forwarded", "for=unknown")], no),
+        (
+            "obfuscated",
+            "127.0.0.1",
+            &[("forwarded", "for=_proxy1")],
+            no,
+        ),
+        (
+            "no for parameter",
+            "127.0.0.1",
+            &[("forwarded", "proto=https")],
+            no,
+        ),
+        (
+            "X-Forwarded-For smuggled past the proxy",
+            "127.0.0.1",
+            &[("x-forwarded-for", "127.0.0.2")],
+            no,
+        ),
+        (
+            "spoofed Forwarded from an untrusted peer",
+            "127.0.0.5",
+            &[("forwarded", "for=127.0.0.2")],
+            no,
+        ),
+        (
+            "spoofed X-Forwarded-For from an untrusted peer",
+            "127.0.0.5",
+            &[("x-forwarded-for", "127.0.0.2")],
+            no,
+        ),
+        (
+            "the allowed peer itself, header ignored",
+            "127.0.0.2",
+            &[("forwarded", "for=127.0.0.9")],
+            ok,
+        ),
+    ];
+    for (case, from, headers, want) in cases {
+        let (status, _, body) = send(from, addr, req_with(headers)).await;
+        assert_eq!(status, *want, "{case}: {body}");
+        if *want == ok {
+            assert_eq!(body, "hello 127.0.0.2", "{case}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,19 +1,25 @@
 //! `vipps allowlist ...`: DNS-driven allowlists of the Vipps MobilePay request servers (issue 6).
 //!
-//! `resolve` shows what the names resolve to now, `export` writes one artefact, `watch` keeps a file in step
-//! with DNS and runs a command when its content changes. All three share the resolution and safety options.
+//! `resolve` shows what the names resolve to now, `export` writes one artefact, `watch` keeps a file and/or the
+//! kernel firewall (`--apply nft|ipset`) in step with DNS and runs a command when the content changes, `check`
+//! says whether an address is allowed now and why. All share the resolution and safety options.
+//!
+//! `watch` as a service: `--status-file` (JSON, rewritten atomically after every refresh and apply), SIGHUP
+//! refreshes and re-applies at once, SIGTERM (or Ctrl-C) stops cleanly and leaves the applied rules in force.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use vipps_allowlist::apply::Backend;
 use vipps_allowlist::refresh::RefreshReport;
 use vipps_allowlist::resolve::ResolverOptions;
+use vipps_allowlist::snapshot::Family;
 use vipps_allowlist::{
-    AllowSet, Diff, DnsResolver, Error, ExportOptions, Format, IpNet, Policy, Refresher, export,
+    AllowSet, DnsResolver, Error, ExportOptions, Format, IpNet, Policy, Refresher, export,
 };
 use vipps_types::servers::Profile;
 
@@ -40,15 +46,28 @@ pub enum AllowlistCommand {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Keep a file in step with DNS: refresh by TTL, rewrite atomically on change, run a command on change.
+    /// Keep a file and/or the kernel firewall in step with DNS: refresh by TTL, rewrite atomically and apply on
+    /// change, run a command on change. SIGHUP: refresh and re-apply now; SIGTERM: stop (the rules stay).
     Watch {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
         target: Target,
-        /// The file to keep up to date (written atomically).
+        /// The file to keep up to date (written atomically). Needed unless --apply is given.
         #[arg(long, short, value_name = "FILE")]
-        output: PathBuf,
+        output: Option<PathBuf>,
+        /// Apply the allowlist to the kernel firewall: `nft` (one inet table, validated with `nft -c`, replaced in
+        /// one transaction) or `ipset` (two sets swapped in atomically). A failing apply is reported and retried;
+        /// a table changed or removed behind our back is restored.
+        #[arg(long, value_enum, value_name = "BACKEND")]
+        apply: Option<ApplyBackend>,
+        /// How often the applied rules are compared with the kernel's between refreshes.
+        #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+        check_interval: Duration,
+        /// Write the status (JSON: last refresh, per name and family the addresses, TTLs and failures, next
+        /// refresh, the last apply) to this file after every refresh and apply, atomically.
+        #[arg(long, value_name = "FILE")]
+        status_file: Option<PathBuf>,
         /// A shell command run after each change of the file's content (`sh -c`; the file is in
         /// `$VIPPS_ALLOWLIST_FILE`), for example `nft -f "$VIPPS_ALLOWLIST_FILE"`.
         #[arg(long, value_name = "CMD")]
@@ -60,6 +79,35 @@ pub enum AllowlistCommand {
         #[arg(long, value_name = "N")]
         max_iterations: Option<u64>,
     },
+    /// Is this address allowed now, and why? Exit 0 when it is, 5 when it is not. Reads a running watch's
+    /// --status-file, or else resolves now (with --state as last-known-good).
+    Check {
+        /// The address to check.
+        address: IpAddr,
+        #[command(flatten)]
+        common: Common,
+        /// The status file of a running `watch` (what is in force now); DNS is not asked.
+        #[arg(long, value_name = "FILE")]
+        status_file: Option<PathBuf>,
+    },
+}
+
+/// Firewall backends `watch --apply` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApplyBackend {
+    /// nftables.
+    Nft,
+    /// ipset.
+    Ipset,
+}
+
+impl ApplyBackend {
+    pub(crate) fn backend(self) -> Backend {
+        match self {
+            ApplyBackend::Nft => Backend::Nft,
+            ApplyBackend::Ipset => Backend::Ipset,
+        }
+    }
 }
 
 /// `resolve` output formats.
@@ -77,65 +125,65 @@ pub struct Common {
     /// The request servers: `production` (callback-1..4 and callback-dr-1..4) or `test` (callback-mt-1..2).
     /// Default: production, unless `--name` is given.
     #[arg(long, value_parser = parse_profile, conflicts_with = "names")]
-    profile: Option<Profile>,
+    pub(crate) profile: Option<Profile>,
     /// A hostname to allow instead of a profile (repeatable).
     #[arg(long = "name", value_name = "HOST")]
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// A DNS server to ask instead of the system configuration (repeatable); the port defaults to 53.
     #[arg(long = "nameserver", value_name = "IP:PORT", value_parser = parse_nameserver)]
-    nameservers: Vec<SocketAddr>,
+    pub(crate) nameservers: Vec<SocketAddr>,
     /// Admit answers in private and special-purpose ranges (tests only).
     #[arg(long)]
-    allow_private: bool,
+    pub(crate) allow_private: bool,
     /// Admit answers in this network even if it is special-purpose, e.g. 127.0.0.0/8 (repeatable).
     #[arg(long = "allow-net", value_name = "CIDR", value_parser = parse_net)]
-    allow_nets: Vec<IpNet>,
+    pub(crate) allow_nets: Vec<IpNet>,
     /// The snapshot file: loaded at start (last-known-good) and saved after each refresh.
     #[arg(long, value_name = "FILE")]
-    state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
     /// How long an address stays allowed after it was last seen (`90s`, `10m`, `1h`, or seconds).
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
-    grace: Duration,
+    pub(crate) grace: Duration,
     /// The shortest refresh interval, whatever the TTL.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    min_ttl: Duration,
+    pub(crate) min_ttl: Duration,
     /// The longest refresh interval, whatever the TTL.
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
-    max_ttl: Duration,
+    pub(crate) max_ttl: Duration,
     /// The cap on the number of allowed addresses.
     #[arg(long, default_value_t = 256)]
-    max_addresses: usize,
+    pub(crate) max_addresses: usize,
     /// The cap on addresses kept per name.
     #[arg(long, default_value_t = 32)]
-    max_per_name: usize,
+    pub(crate) max_per_name: usize,
     /// The cap on added plus removed addresses per refresh.
     #[arg(long, default_value_t = 64)]
-    max_churn: usize,
+    pub(crate) max_churn: usize,
     /// The timeout of one DNS query.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// What to export and the names inside the artefacts.
 #[derive(Debug, Args)]
 pub struct Target {
     /// nft (table file), nft-update (flush + add elements), ipset, iptables, ip6tables, nginx, haproxy,
-    /// haproxy-runtime, json.
+    /// haproxy-runtime, json. With `watch --apply` it defaults to the applied backend's format.
     #[arg(long, value_parser = parse_format)]
-    format: Format,
+    pub(crate) format: Option<Format>,
     /// The nftables table (family inet).
     #[arg(long, default_value = "vipps_allow")]
-    nft_table: String,
+    pub(crate) nft_table: String,
     /// The TCP port the nftables chain guards.
     #[arg(long, default_value_t = 443)]
-    port: u16,
+    pub(crate) port: u16,
     /// The HAProxy ACL file as named in haproxy.cfg (for haproxy-runtime).
     #[arg(long, default_value = "/etc/haproxy/vipps.lst")]
-    haproxy_acl_file: String,
+    pub(crate) haproxy_acl_file: String,
 }
 
 impl Target {
-    fn options(&self) -> ExportOptions {
+    pub(crate) fn options(&self) -> ExportOptions {
         ExportOptions {
             nft_table: self.nft_table.clone(),
             port: self.port,
@@ -165,7 +213,7 @@ fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not IP:PORT"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -186,7 +234,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Common {
-    fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         if self.names.is_empty() {
             self.profile
                 .clone()
@@ -197,7 +245,7 @@ impl Common {
         }
     }
 
-    fn policy(&self) -> Policy {
+    pub(crate) fn policy(&self) -> Policy {
         Policy {
             grace: self.grace,
             min_ttl: self.min_ttl,
@@ -210,7 +258,7 @@ impl Common {
         }
     }
 
-    fn refresher(&self) -> anyhow::Result<Refresher> {
+    pub(crate) fn refresher(&self) -> anyhow::Result<Refresher> {
         if self.min_ttl > self.max_ttl {
             return Err(classify(
                 Class::Usage,
@@ -238,7 +286,7 @@ impl Common {
 }
 
 /// A refresh error in the classes of the binary: nothing known is a network failure (fail closed).
-fn refresh_error(e: Error) -> anyhow::Error {
+pub(crate) fn refresh_error(e: Error) -> anyhow::Error {
     match e {
         Error::NoData { .. } | Error::Resolver(_) => classify(Class::Network, e),
         other => anyhow::Error::new(other),
@@ -247,7 +295,7 @@ fn refresh_error(e: Error) -> anyhow::Error {
 
 /// Refreshes once; on a refused update falls back to the last-known-good set (from the snapshot), and fails
 /// closed when there is none.
-async fn refresh_or_lkg(
+pub(crate) async fn refresh_or_lkg(
     refresher: &mut Refresher,
 ) -> anyhow::Result<(Arc<AllowSet>, Option<RefreshReport>)> {
     match refresher.refresh().await {
@@ -276,9 +324,12 @@ pub async fn run(cmd: AllowlistCommand) -> anyhow::Result<()> {
             target,
             output,
         } => {
+            let format = target
+                .format
+                .ok_or_else(|| classify(Class::Usage, anyhow::anyhow!("--format is required")))?;
             let mut refresher = common.refresher()?;
             let (set, _) = refresh_or_lkg(&mut refresher).await?;
-            let content = export::render(target.format, &set, &target.options());
+            let content = export::render(format, &set, &target.options());
             match output {
                 Some(path) => vipps_allowlist::write_atomic(&path, content.as_bytes())?,
                 None => print!("{content}"),
@@ -289,13 +340,31 @@ pub async fn run(cmd: AllowlistCommand) -> anyhow::Result<()> {
             common,
             target,
             output,
+            apply,
+            check_interval,
+            status_file,
             on_change,
             once,
             max_iterations,
         } => {
             let max = if once { Some(1) } else { max_iterations };
-            watch(common, target, output, on_change, max).await
+            crate::watch::run(crate::watch::WatchArgs {
+                common,
+                target,
+                output,
+                apply,
+                check_interval,
+                status_file,
+                on_change,
+                max_iterations: max,
+            })
+            .await
         }
+        AllowlistCommand::Check {
+            address,
+            common,
+            status_file,
+        } => check(address, common, status_file).await,
     }
 }
 
@@ -352,110 +421,127 @@ async fn resolve(common: Common, format: ResolveFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stamp() -> String {
-    vipps_types::signing::format_date(SystemTime::now())
-}
-
-fn print_diff(diff: &Diff) {
-    for e in &diff.added {
-        println!(
-            "{} allowlist: + {} ({})",
-            stamp(),
-            e.address,
-            e.names.join(", ")
-        );
-    }
-    for e in &diff.removed {
-        println!(
-            "{} allowlist: - {} ({})",
-            stamp(),
-            e.address,
-            e.names.join(", ")
-        );
-    }
-}
-
-async fn run_hook(cmd: &str, file: &Path) {
-    let status = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("VIPPS_ALLOWLIST_FILE", file)
-        .status()
-        .await;
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("{} warning: --on-change command exited with {s}", stamp()),
-        Err(e) => eprintln!(
-            "{} warning: cannot run the --on-change command: {e}",
-            stamp()
-        ),
-    }
-}
-
-async fn watch(
+/// `check ADDRESS`: whether the address is allowed now and why (the names that resolved to it, per family the
+/// TTL and when it was last seen), from a running watch's status file or from DNS now.
+async fn check(
+    address: IpAddr,
     common: Common,
-    target: Target,
-    output: PathBuf,
-    on_change: Option<String>,
-    max_iterations: Option<u64>,
+    status_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut refresher = common.refresher()?;
-    let opts = target.options();
-    let mut on_disk = std::fs::read_to_string(&output).ok();
-    let mut iteration = 0u64;
-    loop {
-        iteration += 1;
-        let (set, report) = match refresher.refresh().await {
-            Ok(report) => {
-                print_diff(&report.diff);
-                (report.set.clone(), Some(report))
-            }
-            Err(e) => {
-                let current = refresher.shared().current();
-                if current.is_empty() {
-                    return Err(refresh_error(e));
+    let ip = vipps_allowlist::addr::canonical(address);
+    let (allowed_by, total, source): (Vec<String>, usize, String) = match &status_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the status file {}", path.display()))?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("the status file {} is not JSON", path.display()))?;
+            let allowed = doc["allowed"].as_array().cloned().unwrap_or_default();
+            let mut by = Vec::new();
+            for e in &allowed {
+                if e["address"].as_str().and_then(|a| a.parse::<IpAddr>().ok()) == Some(ip) {
+                    by = e["names"]
+                        .as_array()
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(|n| n.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                 }
-                eprintln!("{} warning: {e}", stamp());
-                (current, None)
             }
-        };
-        let content = export::render(target.format, &set, &opts);
-        let changed = on_disk.as_deref() != Some(content.as_str());
-        if changed {
-            vipps_allowlist::write_atomic(&output, content.as_bytes())
-                .with_context(|| format!("updating {}", output.display()))?;
-            println!(
-                "{} allowlist: wrote {} ({} addresses)",
-                stamp(),
-                output.display(),
-                set.len()
-            );
-            on_disk = Some(content);
-            if let Some(cmd) = &on_change {
-                run_hook(cmd, &output).await;
+            let mut why = Vec::new();
+            for n in doc["names"].as_array().cloned().unwrap_or_default() {
+                let name = n["name"].as_str().unwrap_or_default();
+                if !by.iter().any(|b| b == name) {
+                    continue;
+                }
+                for fam in ["A", "AAAA"] {
+                    for a in n[fam]["addresses"].as_array().cloned().unwrap_or_default() {
+                        if a["address"].as_str().and_then(|x| x.parse::<IpAddr>().ok()) == Some(ip)
+                        {
+                            why.push(format!(
+                                "{name} ({fam}, ttl {}s, last seen {}, allowed until {})",
+                                a["ttl"],
+                                a["lastSeen"].as_str().unwrap_or("?"),
+                                a["allowedUntil"].as_str().unwrap_or("?")
+                            ));
+                        }
+                    }
+                }
             }
+            if why.is_empty() {
+                why = by;
+            }
+            (
+                why,
+                allowed.len(),
+                format!(
+                    "the status of the running watch ({}, last refresh {})",
+                    path.display(),
+                    doc["lastRefresh"]["at"].as_str().unwrap_or("never")
+                ),
+            )
         }
-        let status = match &report {
-            Some(r) => r.status_line(),
-            None => format!(
-                "{} addresses (last-known-good, update refused); next refresh in {}s",
-                set.len(),
-                refresher.next_refresh().as_secs()
-            ),
-        };
+        None => {
+            let mut refresher = common.refresher()?;
+            let (set, report) = refresh_or_lkg(&mut refresher).await?;
+            let mut why = Vec::new();
+            for name in set.names_of(ip).unwrap_or_default() {
+                let st = refresher
+                    .snapshot()
+                    .names
+                    .get(name)
+                    .and_then(|n| n.addresses.get(&ip).copied());
+                match st {
+                    Some(st) => why.push(format!(
+                        "{name} ({}, ttl {}s, last seen {})",
+                        Family::of(ip),
+                        st.ttl,
+                        rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(st.last_seen))
+                    )),
+                    None => why.push(name.clone()),
+                }
+            }
+            let source = if report.is_some() {
+                format!("DNS now ({})", common.names().join(", "))
+            } else {
+                "the last-known-good snapshot (DNS refused the update)".to_owned()
+            };
+            if why.is_empty() && !common.policy().admits(ip) {
+                println!(
+                    "{ip} is NOT allowed: it is in a special-purpose range, which no request server uses \
+                     (admit it with --allow-net for tests)"
+                );
+                return Err(classify(
+                    Class::NotAllowed,
+                    anyhow::anyhow!("{ip} is not allowed"),
+                ));
+            }
+            (why, set.len(), source)
+        }
+    };
+    if allowed_by.is_empty() {
         println!(
-            "{} allowlist: {status}{}",
-            stamp(),
-            if changed { "" } else { "; unchanged" }
+            "{ip} is NOT allowed: it is not among the {total} allowed addresses, per {source}"
         );
-        if max_iterations.is_some_and(|m| iteration >= m) {
-            return Ok(());
+        Err(classify(
+            Class::NotAllowed,
+            anyhow::anyhow!("{ip} is not allowed"),
+        ))
+    } else {
+        println!("{ip} is allowed, per {source}:");
+        for w in allowed_by {
+            println!("  {w}");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(refresher.next_refresh()) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
+        Ok(())
     }
+}
+
+/// RFC 3339 in UTC, for status files and messages.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

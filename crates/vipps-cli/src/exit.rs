@@ -6,8 +6,14 @@ use std::process::ExitCode;
 pub const USAGE: u8 = 2;
 /// The API answered with an error (4xx or 5xx, a problem body).
 pub const API: u8 = 3;
-/// The request could not be completed over the network (connect, timeout, reset).
+/// The request could not be completed over the network (connect, timeout, reset); for the allowlist, no
+/// address is known (DNS failed and there is no snapshot), so nothing is published (fail closed).
 pub const NETWORK: u8 = 4;
+/// `allowlist check`: the address is not allowed.
+pub const NOT_ALLOWED: u8 = 5;
+/// `allowlist watch --apply`: the run ended with the rules not applied (the kernel refused them or the tool is
+/// missing).
+pub const APPLY: u8 = 6;
 
 /// The class of a failure, attached to an `anyhow::Error` with [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +24,10 @@ pub enum Class {
     Api,
     /// A network failure.
     Network,
+    /// The address is not allowed (`allowlist check`).
+    NotAllowed,
+    /// Applying the firewall rules failed.
+    Apply,
 }
 
 /// An error with its class; `main` maps the class to the exit code.
@@ -52,6 +62,8 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         Some(Class::Usage) => USAGE,
         Some(Class::Api) => API,
         Some(Class::Network) => NETWORK,
+        Some(Class::NotAllowed) => NOT_ALLOWED,
+        Some(Class::Apply) => APPLY,
         None => 1,
     };
     ExitCode::from(code)

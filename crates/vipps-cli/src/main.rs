@@ -1,13 +1,16 @@
 //! `vipps`: one binary over the Vipps MobilePay platform emulator, the merchant client and the callback guard.
 //!
 //! Only this crate prints, installs a tracing subscriber or uses `anyhow`. Exit codes: 0 success, 1 other
-//! failure, 2 usage error, 3 the API answered with an error, 4 network failure (see [`exit`]).
+//! failure, 2 usage error, 3 the API answered with an error, 4 network failure (for the allowlist: nothing is
+//! known, fail closed), 5 `allowlist check`: not allowed, 6 `allowlist watch --apply`: the last apply failed (see
+//! [`exit`]).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod allowlist;
 mod api;
 mod emulator;
 mod exit;
+mod watch;
 
 use std::process::ExitCode;
 

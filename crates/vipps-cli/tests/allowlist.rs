@@ -2,20 +2,14 @@
 //! from the snapshot, atomic writes and `--on-change` only on change (dnsmasq).
 #![allow(clippy::print_stderr)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const VIPPS: &str = env!("CARGO_BIN_EXE_vipps");
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vipps_test_support::dns::Dnsmasq;
+use vipps_test_support::free_udp_port;
 
 fn vipps(args: &[&str]) -> Output {
     Command::new(VIPPS)
@@ -27,95 +21,6 @@ fn vipps(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// dnsmasq serving an `--addn-hosts` file on a free port of 127.0.0.1.
-struct Dnsmasq {
-    addr: SocketAddr,
-    hosts: PathBuf,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(hosts: &str) -> Option<Dnsmasq> {
-        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!(
-                    "dnsmasq is not installed, and CI must run this test (apt-get install -y dnsmasq)"
-                );
-            }
-            eprintln!(
-                "SKIPPED: dnsmasq is not installed (apt-get install -y dnsmasq); skipping this test"
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts");
-        std::fs::write(&path, hosts).unwrap();
-        for _ in 0..5 {
-            let port = free_udp_port();
-            let mut child = Command::new(bin)
-                .args([
-                    "--no-daemon",
-                    &format!("--port={port}"),
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--local=/vipps.no/",
-                    "--local-ttl=1",
-                    "--pid-file=",
-                    "--user=root",
-                    &format!("--addn-hosts={}", path.display()),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq starts");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..100 {
-                if std::net::UdpSocket::bind(addr).is_err() {
-                    return Some(Dnsmasq {
-                        addr,
-                        hosts: path,
-                        child,
-                        _dir: dir,
-                    });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("dnsmasq did not start");
-    }
-
-    fn set_hosts(&self, hosts: &str) {
-        std::fs::write(&self.hosts, hosts).unwrap();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -196,6 +101,7 @@ fn export_uses_the_snapshot_when_dns_is_down() {
 fn resolve_and_export_against_dnsmasq() {
     let Some(dns) = Dnsmasq::start(
         "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n10.0.0.1 callback-mt-2.vipps.no\n",
+        1,
     ) else {
         return;
     };
@@ -277,9 +183,10 @@ fn inode(p: &Path) -> u64 {
 #[cfg(unix)]
 #[test]
 fn watch_rewrites_atomically_and_runs_on_change_only_when_the_content_changed() {
-    let Some(dns) =
-        Dnsmasq::start("127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n")
-    else {
+    let Some(dns) = Dnsmasq::start(
+        "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n",
+        1,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -397,4 +304,185 @@ fn watch_rewrites_atomically_and_runs_on_change_only_when_the_content_changed() 
         ["allow.conf", "changes.log", "state.json"],
         "no temporary file is left behind"
     );
+}
+
+/// Issue 10 as a new user met it: a stock dnsmasq that answers `A` for the production request servers and refuses
+/// the `AAAA` queries it cannot answer. The export publishes the IPv4 addresses and says which family failed;
+/// the same with only `AAAA` answering.
+#[test]
+fn export_publishes_the_family_that_answers_when_the_other_is_refused() {
+    use vipps_test_support::dns::Mode;
+    let v4: String = (1..=4)
+        .flat_map(|n| {
+            [
+                format!("104.45.17.{n} callback-{n}.vipps.no\n"),
+                format!("104.45.18.{n} callback-dr-{n}.vipps.no\n"),
+            ]
+        })
+        .collect();
+    let v6: String = (1..=4)
+        .flat_map(|n| {
+            [
+                format!("2a01:4f8::{n} callback-{n}.vipps.no\n"),
+                format!("2a01:4f8::1{n} callback-dr-{n}.vipps.no\n"),
+            ]
+        })
+        .collect();
+    for (case, hosts, present, failing) in [
+        (
+            "A answers, AAAA refused",
+            v4,
+            "allow 104.45.17.1;",
+            "(AAAA)",
+        ),
+        ("AAAA answers, A refused", v6, "allow 2a01:4f8::1;", "(A)"),
+    ] {
+        let Some(dns) = Dnsmasq::start_with(&hosts, 300, Mode::RefuseUnknown) else {
+            return;
+        };
+        let ns = dns.addr.to_string();
+        let o = vipps(&[
+            "allowlist",
+            "export",
+            "--profile",
+            "production",
+            "--nameserver",
+            &ns,
+            "--format",
+            "nginx",
+        ]);
+        assert!(o.status.success(), "{case}: {}", text(&o.stderr));
+        let nginx = text(&o.stdout);
+        assert!(nginx.contains(present), "{case}: {nginx}");
+        assert_eq!(nginx.matches("allow ").count(), 8, "{case}: {nginx}");
+        let o = vipps(&[
+            "allowlist",
+            "resolve",
+            "--profile",
+            "production",
+            "--nameserver",
+            &ns,
+        ]);
+        let t = text(&o.stdout);
+        assert!(o.status.success(), "{case}: {}", text(&o.stderr));
+        assert!(t.contains("partial"), "{case}: {t}");
+        assert!(
+            t.contains(&format!("callback-1.vipps.no {failing}")),
+            "{case}: {t}"
+        );
+        assert!(t.to_lowercase().contains("refused"), "{case}: {t}");
+    }
+}
+
+/// `check ADDRESS` resolves now when no status file is given: allowed with the reason (exit 0), not allowed
+/// (exit 5), and special-purpose addresses are explained.
+#[test]
+fn check_says_whether_an_address_is_allowed_and_why() {
+    let Some(dns) = Dnsmasq::start(
+        "127.0.0.11 callback-mt-1.vipps.no\n127.0.0.12 callback-mt-2.vipps.no\n",
+        1,
+    ) else {
+        return;
+    };
+    let ns = dns.addr.to_string();
+    let base = [
+        "allowlist",
+        "check",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+    ];
+    // (address, extra flags, exit code, what stdout says)
+    let cases: [(&str, &[&str], i32, &str); 4] = [
+        (
+            "127.0.0.12",
+            &["--allow-net", "127.0.0.0/8"],
+            0,
+            "callback-mt-2.vipps.no (A, ttl 1s",
+        ),
+        (
+            "::ffff:127.0.0.11",
+            &["--allow-net", "127.0.0.0/8"],
+            0,
+            "callback-mt-1.vipps.no (A",
+        ),
+        (
+            "127.0.0.77",
+            &["--allow-net", "127.0.0.0/8"],
+            5,
+            "NOT allowed: it is not among the 2",
+        ),
+        ("10.1.2.3", &["--allow-private"], 5, "NOT allowed"),
+    ];
+    for (address, extra, code, says) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push(address);
+        let o = vipps(&args);
+        let out = text(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{address}: {out} {}",
+            text(&o.stderr)
+        );
+        assert!(out.contains(says), "{address}: {out}");
+    }
+    // Without --allow-net every answer (127.x) is rejected: nothing is known, so nothing can be allowed (exit 4).
+    let o = vipps(&[
+        "allowlist",
+        "check",
+        "--profile",
+        "test",
+        "--nameserver",
+        &ns,
+        "127.0.0.11",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+}
+
+/// The systemd unit in docs/ is what `systemd-analyze` accepts (with our binary in place of the installed one),
+/// and its sandboxing rates as a low exposure.
+#[test]
+fn the_systemd_unit_verifies_and_is_sandboxed() {
+    let Some(analyze) = vipps_test_support::tools::tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/vipps-allowlist.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("CapabilityBoundingSet=CAP_NET_ADMIN\n"));
+    assert!(unit.contains("ProtectSystem=strict\n") && unit.contains("DynamicUser=yes\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vipps-allowlist.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/vipps", VIPPS)).unwrap();
+    let o = Command::new(&analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        text(&o.stderr)
+    );
+    let o = Command::new(&analyze)
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    let level: f64 = out
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for vipps-allowlist.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}{}", text(&o.stderr)));
+    assert!(level <= 3.0, "exposure {level}:\n{out}");
 }

@@ -8,15 +8,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use vipps_emulator::{Config, Emulator};
+
+use tokio::process::Command;
+use vipps_test_support::platform::Platform;
+use vipps_test_support::process::Lines;
 
 const VIPPS: &str = env!("CARGO_BIN_EXE_vipps");
 /// The bound on each test.
@@ -25,73 +23,12 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .expect("the test finished within its time bound");
-}
-
-/// An in-process emulator with its DNS answering with a TTL of 1 s.
-struct Platform {
-    emu: Emulator,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Platform {
-    async fn start() -> Platform {
-        let cfg = Config {
-            dns_listen: Some("127.0.0.1:0".parse().unwrap()),
-            dns_ttl: 1,
-            ..Config::ephemeral()
-        };
-        let emu = Emulator::start(cfg).await.expect("the emulator starts");
-        let base = emu.base_url().as_str().trim_end_matches('/').to_owned();
-        Platform {
-            emu,
-            base,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn dns(&self) -> SocketAddr {
-        self.emu.dns_addr().expect("the embedded DNS runs")
-    }
-
-    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut b = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(v) = body {
-            b = b.json(&v);
-        }
-        let r = b.send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    async fn rotate(&self, pool: &str) -> Value {
-        self.control(
-            Method::POST,
-            "/_emulator/request-servers/rotate",
-            Some(json!({ "pool": pool })),
-        )
-        .await
-    }
-
-    async fn failover(&self, to: &str) -> Value {
-        self.control(
-            Method::POST,
-            "/_emulator/request-servers/failover",
-            Some(json!({ "to": to })),
-        )
-        .await
-    }
+    vipps_test_support::bounded(TEST_TIMEOUT, f).await;
 }
 
 /// The running `vipps allowlist watch` with its output, line by line.
 struct Watch {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    transcript: Vec<String>,
-    stderr: tokio::task::JoinHandle<String>,
+    proc: Lines,
     output: PathBuf,
     hook_runs: PathBuf,
     hook_copy: PathBuf,
@@ -110,8 +47,8 @@ impl Watch {
             hook_runs.display(),
             hook_copy.display()
         );
-        let mut child = Command::new(VIPPS)
-            .args(["allowlist", "watch", "--profile", profile, "--nameserver"])
+        let mut cmd = Command::new(VIPPS);
+        cmd.args(["allowlist", "watch", "--profile", profile, "--nameserver"])
             .arg(dns.to_string())
             .args([
                 "--allow-net",
@@ -133,34 +70,9 @@ impl Watch {
             .arg(&output)
             .arg("--on-change")
             .arg(&on_change)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("vipps runs");
-        let (tx, lines) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().unwrap();
-        tokio::spawn(async move {
-            let mut r = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = r.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
+            .env_remove("RUST_LOG");
         Watch {
-            child,
-            lines,
-            transcript: Vec::new(),
-            stderr,
+            proc: Lines::spawn(cmd),
             output,
             hook_runs,
             hook_copy,
@@ -170,45 +82,13 @@ impl Watch {
 
     /// Reads lines until one satisfies `pred`; returns the lines read, the matching one last.
     async fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut read = Vec::new();
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.transcript.push(line.clone());
-                    let hit = pred(&line);
-                    read.push(line);
-                    if hit {
-                        return read;
-                    }
-                }
-                Ok(None) => panic!(
-                    "{}",
-                    self.report(&format!("watch ended before {what}")).await
-                ),
-                Err(_) => panic!(
-                    "{}",
-                    self.report(&format!("timed out waiting for {what}")).await
-                ),
-            }
-        }
+        self.proc.until(what, WAIT, pred).await
     }
 
     /// Reads up to and including the next status line (printed after the file was written and the hook ran).
     async fn next_status(&mut self) -> Vec<String> {
         self.until("a status line", |l| l.contains("next refresh in"))
             .await
-    }
-
-    /// Stops watch and describes the failure with its whole output.
-    async fn report(&mut self, why: &str) -> String {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        let stderr = (&mut self.stderr).await.unwrap_or_default();
-        format!(
-            "{why}\n--- watch stdout ---\n{}\n--- watch stderr ---\n{stderr}",
-            self.transcript.join("\n")
-        )
     }
 
     fn file(&self) -> String {
@@ -222,16 +102,16 @@ impl Watch {
     }
 
     fn wrote_lines(&self) -> usize {
-        self.transcript
+        self.proc
+            .transcript
             .iter()
             .filter(|l| l.contains("allowlist: wrote"))
             .count()
     }
 
     /// Stops watch (a process this test started).
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+    async fn stop(self) {
+        self.proc.stop().await;
     }
 }
 
@@ -284,7 +164,7 @@ fn assert_file_and_hook(w: &Watch, expected: &BTreeMap<String, String>) {
 async fn watch_follows_a_rotation_of_the_test_servers() {
     bounded(async {
         let started = Instant::now();
-        let platform = Platform::start().await;
+        let platform = Platform::start_with(Some(1)).await;
         let mut w = Watch::start(platform.dns(), "test", 200);
 
         let first = w
@@ -365,7 +245,7 @@ async fn watch_follows_a_rotation_of_the_test_servers() {
 async fn watch_with_the_production_profile_covers_failover_and_follows_a_rotation_during_it() {
     bounded(async {
         let started = Instant::now();
-        let platform = Platform::start().await;
+        let platform = Platform::start_with(Some(1)).await;
         let mut w = Watch::start(platform.dns(), "production", 200);
         let first = w
             .until("the first write", |l| l.contains("allowlist: wrote"))
@@ -440,12 +320,12 @@ async fn watch_with_the_production_profile_covers_failover_and_follows_a_rotatio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_stops_after_max_iterations() {
     bounded(async {
-        let platform = Platform::start().await;
+        let platform = Platform::start_with(Some(1)).await;
         let mut w = Watch::start(platform.dns(), "test", 3);
         for _ in 0..3 {
             w.next_status().await;
         }
-        let status = tokio::time::timeout(WAIT, w.child.wait())
+        let status = tokio::time::timeout(WAIT, w.proc.child.wait())
             .await
             .expect("watch exits after --max-iterations")
             .unwrap();
