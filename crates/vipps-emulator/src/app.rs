@@ -322,4 +322,3 @@ impl Emulator {
         self.shutdown.clone()
     }
 }
-

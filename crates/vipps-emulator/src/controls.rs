@@ -125,10 +125,7 @@ async fn add_fault(State(s): State<S>, req: Request) -> ApiResult {
     let spec: FaultSpec = parse_json(&meta, &bytes)?;
     let added = match s.store.faults() {
         Some(shared) => match crate::platform::faults::Faults::validate(spec) {
-            Ok(rule) => Ok(shared
-                .add(rule)
-                .await
-                .map_err(|e| internal(&meta, &e))?),
+            Ok(rule) => Ok(shared.add(rule).await.map_err(|e| internal(&meta, &e))?),
             Err(e) => Err(e),
         },
         None => s.faults.add(spec),
@@ -206,8 +203,8 @@ async fn deliveries(State(s): State<S>, req: Request) -> ApiResult {
         };
         map.insert(k.into_owned(), val);
     }
-    let f: crate::platform::store::AttemptFilter = serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| {
+    let f: crate::platform::store::AttemptFilter =
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
             meta.problem(400, "Bad Request", format!("Invalid query: {e}"))
                 .field("query", e.to_string())
                 .err()

@@ -12,7 +12,11 @@ use tower::ServiceExt;
 use crate::platform::middleware::ConnKiller;
 
 /// Serves `router` on `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -48,4 +52,3 @@ pub(crate) async fn serve(listener: TcpListener, router: axum::Router, shutdown:
         });
     }
 }
-

@@ -127,65 +127,65 @@ impl Authenticator {
         }
     }
 
-/// Mints an access token for a principal.
-pub fn mint(
-    &self,
-    ids: &dyn IdGen,
-    principal: &Principal,
-    now: i64,
-    lifetime_secs: i64,
-) -> Result<String, String> {
-    let claims = Claims {
-        iss: ISSUER.into(),
-        sub: principal.client_id().into(),
-        iat: now,
-        nbf: now,
-        exp: now + lifetime_secs,
-        jti: super::ids::uuid_from(ids.bytes16()),
-        env: match principal.environment() {
-            MerchantEnvironment::Test => "test".into(),
-            MerchantEnvironment::Production => "production".into(),
-        },
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&self.jwt_key),
-    )
-    .map_err(|e| e.to_string())
-}
-
-fn verify(&self, token: &str) -> Result<std::sync::Arc<Claims>, String> {
-    if let Some(c) = self.verified_tokens.read().get(token) {
-        return Ok(c.clone());
+    /// Mints an access token for a principal.
+    pub fn mint(
+        &self,
+        ids: &dyn IdGen,
+        principal: &Principal,
+        now: i64,
+        lifetime_secs: i64,
+    ) -> Result<String, String> {
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: principal.client_id().into(),
+            iat: now,
+            nbf: now,
+            exp: now + lifetime_secs,
+            jti: super::ids::uuid_from(ids.bytes16()),
+            env: match principal.environment() {
+                MerchantEnvironment::Test => "test".into(),
+                MerchantEnvironment::Production => "production".into(),
+            },
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.jwt_key),
+        )
+        .map_err(|e| e.to_string())
     }
-    let mut v = JwtValidation::new(Algorithm::HS256);
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    v.set_issuer(&[ISSUER]);
-    let claims =
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.jwt_key), &v)
-            .map(|d| std::sync::Arc::new(d.claims))
-            .map_err(|e| e.to_string())?;
-    let mut cache = self.verified_tokens.write();
-    if cache.len() >= 4096 {
-        cache.clear();
-    }
-    cache.insert(token.into(), claims.clone());
-    Ok(claims)
-}
 
-/// The principal a subscription key belongs to; 401 with the gateway body otherwise.
-pub fn subscription(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
-    let key = header_str(headers, h::SUBSCRIPTION_KEY)
-        .ok_or_else(|| gateway_401(GatewayError::MISSING_KEY))?;
-    self.by_subscription_key
-        .get(key)
-        .cloned()
-        .ok_or_else(|| gateway_401(GatewayError::INVALID_KEY))
-}
+    fn verify(&self, token: &str) -> Result<std::sync::Arc<Claims>, String> {
+        if let Some(c) = self.verified_tokens.read().get(token) {
+            return Ok(c.clone());
+        }
+        let mut v = JwtValidation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        v.set_issuer(&[ISSUER]);
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.jwt_key), &v)
+                .map(|d| std::sync::Arc::new(d.claims))
+                .map_err(|e| e.to_string())?;
+        let mut cache = self.verified_tokens.write();
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// The principal a subscription key belongs to; 401 with the gateway body otherwise.
+    pub fn subscription(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
+        let key = header_str(headers, h::SUBSCRIPTION_KEY)
+            .ok_or_else(|| gateway_401(GatewayError::MISSING_KEY))?;
+        self.by_subscription_key
+            .get(key)
+            .cloned()
+            .ok_or_else(|| gateway_401(GatewayError::INVALID_KEY))
+    }
 }
 
 /// An authenticated call.
@@ -243,115 +243,116 @@ pub fn msn_header(
 
 /// Checks the four `Vipps-System-*` headers. Strict: 400 naming the header; lenient: logged.
 impl Authenticator {
-/// Checks the `Vipps-System-*` headers (strictly, or only logging in lenient mode).
-pub fn system_headers(
-    &self,
-    meta: &RequestMeta,
-    headers: &http::HeaderMap,
-) -> Result<(), ApiError> {
-    for sh in SystemHeader::ALL {
-        let Some(raw) = headers.get(sh.header_name()) else {
-            continue;
-        };
-        let value = raw.to_str().unwrap_or("\u{fffd}");
-        if let Err(e) = SystemValue::validate(sh, value) {
-            match self.validation {
-                Validation::Strict => {
-                    return Err(meta
-                        .problem(
-                            400,
-                            "Bad Request",
-                            format!("Invalid {} header: {e}", sh.header_name()),
-                        )
-                        .field(sh.header_name(), e.to_string())
-                        .err());
-                }
-                Validation::Lenient => {
-                    tracing::warn!(header = sh.header_name(), error = %e, trace_id = %meta.trace_id, "accepted an invalid header (lenient mode)");
+    /// Checks the `Vipps-System-*` headers (strictly, or only logging in lenient mode).
+    pub fn system_headers(
+        &self,
+        meta: &RequestMeta,
+        headers: &http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        for sh in SystemHeader::ALL {
+            let Some(raw) = headers.get(sh.header_name()) else {
+                continue;
+            };
+            let value = raw.to_str().unwrap_or("\u{fffd}");
+            if let Err(e) = SystemValue::validate(sh, value) {
+                match self.validation {
+                    Validation::Strict => {
+                        return Err(meta
+                            .problem(
+                                400,
+                                "Bad Request",
+                                format!("Invalid {} header: {e}", sh.header_name()),
+                            )
+                            .field(sh.header_name(), e.to_string())
+                            .err());
+                    }
+                    Validation::Lenient => {
+                        tracing::warn!(header = sh.header_name(), error = %e, trace_id = %meta.trace_id, "accepted an invalid header (lenient mode)");
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Authenticates an API call: subscription key, bearer token of the same principal, valid and unexpired on
-/// emulator time, and the MSN. `msn_required` is true for ePayment calls; partners must always send it there.
-pub fn authenticate(
-    &self,
-    now: i64,
-    meta: &RequestMeta,
-    headers: &http::HeaderMap,
-    msn_required: bool,
-) -> Result<AuthCtx, ApiError> {
-    let principal = self.subscription(headers)?;
-    let unauthorized = |detail: &str| meta.problem(401, "Unauthorized", detail.to_owned()).err();
-    let auth = header_str(headers, h::AUTHORIZATION).ok_or_else(|| {
-        unauthorized(
-            "The Authorization header is missing; send `Authorization: Bearer <access token>`",
-        )
-    })?;
-    let token = auth
+    /// Authenticates an API call: subscription key, bearer token of the same principal, valid and unexpired on
+    /// emulator time, and the MSN. `msn_required` is true for ePayment calls; partners must always send it there.
+    pub fn authenticate(
+        &self,
+        now: i64,
+        meta: &RequestMeta,
+        headers: &http::HeaderMap,
+        msn_required: bool,
+    ) -> Result<AuthCtx, ApiError> {
+        let principal = self.subscription(headers)?;
+        let unauthorized =
+            |detail: &str| meta.problem(401, "Unauthorized", detail.to_owned()).err();
+        let auth = header_str(headers, h::AUTHORIZATION).ok_or_else(|| {
+            unauthorized(
+                "The Authorization header is missing; send `Authorization: Bearer <access token>`",
+            )
+        })?;
+        let token = auth
         .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("The Authorization header must be `Bearer <access token>` (the word Bearer is case-sensitive)"))?;
-    let claims = self
-        .verify(token)
-        .map_err(|e| unauthorized(&format!("The access token is not valid: {e}")))?;
-    if claims.sub != principal.client_id() {
-        return Err(unauthorized(
-            "The access token was not issued to the owner of this subscription key",
-        ));
-    }
-    if now >= claims.exp {
-        return Err(unauthorized(
-            "The access token has expired; fetch a new one from /accesstoken/get",
-        ));
-    }
-    if now < claims.nbf {
-        return Err(unauthorized("The access token is not valid yet"));
-    }
-    self.system_headers(meta, headers)?;
-    let msn = msn_header(meta, headers)?;
-    let forbidden = |detail: String| {
-        meta.problem(403, "Forbidden", detail)
-            .field(
-                h::MERCHANT_SERIAL_NUMBER,
-                "must be a sales unit of these API keys",
-            )
-            .err()
-    };
-    let msn = match (&principal, msn) {
-        (Principal::Merchant(m), None) => Some(m.msn.clone()),
-        (Principal::Merchant(m), Some(sent)) => {
-            if sent != m.msn {
-                return Err(forbidden(format!(
-                    "Merchant-Serial-Number {sent} does not belong to these API keys"
-                )));
-            }
-            Some(sent)
+        let claims = self
+            .verify(token)
+            .map_err(|e| unauthorized(&format!("The access token is not valid: {e}")))?;
+        if claims.sub != principal.client_id() {
+            return Err(unauthorized(
+                "The access token was not issued to the owner of this subscription key",
+            ));
         }
-        (Principal::Partner(p), Some(sent)) => {
-            if !p.msns.contains(&sent) {
-                return Err(forbidden(format!(
-                    "Invalid MSN: {sent} is not a sales unit of this partner"
-                )));
-            }
-            Some(sent)
+        if now >= claims.exp {
+            return Err(unauthorized(
+                "The access token has expired; fetch a new one from /accesstoken/get",
+            ));
         }
-        (Principal::Partner(_), None) if msn_required => {
-            return Err(meta
-                .problem(
-                    403,
-                    "Forbidden",
-                    "Partner keys must send the Merchant-Serial-Number header",
+        if now < claims.nbf {
+            return Err(unauthorized("The access token is not valid yet"));
+        }
+        self.system_headers(meta, headers)?;
+        let msn = msn_header(meta, headers)?;
+        let forbidden = |detail: String| {
+            meta.problem(403, "Forbidden", detail)
+                .field(
+                    h::MERCHANT_SERIAL_NUMBER,
+                    "must be a sales unit of these API keys",
                 )
-                .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
-                .err());
-        }
-        (Principal::Partner(_), None) => None,
-    };
-    Ok(AuthCtx { principal, msn })
-}
+                .err()
+        };
+        let msn = match (&principal, msn) {
+            (Principal::Merchant(m), None) => Some(m.msn.clone()),
+            (Principal::Merchant(m), Some(sent)) => {
+                if sent != m.msn {
+                    return Err(forbidden(format!(
+                        "Merchant-Serial-Number {sent} does not belong to these API keys"
+                    )));
+                }
+                Some(sent)
+            }
+            (Principal::Partner(p), Some(sent)) => {
+                if !p.msns.contains(&sent) {
+                    return Err(forbidden(format!(
+                        "Invalid MSN: {sent} is not a sales unit of this partner"
+                    )));
+                }
+                Some(sent)
+            }
+            (Principal::Partner(_), None) if msn_required => {
+                return Err(meta
+                    .problem(
+                        403,
+                        "Forbidden",
+                        "Partner keys must send the Merchant-Serial-Number header",
+                    )
+                    .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
+                    .err());
+            }
+            (Principal::Partner(_), None) => None,
+        };
+        Ok(AuthCtx { principal, msn })
+    }
 }

@@ -176,5 +176,4 @@ impl RequestLog {
     pub fn len(&self) -> usize {
         self.records.lock().len()
     }
-
 }

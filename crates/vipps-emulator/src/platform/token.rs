@@ -84,7 +84,8 @@ pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
     let now = s.clock.unix();
     let token = s
         .auth
-        .mint(s.ids.as_ref(), &principal, now, lifetime).map_err(|e| internal(&meta, &e))?;
+        .mint(s.ids.as_ref(), &principal, now, lifetime)
+        .map_err(|e| internal(&meta, &e))?;
     let body = AccessTokenResponse {
         token_type: "Bearer".into(),
         expires_in: lifetime,

@@ -275,7 +275,11 @@ pub trait Store: Send + Sync + 'static {
         decoder: Decoder,
     ) -> BoxFut<'static, Result<Option<Decoded>, StoreError>>;
     /// Aggregates that change by themselves at or before `now_ms`, most overdue first.
-    fn due(&self, now_ms: i64, limit: usize) -> BoxFut<'static, Result<Vec<DueAggregate>, StoreError>>;
+    fn due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFut<'static, Result<Vec<DueAggregate>, StoreError>>;
     /// Webhook registrations of an owner.
     fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>>;
     /// A metadata value.
@@ -377,7 +381,10 @@ fn stored_answer(status: u16, headers: &str, body: Vec<u8>) -> StoredResponse {
 const CREATE_ATTEMPTS: usize = 2;
 
 /// Applies the event filter and limit to attempt records read newest first; answers them oldest first.
-fn filter_attempts(rows: impl Iterator<Item = String>, f: &AttemptFilter) -> Vec<serde_json::Value> {
+fn filter_attempts(
+    rows: impl Iterator<Item = String>,
+    f: &AttemptFilter,
+) -> Vec<serde_json::Value> {
     let limit = f.limit.unwrap_or(100);
     let mut out = Vec::new();
     for row in rows {

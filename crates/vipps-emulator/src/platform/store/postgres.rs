@@ -24,9 +24,9 @@ use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
 use super::{
-    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery,
-    Op, SharedFaults, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out,
-    stored_answer, too_many_webhooks, webhook_not_found,
+    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
+    SharedFaults, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
+    too_many_webhooks, webhook_not_found,
 };
 use crate::platform::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder};
 use crate::platform::faults::{FaultAction, FaultRule, path_matches};
@@ -266,7 +266,6 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(pg_err)
     }
-
 }
 
 /// The advisory-lock key of an idempotency scope: 64 bits of its SHA-256 (a collision can only make a request
@@ -294,7 +293,9 @@ impl PostgresStore {
                 Err(CreateConflict) => continue,
             }
         }
-        Err(StoreError("a create kept meeting an existing document".into()))
+        Err(StoreError(
+            "a create kept meeting an existing document".into(),
+        ))
     }
 
     async fn try_write(
@@ -487,15 +488,22 @@ async fn execute(
             (Some(st), Some(p)) => tx
                 .execute(
                     st,
-                    &[&key.kind, &key.tenant, &key.id, &p.state, &p.due_ms, &p.data],
+                    &[
+                        &key.kind,
+                        &key.tenant,
+                        &key.id,
+                        &p.state,
+                        &p.due_ms,
+                        &p.data,
+                    ],
                 )
                 .await
                 .map(Some),
             _ => Ok(None),
         }
     };
-    let (saved, _) = futures::try_join!(saved, futures::future::try_join_all(deliveries))
-        .map_err(pg_err)?;
+    let (saved, _) =
+        futures::try_join!(saved, futures::future::try_join_all(deliveries)).map_err(pg_err)?;
     if saved == Some(0) {
         return Ok(Err(CreateConflict));
     }
@@ -532,7 +540,11 @@ async fn apply(
     touched: &mut bool,
 ) -> Result<StoredResponse, StoreError> {
     let resp = match &req.op {
-        Op::Execute(_) => return Err(StoreError("a command reached the platform operations".into())),
+        Op::Execute(_) => {
+            return Err(StoreError(
+                "a command reached the platform operations".into(),
+            ));
+        }
         Op::RegisterWebhook { row, max_per_event } => {
             // Serialises registrations of one owner, so the limit holds across instances.
             tx.execute(

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery,
-    Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
+    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
+    Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
     too_many_webhooks, webhook_not_found,
 };
 use crate::config::Durability;
@@ -263,7 +263,6 @@ impl SqliteStore {
             _tempdir: tempdir,
         })
     }
-
 
     /// Stops the writer after the queued writes are done.
     pub fn close(&self) {

@@ -102,7 +102,9 @@ fn check_url(strict: bool, raw: &str) -> Result<url::Url, String> {
 pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
-    let auth = s.auth.authenticate(s.clock.unix(), &meta, &parts.headers, false)?;
+    let auth = s
+        .auth
+        .authenticate(s.clock.unix(), &meta, &parts.headers, false)?;
     let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
     let r: RegisterRequest = parse_json(&meta, &bytes)?;
     let url = check_url(s.config.strict_webhook_urls, &r.url).map_err(|e| bad(&meta, "url", e))?;
@@ -147,7 +149,9 @@ pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
 /// `GET /webhooks/v1/webhooks` (secrets are never listed).
 pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
-    let auth = s.auth.authenticate(s.clock.unix(), &meta, req.headers(), false)?;
+    let auth = s
+        .auth
+        .authenticate(s.clock.unix(), &meta, req.headers(), false)?;
     let rows = s
         .store
         .webhooks(&auth.owner())
@@ -169,7 +173,9 @@ pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
 /// `DELETE /webhooks/v1/webhooks/{id}`.
 pub async fn delete_webhook(State(s): State<S>, Path(id): Path<String>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
-    let auth = s.auth.authenticate(s.clock.unix(), &meta, req.headers(), false)?;
+    let auth = s
+        .auth
+        .authenticate(s.clock.unix(), &meta, req.headers(), false)?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(bad(&meta, "id", "must be a UUID"));
     }

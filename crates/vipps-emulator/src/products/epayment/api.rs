@@ -49,7 +49,11 @@ fn authenticate(s: &S, meta: &RequestMeta, headers: &http::HeaderMap) -> Result<
 }
 
 /// The reference in a path, validated (the vendor's rules, and the configured maximum length).
-pub(super) fn path_reference(s: &S, meta: &RequestMeta, reference: &str) -> Result<String, ApiError> {
+pub(super) fn path_reference(
+    s: &S,
+    meta: &RequestMeta,
+    reference: &str,
+) -> Result<String, ApiError> {
     let bad = |reason: String| {
         meta.problem(
             400,
@@ -477,7 +481,14 @@ pub(super) async fn create(State(s): State<S>, req: Request) -> ApiResult {
         fingerprint: fingerprint_of(&r),
         mismatch_code: ErrorCode::IdempotencyError,
     };
-    run_idempotent(&s, &meta, &parts, idem, Op::Execute(commands::create(draft))).await
+    run_idempotent(
+        &s,
+        &meta,
+        &parts,
+        idem,
+        Op::Execute(commands::create(draft)),
+    )
+    .await
 }
 
 /// Reads a payment, first persisting any change time has made (expiry, a pending approval).
@@ -493,7 +504,10 @@ pub(super) async fn load_settled(
             .aggregate(&key, decode::<Payment>)
             .await
             .map_err(|e| internal(meta, &e))?
-            .map(|d| d.downcast::<Payment>().map_err(|_| internal(meta, &"not a payment")))
+            .map(|d| {
+                d.downcast::<Payment>()
+                    .map_err(|_| internal(meta, &"not a payment"))
+            })
             .transpose()
     };
     let mut p = read().await?;
@@ -535,7 +549,11 @@ pub(super) async fn get_payment(
 }
 
 /// `GET /epayment/v1/payments/{reference}/events`.
-pub(super) async fn events(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub(super) async fn events(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let auth = authenticate(&s, &meta, req.headers())?;
     let reference = path_reference(&s, &meta, &reference)?;
@@ -594,17 +612,29 @@ async fn modify(s: S, reference: String, req: Request, movement: Movement) -> Ap
 }
 
 /// `POST /epayment/v1/payments/{reference}/capture`.
-pub(super) async fn capture(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub(super) async fn capture(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    req: Request,
+) -> ApiResult {
     modify(s, reference, req, Movement::Capture).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/refund`.
-pub(super) async fn refund(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub(super) async fn refund(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    req: Request,
+) -> ApiResult {
     modify(s, reference, req, Movement::Refund).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/cancel`. The body and the Idempotency-Key are optional.
-pub(super) async fn cancel(State(s): State<S>, Path(reference): Path<String>, req: Request) -> ApiResult {
+pub(super) async fn cancel(
+    State(s): State<S>,
+    Path(reference): Path<String>,
+    req: Request,
+) -> ApiResult {
     let meta = meta_of(&req);
     let (parts, body) = req.into_parts();
     let auth = authenticate(&s, &meta, &parts.headers)?;

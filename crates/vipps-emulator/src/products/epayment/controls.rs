@@ -233,4 +233,3 @@ async fn qr(State(s): State<S>, Query(q): Query<LandingQuery>, req: Request) -> 
     )
         .into_response())
 }
-
