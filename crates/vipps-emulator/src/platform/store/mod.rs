@@ -363,7 +363,7 @@ fn fan_out<'a>(
     events.iter().flat_map(move |e| {
         hooks
             .iter()
-            .filter(move |(_, types)| types.iter().any(|t| *t == e.event_type))
+            .filter(move |(_, types)| types.contains(&e.event_type))
             .map(move |(id, _)| (id.as_str(), e))
     })
 }
