@@ -96,17 +96,28 @@ async fn payment(
     .into_response())
 }
 
+/// Acts as the user on a payment found by reference (and MSN when ambiguous).
+async fn act_as_user(
+    s: S,
+    reference: String,
+    q: MsnQuery,
+    req: Request,
+    m: Modification,
+) -> ApiResult {
+    let meta = meta_of(&req);
+    let reference = path_reference(&s, &meta, &reference)?;
+    let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
+    let cmd = commands::modify(&msn, &reference, m);
+    run_write(&s, &meta, Op::Execute(cmd)).await
+}
+
 async fn user_approve(
     State(s): State<S>,
     Path(reference): Path<String>,
     Query(q): Query<MsnQuery>,
     req: Request,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let reference = path_reference(&s, &meta, &reference)?;
-    let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
-    let cmd = commands::modify(&msn, &reference, Modification::UserApprove);
-    run_write(&s, &meta, Op::Execute(cmd)).await
+    act_as_user(s, reference, q, req, Modification::UserApprove).await
 }
 
 async fn user_reject(
@@ -115,11 +126,7 @@ async fn user_reject(
     Query(q): Query<MsnQuery>,
     req: Request,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let reference = path_reference(&s, &meta, &reference)?;
-    let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
-    let cmd = commands::modify(&msn, &reference, Modification::UserReject);
-    run_write(&s, &meta, Op::Execute(cmd)).await
+    act_as_user(s, reference, q, req, Modification::UserReject).await
 }
 
 #[derive(Deserialize)]
