@@ -378,14 +378,20 @@ impl Conn {
             .credentials(Credentials::new(client_id, secret, sub))
             .merchant_serial_number(msn);
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        match (set(&self.system_name), set(&self.system_version)) {
-            (Some(n), Some(v)) => b = b.system(n, v),
-            (None, None) => {}
-            _ => {
-                return Err(usage(
-                    "set both the system name and version (VIPPS_SYSTEM_NAME, VIPPS_SYSTEM_VERSION), or neither",
-                ));
-            }
+        // The vendor asks for as much of the system information as is known, not all or nothing: what is set is
+        // sent.
+        let (name, version) = (set(&self.system_name), set(&self.system_version));
+        if name.is_none() && version.is_some() {
+            eprintln!(
+                "warning: VIPPS_SYSTEM_VERSION (--system-version) is set without VIPPS_SYSTEM_NAME (--system-name); \
+                 sending the version alone"
+            );
+        }
+        if let Some(n) = name {
+            b = b.system_name(n);
+        }
+        if let Some(v) = version {
+            b = b.system_version(v);
         }
         let (pn, pv) = (set(&self.plugin_name), set(&self.plugin_version));
         if pn.is_some() || pv.is_some() {

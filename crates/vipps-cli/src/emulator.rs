@@ -1,6 +1,6 @@
 //! `vipps emulator`: runs the platform emulator until Ctrl-C.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -56,6 +56,21 @@ pub struct EmulatorArgs {
     /// Answer DNS (UDP and TCP) for the request-server hostnames on this address, such as 127.0.0.1:5353.
     #[arg(long, value_name = "ADDR", env = "VIPPS_EMULATOR_DNS_LISTEN")]
     dns_listen: Option<SocketAddr>,
+    /// Serve the API over HTTPS as api.vipps.no (production keys) and apitest.vipps.no (test keys) on this
+    /// address, such as 127.0.0.1:443, with certificates from the emulator's local certificate authority.
+    #[arg(long, value_name = "ADDR", env = "VIPPS_EMULATOR_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// Run an HTTPS proxy on this address, such as 127.0.0.1:3128: CONNECT to api.vipps.no:443 and
+    /// apitest.vipps.no:443 is answered by the emulator itself; every other destination is refused.
+    #[arg(long, value_name = "ADDR", env = "VIPPS_EMULATOR_PROXY_LISTEN")]
+    proxy_listen: Option<SocketAddr>,
+    /// Let the embedded DNS server (--dns-listen) also answer api.vipps.no and apitest.vipps.no, with the
+    /// --tls-listen address.
+    #[arg(long)]
+    dns_api_hosts: bool,
+    /// The address those DNS answers carry instead of the --tls-listen one (implies --dns-api-hosts).
+    #[arg(long, value_name = "IP")]
+    dns_api_address: Option<IpAddr>,
 }
 
 fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
@@ -96,6 +111,19 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
     if let Some(d) = a.dns_listen {
         cfg.dns_listen = Some(d);
     }
+    if let Some(l) = a.tls_listen {
+        cfg.tls_listen = Some(l);
+    }
+    if let Some(l) = a.proxy_listen {
+        cfg.proxy_listen = Some(l);
+    }
+    if a.dns_api_hosts {
+        cfg.dns_api_hosts = true;
+    }
+    if let Some(ip) = a.dns_api_address {
+        cfg.dns_api_address = Some(ip);
+        cfg.dns_api_hosts = true;
+    }
     cfg.validate().map_err(|e| classify(Class::Usage, e))?;
     Ok(cfg)
 }
@@ -119,14 +147,28 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     let mut emu = Emulator::start(cfg)
         .await
         .context("starting the emulator")?;
-    let demo = emu.demo_merchant().clone();
+    let demo = emu.demo_merchant().cloned();
     say!("Vipps emulator listening on {}", emu.base_url());
     say!("  data:             {storage}");
-    say!("  demo merchant:    MSN {} (test)", demo.msn);
-    say!("    client_id:        {}", demo.client_id);
-    say!("    client_secret:    {}", demo.client_secret);
-    say!("    subscription key: {}", demo.subscription_key);
-    for m in emu.config().merchants.iter().filter(|m| m.msn != demo.msn) {
+    match &demo {
+        Some(demo) => {
+            say!("  demo merchant:    MSN {} (test)", demo.msn);
+            say!("    client_id:        {}", demo.client_id);
+            say!("    client_secret:    {}", demo.client_secret);
+            say!("    subscription key: {}", demo.subscription_key);
+        }
+        None => say!(
+            "  demo merchant:    not added: a configured merchant or partner has its MSN {}, client id or \
+             subscription key (configured merchants win)",
+            vipps_emulator::config::DEMO_MSN
+        ),
+    }
+    for m in emu
+        .config()
+        .merchants
+        .iter()
+        .filter(|m| Some(*m) != demo.as_ref())
+    {
         say!(
             "  merchant:         MSN {} ({:?}), client_id {}",
             m.msn,
@@ -143,7 +185,49 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(dns) = emu.dns_addr() {
-        say!("  DNS:              {dns} (UDP and TCP) for callback-*.vipps.no");
+        match emu.dns_api_address() {
+            Some(ip) => say!(
+                "  DNS:              {dns} (UDP and TCP) for callback-*.vipps.no, and api.vipps.no and \
+                 apitest.vipps.no as {ip}"
+            ),
+            None => say!("  DNS:              {dns} (UDP and TCP) for callback-*.vipps.no"),
+        }
+    }
+    if let Some(tls) = emu.tls_addr() {
+        say!(
+            "  HTTPS:            https://apitest.vipps.no (test keys) and https://api.vipps.no (production keys) \
+             on {tls}"
+        );
+        let ip = if tls.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            tls.ip().to_string()
+        };
+        say!("    hosts line:       {ip} api.vipps.no apitest.vipps.no");
+        if tls.port() != 443 {
+            say!(
+                "    note:             port {} is not 443, which unmodified clients call: use --tls-listen \
+                 {ip}:443, or the proxy",
+                tls.port()
+            );
+        }
+    }
+    if let Some(proxy) = emu.proxy_addr() {
+        say!(
+            "  proxy:            HTTPS_PROXY=http://{proxy} (CONNECT to api.vipps.no:443 and apitest.vipps.no:443 \
+             only; nothing is forwarded)"
+        );
+    }
+    if emu.ca_pem().is_some() {
+        let url = emu.base_url().join("_emulator/tls/ca.pem")?;
+        match emu.ca_file() {
+            Some(f) => say!("  CA certificate:   {} and {url}", f.display()),
+            None => say!("  CA certificate:   {url}"),
+        }
+        say!(
+            "    trust it:         eval \"$(vipps env --url {})\" (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, ...)",
+            emu.base_url()
+        );
     }
     {
         let rs = emu.request_servers();

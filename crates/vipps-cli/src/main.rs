@@ -9,6 +9,7 @@
 mod allowlist;
 mod api;
 mod emulator;
+mod env;
 mod exit;
 mod watch;
 
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run the local Vipps-compatible platform emulator.
     Emulator(emulator::EmulatorArgs),
+    /// Print what to export to reach a running emulator (eval "$(vipps env)"): CA files, proxy, VIPPS_* keys.
+    Env(env::EnvArgs),
     #[command(flatten)]
     Api(api::ApiCommand),
     /// Keep firewall and proxy allowlists of the request servers in step with DNS.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Emulator(args) => emulator::run(args).await,
+            Command::Env(args) => env::run(args).await,
             Command::Api(cmd) => api::run(cmd).await,
             Command::Allowlist(cmd) => allowlist::run(cmd).await,
         }

@@ -92,7 +92,7 @@ async fn start() -> (Emulator, Cli) {
     let emu = Emulator::start(Config::ephemeral()).await.unwrap();
     let cli = Cli {
         base_url: emu.base_url().to_string(),
-        merchant: emu.demo_merchant().clone(),
+        merchant: emu.demo_merchant().expect("the demo merchant").clone(),
     };
     (emu, cli)
 }

@@ -107,7 +107,7 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let emu = Emulator::start(Config::ephemeral()).await.unwrap();
-        let m = emu.demo_merchant().clone();
+        let m = emu.demo_merchant().expect("the demo merchant").clone();
         let client = Client::builder()
             .base_url(emu.base_url().as_str())
             .credentials(Credentials::new(

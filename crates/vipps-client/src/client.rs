@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use url::Url;
 use vipps_types::env::Environment;
-use vipps_types::headers::{self as h, IdempotencyKey, MerchantSerialNumber, SystemInfo};
+use vipps_types::headers::{
+    self as h, IdempotencyKey, MerchantSerialNumber, SystemHeader, SystemInfo, SystemValue,
+};
 use vipps_types::token::{ACCESS_TOKEN_PATH, AccessTokenResponse};
 
 use crate::auth::{DEFAULT_REFRESH_MARGIN, Token, TokenCache, TokenKey};
@@ -90,7 +92,8 @@ pub struct ClientBuilder {
     base_url: Option<String>,
     credentials: Option<Credentials>,
     msn: Option<String>,
-    system: Option<(String, String)>,
+    system_name: Option<String>,
+    system_version: Option<String>,
     plugin: Option<(String, String)>,
     timeouts: Timeouts,
     retry: RetryPolicy,
@@ -107,7 +110,8 @@ impl fmt::Debug for ClientBuilder {
             .field("base_url", &self.base_url)
             .field("credentials", &self.credentials)
             .field("msn", &self.msn)
-            .field("system", &self.system)
+            .field("system_name", &self.system_name)
+            .field("system_version", &self.system_version)
             .field("plugin", &self.plugin)
             .field("timeouts", &self.timeouts)
             .field("retry", &self.retry)
@@ -144,13 +148,25 @@ impl ClientBuilder {
 
     /// `Vipps-System-Name` and `Vipps-System-Version` (1 to 30 printable ASCII characters each), checked when
     /// the client is built. Without them no `Vipps-System-*` header is sent.
-    pub fn system(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
-        self.system = Some((name.into(), version.into()));
+    pub fn system(self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.system_name(name).system_version(version)
+    }
+
+    /// `Vipps-System-Name` alone. The vendor asks for as much of the system information as is known, so a name
+    /// without a version is sent as it is (and nothing stands in for the missing version).
+    pub fn system_name(mut self, name: impl Into<String>) -> Self {
+        self.system_name = Some(name.into());
         self
     }
 
-    /// `Vipps-System-Plugin-Name` and `-Version`; empty strings mean "not set", and then the system name and
-    /// version are sent in their place. Requires [`ClientBuilder::system`].
+    /// `Vipps-System-Version` alone (see [`ClientBuilder::system_name`]).
+    pub fn system_version(mut self, version: impl Into<String>) -> Self {
+        self.system_version = Some(version.into());
+        self
+    }
+
+    /// `Vipps-System-Plugin-Name` and `-Version`; empty strings mean "not set", and then, when both the system
+    /// name and version are set, those are sent in their place.
     pub fn plugin(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
         self.plugin = Some((name.into(), version.into()));
         self
@@ -224,23 +240,34 @@ impl ClientBuilder {
             .msn
             .ok_or_else(|| Error::config("merchant serial number is required"))?;
         let msn = MerchantSerialNumber::new(&msn).map_err(|e| Error::config(e.to_string()))?;
-        let system = match (self.system, self.plugin) {
-            (Some((name, version)), plugin) => {
-                let info =
-                    SystemInfo::new(&name, &version).map_err(|e| Error::config(e.to_string()))?;
-                Some(match plugin {
-                    Some((pn, pv)) => info
-                        .with_plugin(&pn, &pv)
-                        .map_err(|e| Error::config(e.to_string()))?,
+        let invalid = |e: vipps_types::headers::ValueError| Error::config(e.to_string());
+        let mut system_headers: Vec<(&'static str, String)> = Vec::new();
+        let system = match (self.system_name, self.system_version) {
+            (Some(name), Some(version)) => {
+                let info = SystemInfo::new(&name, &version).map_err(invalid)?;
+                let info = match self.plugin {
+                    Some((pn, pv)) => info.with_plugin(&pn, &pv).map_err(invalid)?,
                     None => info,
-                })
+                };
+                system_headers.extend(info.headers().map(|(n, v)| (n, v.to_owned())));
+                Some(info)
             }
-            (None, Some(_)) => {
-                return Err(Error::config(
-                    "a plugin name and version need a system name and version",
-                ));
+            (name, version) => {
+                // Only part of the system information: what is set is sent, and nothing stands in for the rest.
+                let (pn, pv) = self.plugin.unzip();
+                for (header, value) in [
+                    (SystemHeader::Name, name),
+                    (SystemHeader::Version, version),
+                    (SystemHeader::PluginName, pn),
+                    (SystemHeader::PluginVersion, pv),
+                ] {
+                    let value = value.as_deref().unwrap_or("");
+                    if let Some(v) = SystemValue::new_optional(header, value).map_err(invalid)? {
+                        system_headers.push((header.header_name(), v.as_str().to_owned()));
+                    }
+                }
+                None
             }
-            (None, None) => None,
         };
 
         let base_url = environment.base_url();
@@ -255,13 +282,11 @@ impl ClientBuilder {
             HeaderName::from_static("merchant-serial-number"),
             HeaderValue::from_str(msn.as_str()).map_err(|_| Error::config("MSN"))?,
         );
-        if let Some(info) = &system {
-            for (name, value) in info.headers() {
-                common.insert(
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::config(name))?,
-                    HeaderValue::from_str(value).map_err(|_| Error::config(name))?,
-                );
-            }
+        for (name, value) in &system_headers {
+            common.insert(
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::config(*name))?,
+                HeaderValue::from_str(value).map_err(|_| Error::config(*name))?,
+            );
         }
         let api_headers = common.clone();
         let mut token_headers = common;
@@ -810,6 +835,19 @@ mod tests {
         let headers: std::collections::HashMap<_, _> = c.default_headers().into_iter().collect();
         assert_eq!(headers["vipps-system-plugin-name"], "acme-webshop");
 
+        // Part of it set: what is set is sent, nothing stands in for the rest.
+        let c = builder().system_name("acme").build().unwrap();
+        let headers: std::collections::HashMap<_, _> = c.default_headers().into_iter().collect();
+        assert_eq!(headers["vipps-system-name"], "acme");
+        assert!(!headers.contains_key("vipps-system-version"));
+        assert!(!headers.contains_key("vipps-system-plugin-name"));
+        let c = builder().system_version("1.2.3").plugin("", "9").build().unwrap();
+        let headers: std::collections::HashMap<_, _> = c.default_headers().into_iter().collect();
+        assert_eq!(headers["vipps-system-version"], "1.2.3");
+        assert_eq!(headers["vipps-system-plugin-version"], "9");
+        assert!(!headers.contains_key("vipps-system-name"));
+        assert!(!headers.contains_key("vipps-system-plugin-name"));
+
         // Nothing set: no system headers at all, never empty strings.
         let c = builder().build().unwrap();
         assert!(
@@ -827,7 +865,7 @@ mod tests {
         assert_eq!(e.attempts(), 0);
         assert!(builder().merchant_serial_number("12").build().is_err());
         assert!(builder().base_url("ftp://x").build().is_err());
-        assert!(builder().plugin("p", "1").build().is_err());
+        assert!(builder().system_name("n".repeat(31)).build().is_err());
         let e = builder()
             .credentials(Credentials::new("id", "bad\nsecret", "k"))
             .build()

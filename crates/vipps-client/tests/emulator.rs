@@ -44,7 +44,7 @@ impl Env {
 
     /// A client for the demo merchant with fast backoff.
     fn builder(&self) -> ClientBuilder {
-        let m = self.emu.demo_merchant();
+        let m = self.emu.demo_merchant().expect("the demo merchant");
         Client::builder()
             .base_url(self.emu.base_url().as_str())
             .credentials(Credentials::new(
@@ -337,7 +337,7 @@ async fn system_headers_reach_the_server_with_plugin_fallback() {
         .requests(&[("path", "/epayment/v1/payments"), ("method", "POST")])
         .await;
     let rec = &records[0];
-    assert_eq!(rec["msn"], env.emu.demo_merchant().msn.as_str());
+    assert_eq!(rec["msn"], env.emu.demo_merchant().expect("the demo merchant").msn.as_str());
     assert_eq!(rec["system_name"], "e2e-shop");
     assert_eq!(rec["system_version"], "1.0.0");
     assert_eq!(rec["plugin_name"], "e2e-shop");
@@ -688,7 +688,7 @@ async fn a_connection_reset_before_an_answer_is_retried() {
             });
         }
     });
-    let m = env.emu.demo_merchant();
+    let m = env.emu.demo_merchant().expect("the demo merchant");
     let client = Client::builder()
         .base_url(format!("http://{front}"))
         .credentials(Credentials::new(

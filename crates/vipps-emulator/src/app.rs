@@ -1,7 +1,9 @@
-//! The composition root: opens the store, registers the product APIs, binds the listeners and starts the
-//! background jobs. Starting, serving and stopping the emulator.
+//! The composition root: opens the store, registers the product APIs, binds the listeners (plain HTTP, and the
+//! TLS and proxy edges with the local certificate authority) and starts the background jobs. Starting, serving
+//! and stopping the emulator.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +23,8 @@ use crate::platform::store::sqlite::SqliteStore;
 use crate::platform::store::{Op, Store, StoreError};
 use crate::platform::webhooks::dns::{DnsServer, ZoneAnswers};
 use crate::platform::webhooks::request_servers::RequestServers;
-use crate::platform::{Platform, Shared};
+use crate::platform::{Edge, Platform, Shared};
+use crate::tls::{CA_META_KEY, LocalCa, TlsError};
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The local certificate authority or the TLS configuration could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -66,7 +72,7 @@ impl Default for Injected {
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let emu = vipps_emulator::Emulator::start(vipps_emulator::Config::ephemeral()).await?;
 /// println!("listening on {}", emu.base_url());
-/// let demo = emu.demo_merchant();
+/// let demo = emu.demo_merchant().expect("no configured merchant took its MSN");
 /// assert_eq!(demo.msn.as_str(), "123456");
 /// emu.shutdown().await;
 /// # Ok(()) }
@@ -97,12 +103,18 @@ impl Emulator {
         mut config: Config,
         injected: Injected,
     ) -> Result<Emulator, StartError> {
-        if !config
-            .merchants
-            .iter()
-            .any(|m| m.msn.as_str() == crate::config::DEMO_MSN)
-        {
-            config.merchants.insert(0, MerchantConfig::demo());
+        // Configured merchants win: the demo merchant is added only where it clashes with nobody (its MSN is the
+        // vendor's example MSN, which a user may well configure for themselves).
+        let demo = MerchantConfig::demo();
+        let demo_clashes = config.merchants.iter().any(|m| {
+            m.msn == demo.msn
+                || m.client_id == demo.client_id
+                || m.subscription_key == demo.subscription_key
+        }) || config.partners.iter().any(|p| {
+            p.client_id == demo.client_id || p.subscription_key == demo.subscription_key
+        });
+        if !demo_clashes {
+            config.merchants.insert(0, demo);
         }
         config.validate()?;
         let ids = injected.ids;
@@ -186,7 +198,52 @@ impl Emulator {
         store
             .write(Op::SetPartnerOwners { pairs: owner_pairs }.background(0))
             .await?;
-        let dns_answers = Arc::new(ZoneAnswers::new(&request_servers.records(), config.dns_ttl));
+        let bind = |addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            Ok::<_, StartError>((listener, bound))
+        };
+        let tls_listener = match config.tls_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let proxy_listener = match config.proxy_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let tls = if tls_listener.is_some() || proxy_listener.is_some() {
+            let ca = local_ca(store.as_ref(), &clock, ids.as_ref()).await?;
+            let server_config =
+                ca.server_config(time::OffsetDateTime::from(clock.wall()), || ids.bytes16())?;
+            let ca_file = match &config.storage {
+                Storage::Dir(d) => write_ca_file(d, ca.cert_pem()),
+                _ => None,
+            };
+            Some((ca, server_config, ca_file))
+        } else {
+            None
+        };
+        let dns_api_address = match (config.dns_api_hosts, &tls_listener) {
+            (true, Some((_, bound))) => Some(config.dns_api_address.unwrap_or(bound.ip())),
+            _ => None,
+        };
+        let fixed_records = dns_api_address
+            .map(|ip| {
+                vipps_types::env::API_HOSTS
+                    .iter()
+                    .map(|h| ((*h).to_owned(), vec![ip]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dns_answers = Arc::new(ZoneAnswers::new(
+            &request_servers.records(),
+            fixed_records,
+            config.dns_ttl,
+        ));
         let dns = match config.dns_listen {
             Some(a) => Some(
                 DnsServer::start(a, dns_answers.clone())
@@ -220,6 +277,13 @@ impl Emulator {
         };
         let base_url = Url::parse(&format!("http://{host}:{}/", addr.port())).expect("valid URL");
 
+        let edge = Edge {
+            tls_addr: tls_listener.as_ref().map(|(_, a)| *a),
+            proxy_addr: proxy_listener.as_ref().map(|(_, a)| *a),
+            ca_pem: tls.as_ref().map(|(ca, _, _)| Arc::from(ca.cert_pem())),
+            ca_file: tls.as_ref().and_then(|(_, _, f)| f.clone()),
+            dns_api_address,
+        };
         let state: Shared = Arc::new(Platform {
             requests: RequestLog::new(config.limits.request_log_capacity),
             auth: Authenticator::new(&config, jwt_key.into_bytes()),
@@ -235,15 +299,39 @@ impl Emulator {
             request_servers: parking_lot::RwLock::new(request_servers),
             dns_answers,
             dns_addr,
+            edge,
             products: crate::products::registry(),
         });
         let shutdown = CancellationToken::new();
-        let router = crate::platform::middleware::router(state.clone(), crate::controls::routes());
+        let router = crate::platform::middleware::router(
+            state.clone(),
+            crate::controls::routes(),
+            axum::routing::get(crate::controls::ca_pem),
+        );
         let mut tasks = vec![tokio::spawn(crate::serve::serve(
             listener,
-            router,
+            router.clone(),
+            None,
             shutdown.clone(),
         ))];
+        if let Some((_, server_config, _)) = &tls {
+            if let Some((l, _)) = tls_listener {
+                tasks.push(tokio::spawn(crate::serve::serve(
+                    l,
+                    router.clone(),
+                    Some(server_config.clone()),
+                    shutdown.clone(),
+                )));
+            }
+            if let Some((l, _)) = proxy_listener {
+                tasks.push(tokio::spawn(crate::proxy::serve(
+                    l,
+                    router.clone(),
+                    server_config.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
         tasks.extend(crate::platform::jobs::spawn(&state, &shutdown));
         if let Some(dns) = dns {
             let stop = shutdown.clone();
@@ -287,17 +375,39 @@ impl Emulator {
         self.state.dns_addr
     }
 
-    /// The demo merchant's credentials.
-    pub fn demo_merchant(&self) -> &MerchantConfig {
-        self.state
-            .config
-            .merchants
-            .iter()
-            .find(|m| m.msn.as_str() == crate::config::DEMO_MSN)
-            .expect("the demo merchant always exists")
+    /// The demo merchant's credentials; `None` when a configured merchant or partner took its MSN, client id or
+    /// subscription key (configured merchants win).
+    pub fn demo_merchant(&self) -> Option<&MerchantConfig> {
+        self.state.demo_merchant()
     }
 
-    /// The configuration in force (with the demo merchant added).
+    /// The address of the HTTPS listener for `api.vipps.no` and `apitest.vipps.no`, if it runs.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.state.edge.tls_addr
+    }
+
+    /// The address of the HTTPS proxy, if it runs.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.state.edge.proxy_addr
+    }
+
+    /// The local certificate authority's certificate (PEM) that clients trust, when the HTTPS listener or the
+    /// proxy runs. Also served at `/_emulator/tls/ca.pem`.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.state.edge.ca_pem.as_deref()
+    }
+
+    /// Where the certificate authority's certificate was written (`ca.pem` in the data directory), if it was.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.state.edge.ca_file.as_deref()
+    }
+
+    /// The address the embedded DNS server gives for the API hostnames, if it answers them.
+    pub fn dns_api_address(&self) -> Option<std::net::IpAddr> {
+        self.state.edge.dns_api_address
+    }
+
+    /// The configuration in force (with the demo merchant, if it was added).
     pub fn config(&self) -> &Config {
         &self.state.config
     }
@@ -320,5 +430,64 @@ impl Emulator {
     /// Returns a token that stops the emulator when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+/// The local certificate authority: the stored one, or a new one stored for next time. Several instances starting
+/// at once on a shared store all end up with the first one stored.
+async fn local_ca(
+    store: &dyn Store,
+    clock: &EmulatorClock,
+    ids: &dyn IdGen,
+) -> Result<LocalCa, StartError> {
+    // Wall-clock time: clients check certificates against their own clocks, never against emulator time.
+    let now = time::OffsetDateTime::from(clock.wall());
+    let write = |value: String, replace: bool| {
+        let key = CA_META_KEY.to_owned();
+        if replace {
+            Op::SetMeta { key, value }
+        } else {
+            Op::InitMeta { key, value }
+        }
+        .background(0)
+    };
+    match store.meta(CA_META_KEY).await? {
+        Some(json) => {
+            let ca = LocalCa::from_stored(&json)?;
+            if !ca.expires_soon(now) {
+                return Ok(ca);
+            }
+            tracing::warn!(
+                "the local certificate authority expires soon; a new one replaces it (clients must trust the new \
+                 one: /_emulator/tls/ca.pem)"
+            );
+            let (ca, json) = LocalCa::generate(now, ids.bytes16())?;
+            store.write(write(json, true)).await?;
+            Ok(ca)
+        }
+        None => {
+            let (ca, json) = LocalCa::generate(now, ids.bytes16())?;
+            store.write(write(json.clone(), false)).await?;
+            match store.meta(CA_META_KEY).await? {
+                Some(stored) if stored != json => Ok(LocalCa::from_stored(&stored)?),
+                _ => Ok(ca),
+            }
+        }
+    }
+}
+
+/// Writes the authority's certificate to `ca.pem` in the data directory (atomically, so a reader never sees half
+/// a file), for users to point their clients at. A failure is logged, not fatal: the certificate is also served
+/// at `/_emulator/tls/ca.pem`.
+fn write_ca_file(dir: &Path, pem: &str) -> Option<PathBuf> {
+    let path = dir.join("ca.pem");
+    let tmp = dir.join(".ca.pem.tmp");
+    let result = std::fs::write(&tmp, pem).and_then(|()| std::fs::rename(&tmp, &path));
+    match result {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the CA certificate file");
+            None
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vipps_types::headers::MerchantSerialNumber;
 
-/// MSN of the demo merchant that always exists.
+/// MSN of the demo merchant, which exists unless a configured merchant has this MSN (the vendor's example MSN).
 pub const DEMO_MSN: &str = "123456";
 /// Client id of the demo merchant.
 pub const DEMO_CLIENT_ID: &str = "demo-client-id";
@@ -93,7 +93,8 @@ impl MerchantConfig {
         })
     }
 
-    /// The demo test merchant that always exists.
+    /// The demo test merchant, added at start unless a configured merchant or partner already uses its MSN, client
+    /// id or subscription key (see [`Config::merchants`]).
     pub fn demo() -> Self {
         MerchantConfig::test(
             DEMO_MSN,
@@ -266,11 +267,26 @@ impl Default for Limits {
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8080` by default; port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Where the same API is served over HTTPS as `api.vipps.no` (production) and `apitest.vipps.no` (test), with
+    /// certificates from the emulator's local certificate authority (`None`: no HTTPS listener). Unmodified
+    /// clients need it on port 443.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where the HTTPS proxy listens: it accepts `CONNECT` to `api.vipps.no:443` and `apitest.vipps.no:443` only,
+    /// terminates TLS with the local certificate authority and serves the request itself; every other
+    /// destination is refused, never forwarded (`None`: no proxy).
+    pub proxy_listen: Option<SocketAddr>,
+    /// Whether the embedded DNS server also answers `api.vipps.no` and `apitest.vipps.no` (with
+    /// [`Config::dns_api_address`], else the TLS listener's address). Needs `dns_listen` and `tls_listen`.
+    pub dns_api_hosts: bool,
+    /// The address the DNS answers for the API hostnames carry, when the TLS listener's own address is not the
+    /// one clients reach (it listens on `0.0.0.0`, or behind a port mapping). Implies `dns_api_hosts`.
+    pub dns_api_address: Option<std::net::IpAddr>,
     /// Where state lives.
     pub storage: Storage,
     /// Durability of acknowledged writes.
     pub durability: Durability,
-    /// Merchants (the demo merchant is always added).
+    /// Merchants. At start the demo merchant ([`MerchantConfig::demo`]) is added unless one of these (or a
+    /// partner) already uses its MSN, client id or subscription key: configured merchants win.
     pub merchants: Vec<MerchantConfig>,
     /// Partners.
     pub partners: Vec<PartnerConfig>,
@@ -311,9 +327,13 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_listen: None,
+            proxy_listen: None,
+            dns_api_hosts: false,
+            dns_api_address: None,
             storage: Storage::Dir(default_data_dir()),
             durability: Durability::Fsync,
-            merchants: vec![MerchantConfig::demo()],
+            merchants: vec![],
             partners: vec![],
             tokens: TokenLifetimes::default(),
             validation: Validation::Strict,
@@ -402,7 +422,7 @@ impl Config {
     ///     environment = "production"
     /// "#).unwrap();
     /// assert_eq!(cfg.tokens.test.as_secs(), 60);
-    /// assert_eq!(cfg.merchants.len(), 2);
+    /// assert_eq!(cfg.merchants.len(), 1);
     /// ```
     pub fn apply_toml(mut self, text: &str) -> Result<Self, ConfigError> {
         let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::File {
@@ -411,6 +431,19 @@ impl Config {
         })?;
         if let Some(l) = f.listen {
             self.listen = l;
+        }
+        if let Some(l) = f.tls_listen {
+            self.tls_listen = Some(l);
+        }
+        if let Some(l) = f.proxy_listen {
+            self.proxy_listen = Some(l);
+        }
+        if let Some(d) = f.dns_api_hosts {
+            self.dns_api_hosts = d;
+        }
+        if let Some(a) = f.dns_api_address {
+            self.dns_api_address = Some(a);
+            self.dns_api_hosts = true;
         }
         if let Some(d) = f.data_dir {
             self.storage = Storage::Dir(d);
@@ -574,6 +607,28 @@ impl Config {
                 "limits.reference_max_len must be between 8 and 64".into(),
             ));
         }
+        if self.dns_api_hosts || self.dns_api_address.is_some() {
+            if self.dns_listen.is_none() {
+                return Err(ConfigError::Invalid(
+                    "dns_api_hosts needs the embedded DNS server: set dns_listen (--dns-listen)".into(),
+                ));
+            }
+            match (self.tls_listen, self.dns_api_address) {
+                (None, _) => {
+                    return Err(ConfigError::Invalid(
+                        "dns_api_hosts answers with the HTTPS listener's address: set tls_listen (--tls-listen)"
+                            .into(),
+                    ));
+                }
+                (Some(l), None) if l.ip().is_unspecified() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "dns_api_hosts: the HTTPS listener's address {l} is not one a client can reach; set \
+                         dns_api_address (--dns-api-address) to the address clients should use"
+                    )));
+                }
+                _ => {}
+            }
+        }
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_body_bytes must be at least 1024".into(),
@@ -587,6 +642,10 @@ impl Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    tls_listen: Option<SocketAddr>,
+    proxy_listen: Option<SocketAddr>,
+    dns_api_hosts: Option<bool>,
+    dns_api_address: Option<std::net::IpAddr>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
     durability: Option<Durability>,
@@ -680,7 +739,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/emulator.toml");
         let cfg = Config::ephemeral().apply_toml_file(&path).unwrap();
         cfg.validate().unwrap();
-        assert_eq!(cfg.merchants.len(), 2);
+        assert_eq!(cfg.merchants.len(), 1);
+        assert_eq!(cfg.tls_listen, Some(SocketAddr::from(([127, 0, 0, 1], 443))));
         assert_eq!(cfg.partners[0].msns.len(), 2);
         assert_eq!(cfg.limits.webhooks_per_event, 25);
     }
@@ -696,8 +756,19 @@ mod tests {
         assert!(MerchantConfig::parse_spec("12:a:b:c").is_err());
         assert!(PartnerConfig::parse_spec("a:b:c:").is_err());
         let dup = Config::ephemeral()
-            .with_merchant(MerchantConfig::test("123456", "x", "y", "z").unwrap());
+            .with_merchant(MerchantConfig::test("654321", "x", "y", "z").unwrap())
+            .with_merchant(MerchantConfig::test("654321", "x2", "y2", "z2").unwrap());
         assert!(dup.validate().is_err());
+        // The DNS answers for the API hostnames need the DNS server and an address a client can reach.
+        let mut dns = Config::ephemeral();
+        dns.dns_api_hosts = true;
+        assert!(dns.validate().is_err());
+        dns.dns_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert!(dns.validate().is_err());
+        dns.tls_listen = Some(SocketAddr::from(([0, 0, 0, 0], 443)));
+        assert!(dns.validate().unwrap_err().to_string().contains("dns_api_address"));
+        dns.dns_api_address = Some([10, 0, 0, 5].into());
+        dns.validate().unwrap();
         let m = MerchantConfig::demo();
         assert!(!format!("{m:?}").contains(DEMO_CLIENT_SECRET));
     }

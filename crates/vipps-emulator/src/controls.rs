@@ -1,5 +1,7 @@
 //! The platform's test controls under `/_emulator/` (turned off with `--no-controls`): health, the clock, fault
-//! injection, the request record, the delivery record and the request servers. Products add their own (acting
+//! injection, the request record, the delivery record, the request servers and how to reach the emulator
+//! (`/_emulator/env`, what `vipps env` prints). The local certificate authority's certificate
+//! (`/_emulator/tls/ca.pem`) is served even without the controls: it is public, and clients need it. Products add their own (acting
 //! as the user, landing pages) through [`crate::platform::product::Product::controls`].
 
 use axum::Router;
@@ -31,6 +33,75 @@ pub fn routes() -> Router<S> {
         .route("/_emulator/request-servers", get(request_servers))
         .route("/_emulator/request-servers/rotate", post(rotate))
         .route("/_emulator/request-servers/failover", post(failover))
+        .route("/_emulator/env", get(env))
+}
+
+/// `GET /_emulator/tls/ca.pem`: the local certificate authority's certificate, for clients to trust.
+pub async fn ca_pem(State(s): State<S>, req: Request) -> ApiResult {
+    let meta = meta_of(&req);
+    match &s.edge.ca_pem {
+        Some(pem) => Ok((
+            [(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-pem-file"),
+            )],
+            pem.to_string(),
+        )
+            .into_response()),
+        None => Err(meta
+            .problem(
+                404,
+                "Not Found",
+                "TLS is off, so there is no certificate authority: start the emulator with --tls-listen or \
+                 --proxy-listen",
+            )
+            .err()),
+    }
+}
+
+/// `GET /_emulator/env`: what a client needs to reach this emulator (listeners, the certificate authority, the
+/// demo merchant's well-known test credentials); `vipps env` turns it into shell exports.
+async fn env(State(s): State<S>) -> impl IntoResponse {
+    let ca_url = s.base_url.join("_emulator/tls/ca.pem").ok();
+    let tls = s.edge.tls_addr.map(|a| {
+        serde_json::json!({
+            "listen": a,
+            "hosts": vipps_types::env::API_HOSTS,
+            "ca_pem_url": ca_url,
+            "ca_file": s.edge.ca_file,
+        })
+    });
+    let proxy = s.edge.proxy_addr.map(|a| {
+        serde_json::json!({
+            "listen": a,
+            "hosts": vipps_types::env::API_HOSTS,
+            "ca_pem_url": ca_url,
+            "ca_file": s.edge.ca_file,
+        })
+    });
+    let dns = s.dns_addr.map(|a| {
+        serde_json::json!({
+            "listen": a,
+            "api_hosts_address": s.edge.dns_api_address,
+        })
+    });
+    // Only the demo merchant's credentials, which are public test values; a configured merchant's never.
+    let demo = s.demo_merchant().map(|m| {
+        serde_json::json!({
+            "msn": m.msn.as_str(),
+            "client_id": m.client_id,
+            "client_secret": m.client_secret,
+            "subscription_key": m.subscription_key,
+            "environment": m.environment,
+        })
+    });
+    axum::Json(serde_json::json!({
+        "base_url": s.base_url.as_str(),
+        "tls": tls,
+        "proxy": proxy,
+        "dns": dns,
+        "demo_merchant": demo,
+    }))
 }
 
 async fn health(State(s): State<S>, req: Request) -> ApiResult {

@@ -25,7 +25,9 @@ pub mod config;
 mod controls;
 mod platform;
 mod products;
+mod proxy;
 mod serve;
+mod tls;
 
 pub use app::{Emulator, Injected, StartError};
 pub use config::{
@@ -34,3 +36,4 @@ pub use config::{
 pub use platform::clock::{ManualTime, SystemTime, TimeSource};
 pub use platform::ids::{IdGen, RandomIds, SeededIds};
 pub use platform::store::postgres::redact_url;
+pub use tls::TlsError;

@@ -190,7 +190,7 @@ async fn official_npm_sdk_runs_the_epayment_flow_against_the_emulator() {
     let emu = Emulator::start(Config::ephemeral())
         .await
         .expect("the emulator starts");
-    let demo = emu.demo_merchant().clone();
+    let demo = emu.demo_merchant().expect("the demo merchant").clone();
     let t0 = Instant::now();
     let out = run(
         Command::new("node")

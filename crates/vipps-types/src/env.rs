@@ -6,6 +6,12 @@ use url::Url;
 pub const PRODUCTION_BASE_URL: &str = "https://api.vipps.no";
 /// The test (MT) API server.
 pub const TEST_BASE_URL: &str = "https://apitest.vipps.no";
+/// The production API server's hostname.
+pub const PRODUCTION_HOST: &str = "api.vipps.no";
+/// The test API server's hostname.
+pub const TEST_HOST: &str = "apitest.vipps.no";
+/// Both API servers' hostnames, production first.
+pub const API_HOSTS: [&str; 2] = [PRODUCTION_HOST, TEST_HOST];
 
 /// Which API servers a merchant talks to.
 ///
@@ -66,6 +72,34 @@ impl Environment {
             url.set_path(&p);
         }
         url
+    }
+
+    /// The vendor environment a request names by its host (`api.vipps.no` or `apitest.vipps.no`, in any case,
+    /// with or without a port or a trailing dot); `None` for every other host.
+    ///
+    /// ```
+    /// use vipps_types::env::Environment;
+    ///
+    /// assert_eq!(Environment::from_api_host("apitest.vipps.no:443"), Some(Environment::Test));
+    /// assert_eq!(Environment::from_api_host("API.vipps.no."), Some(Environment::Production));
+    /// assert_eq!(Environment::from_api_host("127.0.0.1:8080"), None);
+    /// ```
+    pub fn from_api_host(host: &str) -> Option<Environment> {
+        // A bracketed IPv6 literal has colons of its own and is never a vendor host.
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+                name
+            }
+            _ => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.eq_ignore_ascii_case(PRODUCTION_HOST) {
+            Some(Environment::Production)
+        } else if name.eq_ignore_ascii_case(TEST_HOST) {
+            Some(Environment::Test)
+        } else {
+            None
+        }
     }
 
     /// Whether this is the production environment, where force approve and test amounts do not exist.

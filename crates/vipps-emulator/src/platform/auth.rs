@@ -178,11 +178,20 @@ impl Authenticator {
     }
 
     /// The principal a subscription key belongs to; 401 with the gateway body otherwise.
-    pub fn subscription(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
+    ///
+    /// A request addressed to one of the vendor's hostnames (`meta.environment`) is served by that environment's
+    /// gateway, which knows only its own subscriptions: a key of the other environment gets the same answer as
+    /// an unknown key, as on the real platform.
+    pub fn subscription(
+        &self,
+        meta: &RequestMeta,
+        headers: &http::HeaderMap,
+    ) -> Result<Principal, ApiError> {
         let key = header_str(headers, h::SUBSCRIPTION_KEY)
             .ok_or_else(|| gateway_401(GatewayError::MISSING_KEY))?;
         self.by_subscription_key
             .get(key)
+            .filter(|p| meta.environment.is_none_or(|e| e == p.environment()))
             .cloned()
             .ok_or_else(|| gateway_401(GatewayError::INVALID_KEY))
     }
@@ -284,7 +293,7 @@ impl Authenticator {
         headers: &http::HeaderMap,
         msn_required: bool,
     ) -> Result<AuthCtx, ApiError> {
-        let principal = self.subscription(headers)?;
+        let principal = self.subscription(meta, headers)?;
         let unauthorized =
             |detail: &str| meta.problem(401, "Unauthorized", detail.to_owned()).err();
         let auth = header_str(headers, h::AUTHORIZATION).ok_or_else(|| {

@@ -79,6 +79,9 @@ pub struct RequestMeta {
     pub path: std::sync::Arc<str>,
     /// A delay fault that the write applies once its key is claimed (set by the fault middleware).
     pub delay: Option<DeferredDelay>,
+    /// The vendor environment the request names by its host (`apitest.vipps.no`: test, `api.vipps.no`:
+    /// production), whose keys alone are accepted; `None` for any other host, where keys of both work.
+    pub environment: Option<crate::config::MerchantEnvironment>,
 }
 
 /// A delay an injected fault asks for, applied by the write itself (after claiming its idempotency key, so a

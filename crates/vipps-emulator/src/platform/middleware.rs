@@ -14,6 +14,8 @@ use vipps_types::headers as h;
 
 use super::Shared;
 use super::faults::FaultAction;
+use crate::config::MerchantEnvironment;
+use vipps_types::env::Environment;
 use super::http::{DeferredDelay, RequestMeta};
 use super::reqlog::RawRecord;
 
@@ -21,9 +23,44 @@ use super::reqlog::RawRecord;
 #[derive(Debug, Clone)]
 pub struct ConnKiller(pub CancellationToken);
 
+/// What the TLS handshake of the connection a request arrived on learned (inserted per connection by the
+/// server; absent on plain HTTP).
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The server name the client asked for (SNI): one of the vendor's API hostnames.
+    pub tls_server_name: Option<Arc<str>>,
+}
+
+/// The vendor environment a request is addressed to: by the host it names (the URI's authority, as HTTP/2 sends
+/// it, or the `Host` header), else by the name its TLS connection was opened for. Other hosts (an address, a
+/// custom name) name no environment.
+pub fn request_environment(req: &Request) -> Option<MerchantEnvironment> {
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    let by_host = host.and_then(Environment::from_api_host);
+    let by_sni = || {
+        req.extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.tls_server_name.as_deref())
+            .and_then(Environment::from_api_host)
+    };
+    match by_host.or_else(by_sni)? {
+        Environment::Production => Some(MerchantEnvironment::Production),
+        Environment::Test => Some(MerchantEnvironment::Test),
+        Environment::Custom(_) => None,
+    }
+}
+
 /// The router: the API routes (the access token, the Webhooks API and every product's routes) behind the request
 /// record and fault injection, and the controls under `/_emulator/` (platform and products) beside them.
-pub fn router(state: Shared, platform_controls: Router<Shared>) -> Router {
+pub fn router(
+    state: Shared,
+    platform_controls: Router<Shared>,
+    ca_pem: axum::routing::MethodRouter<Shared>,
+) -> Router {
     let mut api = Router::new()
         .route("/accesstoken/get", post(super::token::get_token))
         .route("/accessToken/get", post(super::token::get_token))
@@ -37,7 +74,12 @@ pub fn router(state: Shared, platform_controls: Router<Shared>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), faults_mw))
         .layer(middleware::from_fn_with_state(state.clone(), record_mw));
-    let mut app = api;
+    // The authority's certificate is public and every TLS client needs it, so it is served even without controls.
+    let mut app = api.merge(
+        Router::new()
+            .route("/_emulator/tls/ca.pem", ca_pem)
+            .layer(middleware::from_fn_with_state(state.clone(), meta_mw)),
+    );
     if state.config.controls {
         let mut controls = platform_controls;
         for p in state.products.iter() {
@@ -77,6 +119,7 @@ pub fn meta_of(req: &Request) -> RequestMeta {
             trace_id: std::sync::Arc::from(""),
             path: std::sync::Arc::from(req.uri().path()),
             delay: None,
+            environment: request_environment(req),
         })
 }
 
@@ -85,6 +128,7 @@ fn new_meta(s: &Shared, req: &Request) -> RequestMeta {
         trace_id: Arc::from(super::ids::trace_id(s.ids.as_ref())),
         path: Arc::from(req.uri().path()),
         delay: None,
+        environment: request_environment(req),
     }
 }
 

@@ -67,8 +67,34 @@ pub struct Platform {
     pub dns_answers: Arc<ZoneAnswers>,
     /// The address of the embedded DNS server, if it runs.
     pub dns_addr: Option<std::net::SocketAddr>,
+    /// The HTTPS listener and proxy, and the certificate authority clients trust.
+    pub edge: Edge,
     /// The product APIs.
     pub products: Registry,
+}
+
+impl Platform {
+    /// The demo merchant, if it was added (configured merchants win over it).
+    pub fn demo_merchant(&self) -> Option<&crate::config::MerchantConfig> {
+        let demo = crate::config::MerchantConfig::demo();
+        self.config.merchants.iter().find(|m| **m == demo)
+    }
+}
+
+/// How clients reach the platform besides the plain HTTP listener: the HTTPS listener for the vendor's API
+/// hostnames and the proxy, with the local certificate authority they must trust.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    /// The HTTPS listener's address.
+    pub tls_addr: Option<std::net::SocketAddr>,
+    /// The proxy's address.
+    pub proxy_addr: Option<std::net::SocketAddr>,
+    /// The local certificate authority's certificate (PEM), when either runs.
+    pub ca_pem: Option<Arc<str>>,
+    /// Where that certificate was written (`ca.pem` in the data directory).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The address the embedded DNS server gives for the API hostnames, when it answers them.
+    pub dns_api_address: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Platform {

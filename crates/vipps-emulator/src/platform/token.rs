@@ -31,7 +31,7 @@ mod subtle_eq {
 pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
     let meta = meta_of(&req);
     let headers = req.headers();
-    let principal = s.auth.subscription(headers)?;
+    let principal = s.auth.subscription(&meta, headers)?;
     s.auth.system_headers(&meta, headers)?;
     let msn = auth::msn_header(&meta, headers)?;
     let id = header_str(headers, h::CLIENT_ID);

@@ -133,6 +133,14 @@ pub enum Op {
         /// Value.
         value: String,
     },
+    /// Set a metadata value unless the key already has one: the first of several instances starting at once on
+    /// a shared store wins, and every one reads back the same value.
+    InitMeta {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
 }
 
 impl Op {

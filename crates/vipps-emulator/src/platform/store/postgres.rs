@@ -748,6 +748,15 @@ async fn apply(
             .map_err(pg_err)?;
             StoredResponse::empty(204)
         }
+        Op::InitMeta { key, value } => {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[key, value],
+            )
+            .await
+            .map_err(pg_err)?;
+            StoredResponse::empty(204)
+        }
     };
     Ok(resp)
 }

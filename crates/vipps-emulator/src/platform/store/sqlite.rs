@@ -862,6 +862,13 @@ fn apply(
                 .execute(params![key, value])?;
             StoredResponse::empty(204)
         }
+        Op::InitMeta { key, value } => {
+            c.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![key, value])?;
+            StoredResponse::empty(204)
+        }
     };
     if let Some(idem) = &req.idem {
         // 2xx and 4xx outcomes are the answer for the key; 5xx are not stored so a retry executes again.

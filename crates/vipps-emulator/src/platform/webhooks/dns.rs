@@ -1,5 +1,6 @@
 //! The embedded DNS server: answers A and AAAA for the request-server hostnames under `vipps.no` with their
-//! current addresses and a short TTL, over UDP and TCP. Built on hickory's server crate; answers are swapped in
+//! current addresses and a short TTL, over UDP and TCP, and, when asked to, for the API hostnames with the
+//! address of the emulator's HTTPS listener (fixed records that every update keeps). Built on hickory's server crate; answers are swapped in
 //! atomically whenever the request servers change, so a change is visible at once.
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,8 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 /// Answers from a catalog that can be replaced while serving.
 pub struct ZoneAnswers {
     catalog: ArcSwap<Catalog>,
+    /// Records that every update keeps (the API hostnames, when the DNS server answers them).
+    fixed: Vec<(String, Vec<IpAddr>)>,
     ttl: u32,
     serial: std::sync::atomic::AtomicU32,
 }
@@ -40,10 +43,15 @@ fn name(s: &str) -> Name {
 }
 
 impl ZoneAnswers {
-    /// Answers for `records` with `ttl` seconds.
-    pub fn new(records: &[(String, Vec<IpAddr>)], ttl: u32) -> Self {
+    /// Answers for `records` and the `fixed` records with `ttl` seconds.
+    pub fn new(
+        records: &[(String, Vec<IpAddr>)],
+        fixed: Vec<(String, Vec<IpAddr>)>,
+        ttl: u32,
+    ) -> Self {
         let z = ZoneAnswers {
             catalog: ArcSwap::from_pointee(Catalog::new()),
+            fixed,
             ttl,
             serial: std::sync::atomic::AtomicU32::new(1),
         };
@@ -51,7 +59,7 @@ impl ZoneAnswers {
         z
     }
 
-    /// Replaces every answer.
+    /// Replaces every answer but the fixed ones.
     pub fn set(&self, records: &[(String, Vec<IpAddr>)]) {
         let serial = self
             .serial
@@ -84,7 +92,7 @@ impl ZoneAnswers {
             ),
             serial,
         );
-        for (host, addrs) in records {
+        for (host, addrs) in records.iter().chain(&self.fixed) {
             for ip in addrs {
                 let data = match ip {
                     IpAddr::V4(a) => RData::A(A(*a)),
