@@ -75,6 +75,8 @@ pub fn problem(
 pub struct RequestMeta {
     /// The trace id.
     pub trace_id: std::sync::Arc<str>,
+    /// The request method.
+    pub method: http::Method,
     /// The request path.
     pub path: std::sync::Arc<str>,
     /// A delay fault that the write applies once its key is claimed (set by the fault middleware).
@@ -115,6 +117,27 @@ impl IntoResponse for ApiError {
 pub type ApiResult = Result<Response, ApiError>;
 
 impl RequestMeta {
+    /// The meta the outer middleware set on the request; a bare one (no trace id) where none did.
+    pub fn of(parts: &http::request::Parts) -> Self {
+        Self::from_parts(&parts.extensions, &parts.method, parts.uri.path())
+    }
+
+    /// [`RequestMeta::of`] for a whole request.
+    pub fn of_request(req: &axum::extract::Request) -> Self {
+        Self::from_parts(req.extensions(), req.method(), req.uri().path())
+    }
+
+    fn from_parts(ext: &http::Extensions, method: &http::Method, path: &str) -> Self {
+        ext.get::<RequestMeta>()
+            .cloned()
+            .unwrap_or_else(|| RequestMeta {
+                trace_id: std::sync::Arc::from(""),
+                method: method.clone(),
+                path: std::sync::Arc::from(path),
+                delay: None,
+            })
+    }
+
     /// Takes the deferred delay of an injected fault, if any.
     pub fn deferred_delay(&self) -> Option<u64> {
         self.delay.as_ref().and_then(DeferredDelay::take)

@@ -72,17 +72,10 @@ pub struct Idempotent<'a> {
 pub async fn run_idempotent(
     s: &Shared,
     meta: &RequestMeta,
-    parts: &http::request::Parts,
     idem: Idempotent<'_>,
     op: Op,
 ) -> ApiResult {
-    let scope = format!(
-        "{}|{}|{}|{}",
-        idem.sender,
-        parts.method,
-        parts.uri.path(),
-        idem.key
-    );
+    let scope = format!("{}|{}|{}|{}", idem.sender, meta.method, meta.path, idem.key);
     let delay = meta.deferred_delay();
     let req = WriteRequest {
         idem: Some(IdemClaim {

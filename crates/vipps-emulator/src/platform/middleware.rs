@@ -49,7 +49,7 @@ pub fn router(state: Shared, platform_controls: Router<Shared>) -> Router {
 }
 
 async fn not_found(req: Request) -> Response {
-    let meta = meta_of(&req);
+    let meta = RequestMeta::of_request(&req);
     meta.problem(
         404,
         "Not Found",
@@ -59,7 +59,7 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    let meta = meta_of(&req);
+    let meta = RequestMeta::of_request(&req);
     meta.problem(
         405,
         "Method Not Allowed",
@@ -68,21 +68,10 @@ async fn method_not_allowed(req: Request) -> Response {
     .into_response()
 }
 
-/// The request's meta (always set by the outer middleware).
-pub fn meta_of(req: &Request) -> RequestMeta {
-    req.extensions()
-        .get::<RequestMeta>()
-        .cloned()
-        .unwrap_or_else(|| RequestMeta {
-            trace_id: std::sync::Arc::from(""),
-            path: std::sync::Arc::from(req.uri().path()),
-            delay: None,
-        })
-}
-
 fn new_meta(s: &Shared, req: &Request) -> RequestMeta {
     RequestMeta {
         trace_id: Arc::from(super::ids::trace_id(s.ids.as_ref())),
+        method: req.method().clone(),
         path: Arc::from(req.uri().path()),
         delay: None,
     }
@@ -187,7 +176,7 @@ async fn faults_mw(State(s): State<Shared>, mut req: Request, next: Next) -> Res
         .get::<RecordNotes>()
         .cloned()
         .unwrap_or_default();
-    let meta = meta_of(&req);
+    let meta = RequestMeta::of_request(&req);
     match action {
         FaultAction::Status {
             status,

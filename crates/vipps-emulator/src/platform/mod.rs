@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod auth;
 pub mod clock;
+pub mod extract;
 pub mod faults;
 pub mod http;
 pub mod idempotency;
