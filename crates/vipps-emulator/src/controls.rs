@@ -17,7 +17,7 @@ use crate::platform::reqlog::RequestFilter;
 use crate::platform::store::Op;
 
 /// The control routes.
-pub fn routes() -> Router<S> {
+pub(crate) fn routes() -> Router<S> {
     Router::new()
         .route("/_emulator/health", get(health))
         .route("/_emulator/clock", get(clock))

@@ -27,7 +27,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
 /// A caller authenticated for one sales unit: access token, subscription key and `Merchant-Serial-Number`
 /// (ePayment, Recurring and the other merchant APIs).
 #[derive(Debug)]
-pub struct Merchant(pub AuthCtx);
+pub(crate) struct Merchant(pub AuthCtx);
 
 impl FromRequestParts<Shared> for Merchant {
     type Rejection = ApiError;
@@ -43,7 +43,7 @@ impl FromRequestParts<Shared> for Merchant {
 /// A caller authenticated by access token and subscription key, for whom `Merchant-Serial-Number` is optional (a
 /// partner acting for itself, as the Webhooks API allows).
 #[derive(Debug)]
-pub struct Caller(pub AuthCtx);
+pub(crate) struct Caller(pub AuthCtx);
 
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
@@ -58,7 +58,7 @@ impl FromRequestParts<Shared> for Caller {
 
 /// The `Idempotency-Key` header, required and valid by the ePayment and Webhooks rules.
 #[derive(Debug, Clone)]
-pub struct IdemKey(pub String);
+pub(crate) struct IdemKey(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     type Rejection = ApiError;
@@ -73,7 +73,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
 
 /// The `Idempotency-Key` header where the operation makes it optional; valid when present.
 #[derive(Debug, Clone)]
-pub struct OptionalIdemKey(pub Option<String>);
+pub(crate) struct OptionalIdemKey(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
     type Rejection = ApiError;
@@ -87,7 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
 /// A JSON request body within the configured size limit (413 above it), parsed into `T`; a syntax or shape error
 /// is a 400 naming the field.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
     type Rejection = ApiError;
@@ -102,7 +102,7 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
 
 /// A JSON request body that may be left out: an empty body gives `T::default()`.
 #[derive(Debug)]
-pub struct OptionalJson<T>(pub T);
+pub(crate) struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<Shared> for OptionalJson<T> {
     type Rejection = ApiError;

@@ -19,11 +19,11 @@ use super::reqlog::RawRecord;
 
 /// Cancels the connection a request arrived on (inserted per connection by the server).
 #[derive(Debug, Clone)]
-pub struct ConnKiller(pub CancellationToken);
+pub(crate) struct ConnKiller(pub CancellationToken);
 
 /// The router: the API routes (the access token, the Webhooks API and every product's routes) behind the request
 /// record and fault injection, and the controls under `/_emulator/` (platform and products) beside them.
-pub fn router(state: Shared, platform_controls: Router<Shared>) -> Router {
+pub(crate) fn router(state: Shared, platform_controls: Router<Shared>) -> Router {
     let mut api = Router::new()
         .route("/accesstoken/get", post(super::token::get_token))
         .route("/accessToken/get", post(super::token::get_token))
@@ -107,7 +107,7 @@ impl Drop for RecordGuard {
 
 /// The shared slot through which inner layers report details to the record.
 #[derive(Debug, Clone, Default)]
-pub struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<&'static str>, Option<u16>)>>);
+pub(crate) struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<&'static str>, Option<u16>)>>);
 
 async fn record_mw(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let meta = new_meta(&s, &req);

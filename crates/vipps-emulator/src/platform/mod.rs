@@ -3,21 +3,21 @@
 //! outbox and its delivery from the request servers (with their DNS), clock, ids, faults, the request record and
 //! the background jobs. Nothing here names a product API: products plug in through [`product::Product`].
 
-pub mod aggregate;
-pub mod auth;
-pub mod clock;
-pub mod extract;
-pub mod faults;
-pub mod http;
-pub mod idempotency;
-pub mod ids;
-pub mod jobs;
-pub mod middleware;
-pub mod product;
-pub mod reqlog;
-pub mod store;
-pub mod token;
-pub mod webhooks;
+pub(crate) mod aggregate;
+pub(crate) mod auth;
+pub(crate) mod clock;
+pub(crate) mod extract;
+pub(crate) mod faults;
+pub(crate) mod http;
+pub(crate) mod idempotency;
+pub(crate) mod ids;
+pub(crate) mod jobs;
+pub(crate) mod middleware;
+pub(crate) mod product;
+pub(crate) mod reqlog;
+pub(crate) mod store;
+pub(crate) mod token;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
@@ -36,10 +36,10 @@ use webhooks::dns::ZoneAnswers;
 use webhooks::request_servers::RequestServers;
 
 /// The shared handle every handler and job holds.
-pub type Shared = Arc<Platform>;
+pub(crate) type Shared = Arc<Platform>;
 
 /// Everything a request handler or background job needs.
-pub struct Platform {
+pub(crate) struct Platform {
     /// Configuration.
     pub config: Config,
     /// Durable state.

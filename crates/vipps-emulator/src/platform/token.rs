@@ -15,7 +15,7 @@ use crate::config::MerchantEnvironment;
 
 mod subtle_eq {
     /// Constant-time comparison of two secrets.
-    pub fn ct_eq(a: &str, b: &str) -> bool {
+    pub(super) fn ct_eq(a: &str, b: &str) -> bool {
         use sha2::{Digest, Sha256};
         // Compare digests so the length of the secret does not leak either.
         let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
@@ -27,7 +27,11 @@ mod subtle_eq {
 }
 
 /// Issues a token. Accepts any content type and an empty `Authorization: Bearer ` (as the official SDK sends).
-pub async fn get_token(State(s): State<S>, meta: RequestMeta, headers: HeaderMap) -> ApiResult {
+pub(crate) async fn get_token(
+    State(s): State<S>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+) -> ApiResult {
     let headers = &headers;
     let principal = s.auth.subscription(headers)?;
     s.auth.system_headers(&meta, headers)?;

@@ -16,7 +16,7 @@ use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 
 /// Answers from a catalog that can be replaced while serving.
-pub struct ZoneAnswers {
+pub(crate) struct ZoneAnswers {
     catalog: ArcSwap<Catalog>,
     ttl: u32,
     serial: std::sync::atomic::AtomicU32,
@@ -41,7 +41,7 @@ fn name(s: &str) -> Name {
 
 impl ZoneAnswers {
     /// Answers for `records` with `ttl` seconds.
-    pub fn new(records: &[(String, Vec<IpAddr>)], ttl: u32) -> Self {
+    pub(crate) fn new(records: &[(String, Vec<IpAddr>)], ttl: u32) -> Self {
         let z = ZoneAnswers {
             catalog: ArcSwap::from_pointee(Catalog::new()),
             ttl,
@@ -52,7 +52,7 @@ impl ZoneAnswers {
     }
 
     /// Replaces every answer.
-    pub fn set(&self, records: &[(String, Vec<IpAddr>)]) {
+    pub(crate) fn set(&self, records: &[(String, Vec<IpAddr>)]) {
         let serial = self
             .serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -101,7 +101,7 @@ impl ZoneAnswers {
 
 /// The request handler given to hickory's server.
 #[derive(Debug, Clone)]
-pub struct Handler(pub Arc<ZoneAnswers>);
+pub(crate) struct Handler(pub Arc<ZoneAnswers>);
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
@@ -116,7 +116,7 @@ impl RequestHandler for Handler {
 }
 
 /// A running DNS server.
-pub struct DnsServer {
+pub(crate) struct DnsServer {
     /// The bound address (UDP and TCP share it).
     pub addr: SocketAddr,
     server: Server<Handler>,
@@ -132,7 +132,10 @@ impl std::fmt::Debug for DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a port free for both).
-    pub async fn start(addr: SocketAddr, answers: Arc<ZoneAnswers>) -> std::io::Result<DnsServer> {
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        answers: Arc<ZoneAnswers>,
+    ) -> std::io::Result<DnsServer> {
         let mut tries = 0;
         loop {
             let udp = tokio::net::UdpSocket::bind(addr).await?;
@@ -157,7 +160,7 @@ impl DnsServer {
     }
 
     /// Stops answering.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let _ = self.server.shutdown_gracefully().await;
     }
 }

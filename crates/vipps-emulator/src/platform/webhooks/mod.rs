@@ -2,9 +2,9 @@
 //! delivery of outbox events (`delivery`), the request servers they leave from (`request_servers`) and the DNS
 //! that publishes those servers (`dns`).
 
-pub mod delivery;
-pub mod dns;
-pub mod request_servers;
+pub(crate) mod delivery;
+pub(crate) mod dns;
+pub(crate) mod request_servers;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -20,7 +20,7 @@ use super::idempotency::{internal, run_write};
 use super::store::{Op, WebhookRow};
 
 /// The Webhooks API routes.
-pub fn routes() -> Router<S> {
+pub(crate) fn routes() -> Router<S> {
     Router::new()
         .route("/webhooks/v1/webhooks", post(register).get(list))
         .route("/webhooks/v1/webhooks/{id}", delete(delete_webhook))
@@ -28,7 +28,7 @@ pub fn routes() -> Router<S> {
 
 /// Event types the emulator accepts registrations for: every product's, plus the documented types of APIs it
 /// does not emulate yet (so registrations that real merchants make succeed).
-pub fn known_event_types(s: &S) -> Vec<String> {
+pub(crate) fn known_event_types(s: &S) -> Vec<String> {
     let mut v = s.products.event_types();
     for e in [
         "recurring.agreement-activated.v1",

@@ -15,7 +15,7 @@ use vipps_types::problem::ErrorCode;
 
 /// The stored state of a payment (a storage row, not a wire type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PState {
+pub(super) enum PState {
     /// Waiting for the user.
     Created,
     /// The user rejected.
@@ -30,7 +30,7 @@ pub enum PState {
 
 impl PState {
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             PState::Created => "CREATED",
             PState::Aborted => "ABORTED",
@@ -43,7 +43,7 @@ impl PState {
 
 /// The name of a stored event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventName {
+pub(super) enum EventName {
     /// Created.
     Created,
     /// Aborted by the user.
@@ -64,7 +64,7 @@ pub enum EventName {
 
 impl EventName {
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             EventName::Created => "CREATED",
             EventName::Aborted => "ABORTED",
@@ -80,7 +80,7 @@ impl EventName {
 
 /// One entry of a payment's event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
+pub(super) struct Event {
     /// This event's own pspReference.
     pub psp: String,
     /// What happened.
@@ -97,7 +97,7 @@ pub struct Event {
 
 /// A payment as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payment {
+pub(super) struct Payment {
     /// Sales unit.
     pub msn: String,
     /// Merchant reference.
@@ -146,7 +146,7 @@ pub struct Payment {
 
 /// A business-rule failure, with the HTTP status and the Vipps error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainError {
+pub(super) struct DomainError {
     /// HTTP status.
     pub status: u16,
     /// The Vipps error code.
@@ -166,7 +166,7 @@ impl DomainError {
 }
 
 /// What a change needs from the outside: the time and fresh pspReferences.
-pub struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     /// Emulator time, Unix milliseconds.
     pub now_ms: i64,
     /// Makes a new pspReference.
@@ -232,13 +232,13 @@ const FAILING_APPROVALS: &[(i64, u16, ErrorCode, &str)] = &[
 ];
 
 /// Magic amount whose approval result stays unknown for an hour before it is authorized.
-pub const PENDING_AMOUNT: i64 = 201;
+pub(super) const PENDING_AMOUNT: i64 = 201;
 /// How long the 201 result stays unknown.
-pub const PENDING_MS: i64 = 3_600_000;
+pub(super) const PENDING_MS: i64 = 3_600_000;
 
 impl Payment {
     /// The next time this payment changes by itself (expiry or a pending approval), if any.
-    pub fn due_ms(&self) -> Option<i64> {
+    pub(super) fn due_ms(&self) -> Option<i64> {
         if self.state != PState::Created {
             return None;
         }
@@ -258,7 +258,7 @@ impl Payment {
 
     /// Applies what time has done: a pending approval resolves, an unapproved payment expires. Events carry the
     /// time the change became due, not the time it was noticed. Returns whether anything changed.
-    pub fn settle(&mut self, ctx: &Ctx<'_>) -> bool {
+    pub(super) fn settle(&mut self, ctx: &Ctx<'_>) -> bool {
         if self.state != PState::Created {
             return false;
         }
@@ -290,7 +290,7 @@ impl Payment {
     }
 
     /// The user (or force approve) approves the payment.
-    pub fn approve(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
+    pub(super) fn approve(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
         self.settle(ctx);
         match self.state {
             PState::Created if self.pending_until_ms.is_some() => Err(DomainError::new(
@@ -330,7 +330,7 @@ impl Payment {
     }
 
     /// The user rejects the payment.
-    pub fn reject(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
+    pub(super) fn reject(&mut self, ctx: &Ctx<'_>) -> Result<(), DomainError> {
         self.settle(ctx);
         match self.state {
             PState::Created => {
@@ -352,7 +352,7 @@ impl Payment {
     }
 
     /// The merchant captures `value` (partial and repeated captures allowed up to the authorized amount).
-    pub fn capture(
+    pub(super) fn capture(
         &mut self,
         ctx: &Ctx<'_>,
         currency: Currency,
@@ -399,7 +399,7 @@ impl Payment {
     }
 
     /// The merchant refunds `value` (up to the captured amount not yet refunded).
-    pub fn refund(
+    pub(super) fn refund(
         &mut self,
         ctx: &Ctx<'_>,
         currency: Currency,
@@ -455,7 +455,7 @@ impl Payment {
     /// The merchant cancels. Before approval the payment is `TERMINATED`; after approval the uncaptured
     /// remainder is released (`cancelledAmount`) and the state stays `AUTHORIZED`. With `transaction_only`, an
     /// authorized payment is refused (6060).
-    pub fn cancel(
+    pub(super) fn cancel(
         &mut self,
         ctx: &Ctx<'_>,
         transaction_only: bool,
