@@ -268,18 +268,22 @@ pub async fn problem(r: Response, status: u16, code: Option<&str>) -> Value {
         "traceId missing: {v}"
     );
     if let Some(c) = code {
-        let codes: Vec<&str> = v["extraDetails"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|d| d["name"] == "ErrorCode")
-                    .filter_map(|d| d["reason"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(codes, vec![c], "error code in {v}");
+        assert_eq!(error_codes(&v), vec![c.to_owned()], "error code in {v}");
     }
     v
+}
+
+/// The Vipps error codes in a problem's extraDetails.
+pub fn error_codes(p: &Value) -> Vec<String> {
+    p["extraDetails"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|d| d["name"] == "ErrorCode")
+                .filter_map(|d| d["reason"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The field names in a problem's extraDetails (without ErrorCode).
