@@ -6,13 +6,17 @@
 //!   a plain webhook receiver;
 //! - [`netns`]: private network namespaces (`ip netns`), removed on drop, that a runtime's threads can live in;
 //! - [`tools`]: finding a system tool, skipping with a printed reason outside CI and failing on CI;
-//! - [`process`]: a child process whose output is read line by line with bounded waits.
+//! - [`process`]: a child process whose output is read line by line with bounded waits;
+//! - [`pg`]: a fresh PostgreSQL database per test;
+//! - [`table`]: table-driven tests that report every failing case at once.
 #![allow(clippy::print_stderr)]
 
 pub mod dns;
 pub mod netns;
+pub mod pg;
 pub mod platform;
 pub mod process;
+pub mod table;
 pub mod tools;
 
 use std::future::Future;

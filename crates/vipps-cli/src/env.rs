@@ -161,8 +161,12 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
             .await
             .context("reading the CA")?;
         let dir = args.dir.clone().unwrap_or_else(default_dir);
-        let (ca, bundle, base_bundle) = write_ca(&dir, &pem)
-            .map_err(|e| classify(Class::Usage, e.context(format!("writing to {}", dir.display()))))?;
+        let (ca, bundle, base_bundle) = write_ca(&dir, &pem).map_err(|e| {
+            classify(
+                Class::Usage,
+                e.context(format!("writing to {}", dir.display())),
+            )
+        })?;
         let mut set = |name: &str, value: &Path| {
             out.variables
                 .push((name.to_owned(), value.display().to_string()))
@@ -279,7 +283,9 @@ fn write_ca(dir: &Path, pem: &str) -> anyhow::Result<(PathBuf, PathBuf, Option<P
             .find(|p| p.is_file())
     });
     let mut text = match &base {
-        Some(b) => std::fs::read_to_string(b).with_context(|| format!("reading {}", b.display()))?,
+        Some(b) => {
+            std::fs::read_to_string(b).with_context(|| format!("reading {}", b.display()))?
+        }
         None => String::new(),
     };
     if !text.is_empty() && !text.ends_with('\n') {

@@ -9,9 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 fn spawn(dir: &std::path::Path) -> (Child, String) {
+    spawn_on(dir, &dir.to_string_lossy())
+}
+
+/// Starts `vipps emulator` on a store (a directory or a PostgreSQL URL); its log goes to `dir`.
+fn spawn_on(dir: &std::path::Path, store: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vipps"))
-        .args(["emulator", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir)
+        .args(["emulator", "--listen", "127.0.0.1:0", "--store", store])
         .stdout(Stdio::piped())
         .stderr(
             std::fs::OpenOptions::new()
@@ -181,6 +185,139 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["idempotent-replayed"], "true");
     assert_eq!(r.bytes().await.unwrap(), first_body);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// On PostgreSQL an idempotency key is held by the database transaction of the write that uses it, never by a
+/// lease: when an instance is killed in the middle of many writes, its keys are free as soon as its connections are
+/// gone. A careful client retries every write that got no answer, with the same key and body, honouring
+/// `Retry-After`; each one must be answered (fresh or replayed) within 3 s of the restart, and each reference must
+/// exist exactly once.
+#[tokio::test]
+async fn keys_of_a_killed_postgres_instance_are_free_at_once() {
+    let Some(db) = vipps_test_support::pg::PgDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn_on(dir.path(), &db.url);
+    let http = reqwest::Client::new();
+    let t = token(&http, &base).await;
+
+    let acked = Arc::new(parking_lot_free::AckList::default());
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = 400;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (http, base, t, acked, count) = (
+            http.clone(),
+            base.clone(),
+            t.clone(),
+            acked.clone(),
+            count.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let reference = format!("pgkill-{i:05}");
+            let r = req(&http, &base, &t, "/epayment/v1/payments")
+                .header("Idempotency-Key", reference.clone())
+                .json(&body(&reference))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if r.status() == 201 {
+                    acked.push(reference);
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    while count.load(Ordering::SeqCst) < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked: std::collections::HashSet<String> = acked.take().into_iter().collect();
+    eprintln!(
+        "{} of {n} creates acknowledged before the kill",
+        acked.len()
+    );
+
+    let (mut child, base) = spawn_on(dir.path(), &db.url);
+    // Every client retries at once, as clients whose requests failed together would.
+    let restarted = std::time::Instant::now();
+    let acked = Arc::new(acked);
+    let locked = Arc::new(AtomicUsize::new(0));
+    let mut retries = Vec::new();
+    for i in 0..n {
+        let (http, base, t, acked, locked) = (
+            http.clone(),
+            base.clone(),
+            t.clone(),
+            acked.clone(),
+            locked.clone(),
+        );
+        retries.push(tokio::spawn(async move {
+            let reference = format!("pgkill-{i:05}");
+            loop {
+                let r = req(&http, &base, &t, "/epayment/v1/payments")
+                    .header("Idempotency-Key", reference.clone())
+                    .json(&body(&reference))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    201 => {
+                        let replayed = r.headers().get("idempotent-replayed").is_some();
+                        assert!(
+                            replayed || !acked.contains(&reference),
+                            "{reference} was acknowledged but its retry was not a replay"
+                        );
+                        return restarted.elapsed();
+                    }
+                    423 => {
+                        locked.fetch_add(1, Ordering::SeqCst);
+                        let wait: u64 = r.headers()["retry-after"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                    }
+                    s => panic!("{reference}: unexpected {s}: {}", r.text().await.unwrap()),
+                }
+            }
+        }));
+    }
+    let mut slowest = std::time::Duration::ZERO;
+    for r in retries {
+        slowest = slowest.max(r.await.unwrap());
+    }
+    let locked = locked.load(Ordering::SeqCst);
+    eprintln!(
+        "all {n} keys answered within {slowest:?} of the restart ({locked} answers of 423 on the way)"
+    );
+    assert!(
+        slowest < std::time::Duration::from_secs(3),
+        "keys were held for {slowest:?} after the restart"
+    );
+    assert_eq!(locked, 0, "no key may still be held by the dead instance");
+    // Nothing duplicated: exactly one payment per reference.
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT id) FROM aggregates WHERE id LIKE 'pgkill-%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (all, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((all, distinct), (n as i64, n as i64));
     child.kill().unwrap();
     child.wait().unwrap();
 }

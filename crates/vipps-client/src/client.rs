@@ -841,7 +841,11 @@ mod tests {
         assert_eq!(headers["vipps-system-name"], "acme");
         assert!(!headers.contains_key("vipps-system-version"));
         assert!(!headers.contains_key("vipps-system-plugin-name"));
-        let c = builder().system_version("1.2.3").plugin("", "9").build().unwrap();
+        let c = builder()
+            .system_version("1.2.3")
+            .plugin("", "9")
+            .build()
+            .unwrap();
         let headers: std::collections::HashMap<_, _> = c.default_headers().into_iter().collect();
         assert_eq!(headers["vipps-system-version"], "1.2.3");
         assert_eq!(headers["vipps-system-plugin-version"], "9");

@@ -337,7 +337,14 @@ async fn system_headers_reach_the_server_with_plugin_fallback() {
         .requests(&[("path", "/epayment/v1/payments"), ("method", "POST")])
         .await;
     let rec = &records[0];
-    assert_eq!(rec["msn"], env.emu.demo_merchant().expect("the demo merchant").msn.as_str());
+    assert_eq!(
+        rec["msn"],
+        env.emu
+            .demo_merchant()
+            .expect("the demo merchant")
+            .msn
+            .as_str()
+    );
     assert_eq!(rec["system_name"], "e2e-shop");
     assert_eq!(rec["system_version"], "1.0.0");
     assert_eq!(rec["plugin_name"], "e2e-shop");

@@ -110,9 +110,10 @@ impl Emulator {
             m.msn == demo.msn
                 || m.client_id == demo.client_id
                 || m.subscription_key == demo.subscription_key
-        }) || config.partners.iter().any(|p| {
-            p.client_id == demo.client_id || p.subscription_key == demo.subscription_key
-        });
+        }) || config
+            .partners
+            .iter()
+            .any(|p| p.client_id == demo.client_id || p.subscription_key == demo.subscription_key);
         if !demo_clashes {
             config.merchants.insert(0, demo);
         }

@@ -610,7 +610,8 @@ impl Config {
         if self.dns_api_hosts || self.dns_api_address.is_some() {
             if self.dns_listen.is_none() {
                 return Err(ConfigError::Invalid(
-                    "dns_api_hosts needs the embedded DNS server: set dns_listen (--dns-listen)".into(),
+                    "dns_api_hosts needs the embedded DNS server: set dns_listen (--dns-listen)"
+                        .into(),
                 ));
             }
             match (self.tls_listen, self.dns_api_address) {
@@ -740,7 +741,10 @@ mod tests {
         let cfg = Config::ephemeral().apply_toml_file(&path).unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.merchants.len(), 1);
-        assert_eq!(cfg.tls_listen, Some(SocketAddr::from(([127, 0, 0, 1], 443))));
+        assert_eq!(
+            cfg.tls_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 443)))
+        );
         assert_eq!(cfg.partners[0].msns.len(), 2);
         assert_eq!(cfg.limits.webhooks_per_event, 25);
     }
@@ -766,7 +770,12 @@ mod tests {
         dns.dns_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         assert!(dns.validate().is_err());
         dns.tls_listen = Some(SocketAddr::from(([0, 0, 0, 0], 443)));
-        assert!(dns.validate().unwrap_err().to_string().contains("dns_api_address"));
+        assert!(
+            dns.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("dns_api_address")
+        );
         dns.dns_api_address = Some([10, 0, 0, 5].into());
         dns.validate().unwrap();
         let m = MerchantConfig::demo();

@@ -1,25 +1,25 @@
 //! The platform's test controls under `/_emulator/` (turned off with `--no-controls`): health, the clock, fault
 //! injection, the request record, the delivery record, the request servers and how to reach the emulator
-//! (`/_emulator/env`, what `vipps env` prints). The local certificate authority's certificate
-//! (`/_emulator/tls/ca.pem`) is served even without the controls: it is public, and clients need it. Products add their own (acting
-//! as the user, landing pages) through [`crate::platform::product::Product::controls`].
+//! (`/_emulator/env`, what `vipps env` prints). Products add their own (acting as the user, landing pages)
+//! through [`crate::platform::product::Product::controls`]. The local certificate authority's certificate
+//! (`/_emulator/tls/ca.pem`) is served even without the controls: it is public, and clients need it.
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::platform::Shared as S;
+use crate::platform::extract::{JsonBody, OptionalJson};
 use crate::platform::faults::FaultSpec;
-use crate::platform::http::{ApiResult, parse_json, parse_optional_json, read_body};
+use crate::platform::http::{ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
-use crate::platform::middleware::meta_of;
 use crate::platform::reqlog::RequestFilter;
 use crate::platform::store::Op;
 
 /// The control routes.
-pub fn routes() -> Router<S> {
+pub(crate) fn routes() -> Router<S> {
     Router::new()
         .route("/_emulator/health", get(health))
         .route("/_emulator/clock", get(clock))
@@ -37,8 +37,7 @@ pub fn routes() -> Router<S> {
 }
 
 /// `GET /_emulator/tls/ca.pem`: the local certificate authority's certificate, for clients to trust.
-pub async fn ca_pem(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
+pub(crate) async fn ca_pem(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     match &s.edge.ca_pem {
         Some(pem) => Ok((
             [(
@@ -104,8 +103,7 @@ async fn env(State(s): State<S>) -> impl IntoResponse {
     }))
 }
 
-async fn health(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
+async fn health(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     let counts = s.store.counts().await.map_err(|e| internal(&meta, &e))?;
     let mut body = serde_json::json!({
         "status": "ok",
@@ -144,10 +142,11 @@ struct Advance {
     seconds: f64,
 }
 
-async fn advance(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let a: Advance = parse_json(&meta, &bytes)?;
+async fn advance(
+    State(s): State<S>,
+    meta: RequestMeta,
+    JsonBody(a): JsonBody<Advance>,
+) -> ApiResult {
     if !a.seconds.is_finite() || a.seconds < 0.0 || a.seconds > 10.0 * 365.0 * 86_400.0 {
         return Err(meta
             .problem(
@@ -190,10 +189,11 @@ async fn advance(State(s): State<S>, req: Request) -> ApiResult {
     Ok(axum::Json(clock_body(&s)).into_response())
 }
 
-async fn add_fault(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let bytes = read_body(&meta, req.into_body(), 16 * 1024).await?;
-    let spec: FaultSpec = parse_json(&meta, &bytes)?;
+async fn add_fault(
+    State(s): State<S>,
+    meta: RequestMeta,
+    JsonBody(spec): JsonBody<FaultSpec>,
+) -> ApiResult {
     let added = match s.store.faults() {
         Some(shared) => match crate::platform::faults::Faults::validate(spec) {
             Ok(rule) => Ok(shared.add(rule).await.map_err(|e| internal(&meta, &e))?),
@@ -210,30 +210,26 @@ async fn add_fault(State(s): State<S>, req: Request) -> ApiResult {
     }
 }
 
-async fn list_faults(State(s): State<S>, req: Request) -> ApiResult {
+async fn list_faults(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     match s.store.faults() {
         Some(shared) => match shared.list().await {
             Ok(rules) => Ok(axum::Json(rules).into_response()),
-            Err(e) => Err(internal(&meta_of(&req), &e)),
+            Err(e) => Err(internal(&meta, &e)),
         },
         None => Ok(axum::Json(s.faults.list()).into_response()),
     }
 }
 
-async fn clear_faults(State(s): State<S>, req: Request) -> ApiResult {
+async fn clear_faults(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     match s.store.faults() {
-        Some(shared) => shared
-            .clear()
-            .await
-            .map_err(|e| internal(&meta_of(&req), &e))?,
+        Some(shared) => shared.clear().await.map_err(|e| internal(&meta, &e))?,
         None => s.faults.clear(),
     }
     Ok(http::StatusCode::NO_CONTENT.into_response())
 }
 
-async fn requests(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let q = req.uri().query().unwrap_or("");
+async fn requests(State(s): State<S>, meta: RequestMeta, RawQuery(q): RawQuery) -> ApiResult {
+    let q = q.as_deref().unwrap_or("");
     let f: RequestFilter = serde_urlencoded_lite(q).map_err(|e| {
         meta.problem(400, "Bad Request", format!("Invalid query: {e}"))
             .field("query", e)
@@ -258,9 +254,8 @@ fn serde_urlencoded_lite(q: &str) -> Result<RequestFilter, String> {
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
 }
 
-async fn deliveries(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let q = req.uri().query().unwrap_or("");
+async fn deliveries(State(s): State<S>, meta: RequestMeta, RawQuery(q): RawQuery) -> ApiResult {
+    let q = q.as_deref().unwrap_or("");
     let mut map = serde_json::Map::new();
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
         let val = if k == "limit" {
@@ -309,10 +304,11 @@ struct RotateBody {
     pool: Option<String>,
 }
 
-async fn rotate(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let body: RotateBody = parse_optional_json(&meta, &bytes)?;
+async fn rotate(
+    State(s): State<S>,
+    meta: RequestMeta,
+    OptionalJson(body): OptionalJson<RotateBody>,
+) -> ApiResult {
     use vipps_types::servers::Pool;
     let pools: Vec<Pool> = match body.pool.as_deref().unwrap_or("all") {
         "all" => Pool::ALL.to_vec(),
@@ -343,10 +339,11 @@ struct FailoverBody {
     to: Option<String>,
 }
 
-async fn failover(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let bytes = read_body(&meta, req.into_body(), 4096).await?;
-    let body: FailoverBody = parse_optional_json(&meta, &bytes)?;
+async fn failover(
+    State(s): State<S>,
+    meta: RequestMeta,
+    OptionalJson(body): OptionalJson<FailoverBody>,
+) -> ApiResult {
     {
         let mut rs = s.request_servers.write();
         let on = match body.to.as_deref() {

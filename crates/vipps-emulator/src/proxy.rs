@@ -107,7 +107,9 @@ fn handle(
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                if let Some((stream, info)) = crate::tls::handshake(&tls, TokioIo::new(upgraded)).await {
+                if let Some((stream, info)) =
+                    crate::tls::handshake(&tls, TokioIo::new(upgraded)).await
+                {
                     crate::serve::serve_connection(stream, router, Some(info), shutdown).await;
                 }
             }

@@ -115,7 +115,10 @@ fn serial(bytes: [u8; 16]) -> SerialNumber {
 impl LocalCa {
     /// A new authority valid from `now` (wall-clock time: clients check certificates against their own clocks,
     /// never against emulator time). Returns it with its stored form.
-    pub(crate) fn generate(now: OffsetDateTime, id: [u8; 16]) -> Result<(LocalCa, String), TlsError> {
+    pub(crate) fn generate(
+        now: OffsetDateTime,
+        id: [u8; 16],
+    ) -> Result<(LocalCa, String), TlsError> {
         let common_name = format!(
             "vipps-emulator local CA {}",
             crate::platform::ids::hex(&id[..4])
@@ -146,7 +149,8 @@ impl LocalCa {
 
     /// The authority from its stored form.
     pub(crate) fn from_stored(json: &str) -> Result<LocalCa, TlsError> {
-        let s: StoredCa = serde_json::from_str(json).map_err(|e| TlsError::Stored(e.to_string()))?;
+        let s: StoredCa =
+            serde_json::from_str(json).map_err(|e| TlsError::Stored(e.to_string()))?;
         let key = KeyPair::from_pem(&s.key_pem)?;
         let not_after = OffsetDateTime::from_unix_timestamp(s.not_after_unix)
             .map_err(|e| TlsError::Stored(e.to_string()))?;

@@ -87,7 +87,9 @@ impl Environment {
     pub fn from_api_host(host: &str) -> Option<Environment> {
         // A bracketed IPv6 literal has colons of its own and is never a vendor host.
         let name = match host.rsplit_once(':') {
-            Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((name, port))
+                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 name
             }
             _ => host,

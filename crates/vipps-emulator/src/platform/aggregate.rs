@@ -20,7 +20,7 @@ use super::ids::IdGen;
 
 /// Which document: the product's kind (such as `epayment.payment`), the tenant (the sales unit) and the id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AggregateKey {
+pub(crate) struct AggregateKey {
     /// The product's name for the document type.
     pub kind: &'static str,
     /// The sales unit (MSN) that owns it; webhooks of this tenant receive its events.
@@ -30,14 +30,14 @@ pub struct AggregateKey {
 }
 
 /// A decoded document, shared between the store's read cache and the handlers.
-pub type Decoded = Arc<dyn Any + Send + Sync>;
+pub(crate) type Decoded = Arc<dyn Any + Send + Sync>;
 
 /// Turns stored bytes into the product's type.
-pub type Decoder = fn(&[u8]) -> Result<Decoded, String>;
+pub(crate) type Decoder = fn(&[u8]) -> Result<Decoded, String>;
 
 /// The request a change runs for, so answers can name it (`traceId`, `instance`).
 #[derive(Debug, Clone, Default)]
-pub struct RequestInfo {
+pub(crate) struct RequestInfo {
     /// Trace id of the request.
     pub trace_id: Arc<str>,
     /// The request path.
@@ -45,7 +45,7 @@ pub struct RequestInfo {
 }
 
 /// What a change may use from the outside.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// Emulator time of the write, Unix milliseconds.
     pub now_ms: i64,
     /// Fresh ids (only spent by writes that execute, never by replays).
@@ -55,7 +55,7 @@ pub struct Ctx<'a> {
 }
 
 /// A document to save.
-pub struct Put {
+pub(crate) struct Put {
     /// Serialized document.
     pub data: Vec<u8>,
     /// The same document, decoded (for the read cache).
@@ -70,7 +70,7 @@ pub struct Put {
 
 /// An event for the webhook outbox, delivered to every registration of the tenant that subscribes to its type.
 #[derive(Debug, Clone)]
-pub struct OutboxEvent {
+pub(crate) struct OutboxEvent {
     /// The webhook event type, such as `epayments.payment.captured.v1`.
     pub event_type: String,
     /// A stable identity (receivers use it to drop duplicates).
@@ -82,7 +82,7 @@ pub struct OutboxEvent {
 }
 
 /// What a command did.
-pub struct Effect {
+pub(crate) struct Effect {
     /// The new document (`None`: unchanged).
     pub put: Option<Put>,
     /// Events to deliver.
@@ -92,7 +92,7 @@ pub struct Effect {
 }
 
 /// A pure change of one aggregate.
-pub trait Command: Send + Sync + 'static {
+pub(crate) trait Command: Send + Sync + 'static {
     /// The aggregate it changes.
     fn key(&self) -> &AggregateKey;
     /// How to decode the stored document.
@@ -108,7 +108,7 @@ impl fmt::Debug for dyn Command {
 }
 
 /// A product's typed document.
-pub trait Aggregate: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub(crate) trait Aggregate: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The kind under which it is stored.
     const KIND: &'static str;
     /// Its state label.
@@ -118,19 +118,19 @@ pub trait Aggregate: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Decodes stored bytes as `A`.
-pub fn decode<A: Aggregate>(bytes: &[u8]) -> Result<Decoded, String> {
+pub(crate) fn decode<A: Aggregate>(bytes: &[u8]) -> Result<Decoded, String> {
     serde_json::from_slice::<A>(bytes)
         .map(|a| Arc::new(a) as Decoded)
         .map_err(|e| format!("stored {} is unreadable: {e}", A::KIND))
 }
 
 /// The typed view of a decoded document.
-pub fn downcast<A: Aggregate>(d: &Decoded) -> Option<&A> {
+pub(crate) fn downcast<A: Aggregate>(d: &Decoded) -> Option<&A> {
     d.downcast_ref::<A>()
 }
 
 /// The typed result of a change.
-pub struct Outcome<A> {
+pub(crate) struct Outcome<A> {
     /// The document to save (`None`: unchanged).
     pub save: Option<A>,
     /// Insert only (a create).
@@ -143,7 +143,7 @@ pub struct Outcome<A> {
 
 impl<A> Outcome<A> {
     /// Nothing saved, only an answer.
-    pub fn answer(answer: StoredResponse) -> Self {
+    pub(crate) fn answer(answer: StoredResponse) -> Self {
         Outcome {
             save: None,
             create: false,
@@ -193,7 +193,7 @@ where
 }
 
 /// A command from a typed function of the current document.
-pub fn change<A, F>(key: AggregateKey, f: F) -> Box<dyn Command>
+pub(crate) fn change<A, F>(key: AggregateKey, f: F) -> Box<dyn Command>
 where
     A: Aggregate,
     F: Fn(Option<&A>, &Ctx<'_>) -> Outcome<A> + Send + Sync + 'static,

@@ -14,7 +14,7 @@ use crate::config::{Config, MerchantConfig, MerchantEnvironment, PartnerConfig, 
 
 /// Who a set of API keys belongs to.
 #[derive(Debug, Clone)]
-pub enum Principal {
+pub(crate) enum Principal {
     /// A sales unit's own keys.
     Merchant(Arc<MerchantConfig>),
     /// A partner acting for several sales units.
@@ -23,28 +23,28 @@ pub enum Principal {
 
 impl Principal {
     /// The client id.
-    pub fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         match self {
             Principal::Merchant(m) => &m.client_id,
             Principal::Partner(p) => &p.client_id,
         }
     }
     /// The client secret.
-    pub fn client_secret(&self) -> &str {
+    pub(crate) fn client_secret(&self) -> &str {
         match self {
             Principal::Merchant(m) => &m.client_secret,
             Principal::Partner(p) => &p.client_secret,
         }
     }
     /// Test or production.
-    pub fn environment(&self) -> MerchantEnvironment {
+    pub(crate) fn environment(&self) -> MerchantEnvironment {
         match self {
             Principal::Merchant(m) => m.environment,
             Principal::Partner(p) => p.environment,
         }
     }
     /// A stable identity for scoping (`merchant:<client_id>` or `partner:<client_id>`).
-    pub fn scope_id(&self) -> String {
+    pub(crate) fn scope_id(&self) -> String {
         match self {
             Principal::Merchant(m) => format!("merchant:{}", m.client_id),
             Principal::Partner(p) => format!("partner:{}", p.client_id),
@@ -53,7 +53,7 @@ impl Principal {
 }
 
 /// API keys, principals and access tokens: everything authentication needs, and nothing else.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     /// The key that signs access tokens (kept in the store so tokens survive a restart).
     jwt_key: Vec<u8>,
     /// Principals by subscription key.
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Authenticator {
 
 /// Claims of an emulator access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// Issuer.
     pub iss: String,
     /// The client id the token was issued to.
@@ -94,12 +94,12 @@ pub struct Claims {
 }
 
 /// Issuer of emulator tokens.
-pub const ISSUER: &str = "vipps-emulator";
+pub(crate) const ISSUER: &str = "vipps-emulator";
 
 /// Signs a token for `principal` valid from `now` for `lifetime_secs`.
 impl Authenticator {
     /// From the configured merchants and partners and the stored signing key.
-    pub fn new(config: &Config, jwt_key: Vec<u8>) -> Self {
+    pub(crate) fn new(config: &Config, jwt_key: Vec<u8>) -> Self {
         let mut by_subscription_key = HashMap::new();
         let mut msns = HashMap::new();
         for m in &config.merchants {
@@ -128,7 +128,7 @@ impl Authenticator {
     }
 
     /// Mints an access token for a principal.
-    pub fn mint(
+    pub(crate) fn mint(
         &self,
         ids: &dyn IdGen,
         principal: &Principal,
@@ -182,7 +182,7 @@ impl Authenticator {
     /// A request addressed to one of the vendor's hostnames (`meta.environment`) is served by that environment's
     /// gateway, which knows only its own subscriptions: a key of the other environment gets the same answer as
     /// an unknown key, as on the real platform.
-    pub fn subscription(
+    pub(crate) fn subscription(
         &self,
         meta: &RequestMeta,
         headers: &http::HeaderMap,
@@ -199,7 +199,7 @@ impl Authenticator {
 
 /// An authenticated call.
 #[derive(Debug, Clone)]
-pub struct AuthCtx {
+pub(crate) struct AuthCtx {
     /// Who.
     pub principal: Principal,
     /// The sales unit acted for (`None` only for a partner without the header, where allowed).
@@ -208,15 +208,15 @@ pub struct AuthCtx {
 
 impl AuthCtx {
     /// Test or production.
-    pub fn environment(&self) -> MerchantEnvironment {
+    pub(crate) fn environment(&self) -> MerchantEnvironment {
         self.principal.environment()
     }
     /// The MSN, which ePayment calls always have.
-    pub fn msn_str(&self) -> &str {
+    pub(crate) fn msn_str(&self) -> &str {
         self.msn.as_ref().map(|m| m.as_str()).unwrap_or("")
     }
     /// The owner of webhook registrations made by this call.
-    pub fn owner(&self) -> String {
+    pub(crate) fn owner(&self) -> String {
         match (&self.principal, &self.msn) {
             (_, Some(m)) => format!("msn:{m}"),
             (p, None) => format!("partner:{}", p.client_id()),
@@ -225,7 +225,7 @@ impl AuthCtx {
 }
 
 /// Checks the `Merchant-Serial-Number` header format: 400 when malformed.
-pub fn msn_header(
+pub(crate) fn msn_header(
     meta: &RequestMeta,
     headers: &http::HeaderMap,
 ) -> Result<Option<MerchantSerialNumber>, ApiError> {
@@ -253,7 +253,7 @@ pub fn msn_header(
 /// Checks the four `Vipps-System-*` headers. Strict: 400 naming the header; lenient: logged.
 impl Authenticator {
     /// Checks the `Vipps-System-*` headers (strictly, or only logging in lenient mode).
-    pub fn system_headers(
+    pub(crate) fn system_headers(
         &self,
         meta: &RequestMeta,
         headers: &http::HeaderMap,
@@ -286,7 +286,7 @@ impl Authenticator {
 
     /// Authenticates an API call: subscription key, bearer token of the same principal, valid and unexpired on
     /// emulator time, and the MSN. `msn_required` is true for ePayment calls; partners must always send it there.
-    pub fn authenticate(
+    pub(crate) fn authenticate(
         &self,
         now: i64,
         meta: &RequestMeta,

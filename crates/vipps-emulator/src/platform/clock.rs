@@ -47,7 +47,7 @@ impl TimeSource for ManualTime {
 
 /// The emulator's clock: a base time source plus an offset in milliseconds.
 #[derive(Clone)]
-pub struct EmulatorClock {
+pub(crate) struct EmulatorClock {
     base: Arc<dyn TimeSource>,
     offset_ms: Arc<AtomicI64>,
 }
@@ -62,7 +62,7 @@ impl std::fmt::Debug for EmulatorClock {
 
 impl EmulatorClock {
     /// A clock over `base`, starting with an offset.
-    pub fn new(base: Arc<dyn TimeSource>, offset_ms: i64) -> Self {
+    pub(crate) fn new(base: Arc<dyn TimeSource>, offset_ms: i64) -> Self {
         EmulatorClock {
             base,
             offset_ms: Arc::new(AtomicI64::new(offset_ms)),
@@ -70,7 +70,7 @@ impl EmulatorClock {
     }
 
     /// Emulator time now, truncated to milliseconds.
-    pub fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         let t =
             self.base.now() + time::Duration::milliseconds(self.offset_ms.load(Ordering::Acquire));
         let ms = t.millisecond();
@@ -79,40 +79,40 @@ impl EmulatorClock {
 
     /// The base clock's time, without the test offset: what a webhook's `x-ms-date` carries, so that receivers
     /// checking it against their own clock keep working after the emulator clock was moved.
-    pub fn wall(&self) -> std::time::SystemTime {
+    pub(crate) fn wall(&self) -> std::time::SystemTime {
         let t = self.base.now();
         std::time::UNIX_EPOCH
             + std::time::Duration::from_nanos(t.unix_timestamp_nanos().max(0) as u64)
     }
 
     /// Emulator time as Unix seconds.
-    pub fn unix(&self) -> i64 {
+    pub(crate) fn unix(&self) -> i64 {
         self.now().unix_timestamp()
     }
 
     /// Emulator time as Unix milliseconds.
-    pub fn unix_ms(&self) -> i64 {
+    pub(crate) fn unix_ms(&self) -> i64 {
         (self.now().unix_timestamp_nanos() / 1_000_000) as i64
     }
 
     /// Moves emulator time forward; returns the new offset in milliseconds.
-    pub fn advance_ms(&self, ms: i64) -> i64 {
+    pub(crate) fn advance_ms(&self, ms: i64) -> i64 {
         self.offset_ms.fetch_add(ms, Ordering::AcqRel) + ms
     }
 
     /// Sets the offset (from the shared store); time never moves backwards.
-    pub fn set_offset_ms(&self, offset_ms: i64) {
+    pub(crate) fn set_offset_ms(&self, offset_ms: i64) {
         self.offset_ms.fetch_max(offset_ms, Ordering::AcqRel);
     }
 
     /// The current offset from the base clock in milliseconds.
-    pub fn offset_ms(&self) -> i64 {
+    pub(crate) fn offset_ms(&self) -> i64 {
         self.offset_ms.load(Ordering::Acquire)
     }
 }
 
 /// Formats a time as RFC 3339 in UTC (`2024-01-01T12:00:00.123Z`).
-pub fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())

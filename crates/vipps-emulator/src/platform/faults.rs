@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FaultAction {
+pub(crate) enum FaultAction {
     /// Answer this status with a problem body instead of executing (`Retry-After` if given).
     Status {
         /// HTTP status, 400 to 599.
@@ -27,7 +27,7 @@ pub enum FaultAction {
 /// A rule as posted to `POST /_emulator/faults`. Unknown fields are refused (by the action, which receives
 /// every field the rule itself does not know).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct FaultSpec {
+pub(crate) struct FaultSpec {
     /// Method to match (any when absent).
     pub method: Option<String>,
     /// Path pattern; `*` matches one path segment, a trailing `/**` any rest.
@@ -41,7 +41,7 @@ pub struct FaultSpec {
 
 /// A rule with its remaining count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FaultRule {
+pub(crate) struct FaultRule {
     /// Rule id.
     pub id: u64,
     /// Method, if restricted.
@@ -57,7 +57,7 @@ pub struct FaultRule {
 
 /// Why a rule is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FaultError {
+pub(crate) enum FaultError {
     /// A field breaks a rule.
     #[error("{field}: {reason}")]
     Invalid {
@@ -70,13 +70,13 @@ pub enum FaultError {
 
 /// The active rules.
 #[derive(Debug, Default)]
-pub struct Faults {
+pub(crate) struct Faults {
     rules: Mutex<Vec<FaultRule>>,
     next_id: Mutex<u64>,
 }
 
 /// Whether `path` matches `pattern` (`*` is one segment, a trailing `**` any rest).
-pub fn path_matches(pattern: &str, path: &str) -> bool {
+pub(crate) fn path_matches(pattern: &str, path: &str) -> bool {
     let mut p = pattern.trim_end_matches('/').split('/');
     let mut s = path.trim_end_matches('/').split('/');
     loop {
@@ -95,7 +95,7 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
 
 impl Faults {
     /// Adds a rule.
-    pub fn add(&self, spec: FaultSpec) -> Result<FaultRule, FaultError> {
+    pub(crate) fn add(&self, spec: FaultSpec) -> Result<FaultRule, FaultError> {
         let mut rule = Self::validate(spec)?;
         rule.id = {
             let mut n = self.next_id.lock();
@@ -107,7 +107,7 @@ impl Faults {
     }
 
     /// Checks a rule and returns it (with id 0).
-    pub fn validate(spec: FaultSpec) -> Result<FaultRule, FaultError> {
+    pub(crate) fn validate(spec: FaultSpec) -> Result<FaultRule, FaultError> {
         if !spec.path.starts_with('/') {
             return Err(FaultError::Invalid {
                 field: "path",
@@ -146,7 +146,7 @@ impl Faults {
     }
 
     /// Takes one use of the first rule matching the request, if any.
-    pub fn take(&self, method: &str, path: &str) -> Option<FaultAction> {
+    pub(crate) fn take(&self, method: &str, path: &str) -> Option<FaultAction> {
         let mut rules = self.rules.lock();
         let i = rules.iter().position(|r| {
             r.method
@@ -163,12 +163,12 @@ impl Faults {
     }
 
     /// The active rules.
-    pub fn list(&self) -> Vec<FaultRule> {
+    pub(crate) fn list(&self) -> Vec<FaultRule> {
         self.rules.lock().clone()
     }
 
     /// Removes every rule.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.rules.lock().clear();
     }
 }

@@ -11,7 +11,7 @@ use super::aggregate::RequestInfo;
 
 /// A complete HTTP answer as stored for idempotent replay: status, headers and body bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
+pub(crate) struct StoredResponse {
     /// HTTP status.
     pub status: u16,
     /// Headers that are part of the answer (`Content-Type`, `Retry-After`, ...).
@@ -22,7 +22,7 @@ pub struct StoredResponse {
 
 impl StoredResponse {
     /// A JSON answer.
-    pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Self {
+    pub(crate) fn json<T: serde::Serialize>(status: u16, value: &T) -> Self {
         StoredResponse {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
@@ -31,7 +31,7 @@ impl StoredResponse {
     }
 
     /// An answer without a body.
-    pub fn empty(status: u16) -> Self {
+    pub(crate) fn empty(status: u16) -> Self {
         StoredResponse {
             status,
             headers: vec![],
@@ -40,7 +40,7 @@ impl StoredResponse {
     }
 
     /// A problem+json answer.
-    pub fn problem(p: &Problem) -> Self {
+    pub(crate) fn problem(p: &Problem) -> Self {
         StoredResponse {
             status: p.status.unwrap_or(500),
             headers: vec![(
@@ -54,7 +54,7 @@ impl StoredResponse {
 
 /// A problem body with the emulator's conventions (`traceId`, `instance`, an optional code), for answers built
 /// inside the store's transaction, where only the request's [`RequestInfo`] is at hand.
-pub fn problem(
+pub(crate) fn problem(
     status: u16,
     title: &str,
     detail: impl Into<String>,
@@ -72,9 +72,11 @@ pub fn problem(
 
 /// Per-request facts set by the outermost middleware.
 #[derive(Debug, Clone)]
-pub struct RequestMeta {
+pub(crate) struct RequestMeta {
     /// The trace id.
     pub trace_id: std::sync::Arc<str>,
+    /// The request method.
+    pub method: http::Method,
     /// The request path.
     pub path: std::sync::Arc<str>,
     /// A delay fault that the write applies once its key is claimed (set by the fault middleware).
@@ -87,16 +89,16 @@ pub struct RequestMeta {
 /// A delay an injected fault asks for, applied by the write itself (after claiming its idempotency key, so a
 /// duplicate sent meanwhile is answered 423), or by the fault middleware when no write took it.
 #[derive(Debug, Clone, Default)]
-pub struct DeferredDelay(std::sync::Arc<std::sync::atomic::AtomicU64>);
+pub(crate) struct DeferredDelay(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 impl DeferredDelay {
     /// A delay of `ms` milliseconds, not yet taken.
-    pub fn new(ms: u64) -> Self {
+    pub(crate) fn new(ms: u64) -> Self {
         DeferredDelay(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(ms)))
     }
 
     /// Takes the delay (once).
-    pub fn take(&self) -> Option<u64> {
+    pub(crate) fn take(&self) -> Option<u64> {
         match self.0.swap(0, std::sync::atomic::Ordering::AcqRel) {
             0 => None,
             ms => Some(ms),
@@ -106,7 +108,7 @@ impl DeferredDelay {
 
 /// An early answer: a handler returns `Err(ApiError)` to stop with this response.
 #[derive(Debug)]
-pub struct ApiError(pub Box<Response>);
+pub(crate) struct ApiError(pub Box<Response>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -115,16 +117,38 @@ impl IntoResponse for ApiError {
 }
 
 /// Result of a handler.
-pub type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 impl RequestMeta {
+    /// The meta the outer middleware set on the request; a bare one (no trace id) where none did.
+    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+        Self::from_parts(&parts.extensions, &parts.method, parts.uri.path())
+    }
+
+    /// [`RequestMeta::of`] for a whole request.
+    pub(crate) fn of_request(req: &axum::extract::Request) -> Self {
+        Self::from_parts(req.extensions(), req.method(), req.uri().path())
+    }
+
+    fn from_parts(ext: &http::Extensions, method: &http::Method, path: &str) -> Self {
+        ext.get::<RequestMeta>()
+            .cloned()
+            .unwrap_or_else(|| RequestMeta {
+                trace_id: std::sync::Arc::from(""),
+                method: method.clone(),
+                path: std::sync::Arc::from(path),
+                delay: None,
+                environment: None,
+            })
+    }
+
     /// Takes the deferred delay of an injected fault, if any.
-    pub fn deferred_delay(&self) -> Option<u64> {
+    pub(crate) fn deferred_delay(&self) -> Option<u64> {
         self.delay.as_ref().and_then(DeferredDelay::take)
     }
 
     /// What the store needs of the request.
-    pub fn info(&self) -> RequestInfo {
+    pub(crate) fn info(&self) -> RequestInfo {
         RequestInfo {
             trace_id: self.trace_id.clone(),
             instance: self.path.clone(),
@@ -132,7 +156,12 @@ impl RequestMeta {
     }
 
     /// A problem answer.
-    pub fn problem(&self, status: u16, title: &str, detail: impl Into<String>) -> ProblemBuilder {
+    pub(crate) fn problem(
+        &self,
+        status: u16,
+        title: &str,
+        detail: impl Into<String>,
+    ) -> ProblemBuilder {
         ProblemBuilder {
             problem: Problem::new(status, title, detail)
                 .with_instance(&*self.path)
@@ -144,29 +173,29 @@ impl RequestMeta {
 
 /// Builds a problem answer.
 #[derive(Debug)]
-pub struct ProblemBuilder {
+pub(crate) struct ProblemBuilder {
     problem: Problem,
     retry_after: Option<u64>,
 }
 
 impl ProblemBuilder {
     /// Adds the Vipps error code.
-    pub fn code(mut self, c: ErrorCode) -> Self {
+    pub(crate) fn code(mut self, c: ErrorCode) -> Self {
         self.problem = self.problem.with_code(c);
         self
     }
     /// Adds a field detail.
-    pub fn field(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn field(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
         self.problem = self.problem.with_detail(name, reason);
         self
     }
     /// Adds `Retry-After`.
-    pub fn retry_after(mut self, secs: u64) -> Self {
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
     }
     /// As an error.
-    pub fn err(self) -> ApiError {
+    pub(crate) fn err(self) -> ApiError {
         ApiError(Box::new(self.into_response()))
     }
 }
@@ -183,7 +212,7 @@ impl IntoResponse for ProblemBuilder {
 }
 
 /// The gateway's 401 body for a missing or unknown subscription key.
-pub fn gateway_401(message: &str) -> ApiError {
+pub(crate) fn gateway_401(message: &str) -> ApiError {
     let body = serde_json::to_vec(&GatewayError {
         status_code: 401,
         message: message.into(),
@@ -199,7 +228,7 @@ pub fn gateway_401(message: &str) -> ApiError {
 }
 
 /// Turns a stored answer into a response, marking replays.
-pub fn stored_to_response(r: StoredResponse, replayed: bool) -> Response {
+pub(crate) fn stored_to_response(r: StoredResponse, replayed: bool) -> Response {
     let mut resp = Response::new(Body::from(r.body));
     *resp.status_mut() =
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -221,7 +250,11 @@ pub fn stored_to_response(r: StoredResponse, replayed: bool) -> Response {
 }
 
 /// Reads a body up to `limit` bytes; 413 above.
-pub async fn read_body(meta: &RequestMeta, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    meta: &RequestMeta,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(b) => Ok(b),
         Err(e) => {
@@ -251,7 +284,10 @@ pub async fn read_body(meta: &RequestMeta, body: Body, limit: usize) -> Result<B
 }
 
 /// Parses JSON, answering 400 with the path of the offending field and the rule it broke.
-pub fn parse_json<T: DeserializeOwned>(meta: &RequestMeta, bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    meta: &RequestMeta,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(meta
             .problem(
@@ -309,7 +345,7 @@ fn clean_reason(msg: &str) -> String {
 }
 
 /// Parses an optional JSON body: an empty (or all-whitespace) body gives the default.
-pub fn parse_optional_json<T: DeserializeOwned + Default>(
+pub(crate) fn parse_optional_json<T: DeserializeOwned + Default>(
     meta: &RequestMeta,
     bytes: &[u8],
 ) -> Result<T, ApiError> {
@@ -321,7 +357,7 @@ pub fn parse_optional_json<T: DeserializeOwned + Default>(
 }
 
 /// A header value as text, if present and not empty.
-pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

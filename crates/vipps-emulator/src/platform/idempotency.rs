@@ -16,20 +16,20 @@ use super::store::{IdemClaim, Op, WriteRequest, WriteResult};
 
 /// Claims of an in-flight idempotent request, so a concurrent duplicate is answered 423 instead of waiting.
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     scopes: Mutex<HashSet<String>>,
 }
 
 /// Releases an in-flight claim when dropped.
 #[derive(Debug)]
-pub struct InFlightGuard<'a> {
+pub(crate) struct InFlightGuard<'a> {
     owner: &'a InFlight,
     scope: String,
 }
 
 impl InFlight {
     /// Claims `scope`; `None` when another request holds it.
-    pub fn claim(&self, scope: &str) -> Option<InFlightGuard<'_>> {
+    pub(crate) fn claim(&self, scope: &str) -> Option<InFlightGuard<'_>> {
         if self.scopes.lock().insert(scope.to_owned()) {
             Some(InFlightGuard {
                 owner: self,
@@ -48,7 +48,7 @@ impl Drop for InFlightGuard<'_> {
 }
 
 /// Canonical SHA-256 fingerprint of a typed request body.
-pub fn fingerprint_of<T: serde::Serialize>(parsed: &T) -> [u8; 32] {
+pub(crate) fn fingerprint_of<T: serde::Serialize>(parsed: &T) -> [u8; 32] {
     // The typed request serializes with a fixed field order, so key order and whitespace in the original body
     // do not change the fingerprint.
     Sha256::digest(serde_json::to_vec(parsed).unwrap_or_default()).into()
@@ -56,7 +56,7 @@ pub fn fingerprint_of<T: serde::Serialize>(parsed: &T) -> [u8; 32] {
 
 /// An idempotent write as a handler describes it.
 #[derive(Debug)]
-pub struct Idempotent<'a> {
+pub(crate) struct Idempotent<'a> {
     /// Who sent it: the principal's scope and the MSN (`merchant:<id>|<msn>`).
     pub sender: String,
     /// The validated key.
@@ -69,20 +69,13 @@ pub struct Idempotent<'a> {
 
 /// Runs an idempotent write: claims the key (423 while another request with it executes), applies a deferred
 /// delay fault, executes atomically with the stored answer, and replays or refuses as the key demands.
-pub async fn run_idempotent(
+pub(crate) async fn run_idempotent(
     s: &Shared,
     meta: &RequestMeta,
-    parts: &http::request::Parts,
     idem: Idempotent<'_>,
     op: Op,
 ) -> ApiResult {
-    let scope = format!(
-        "{}|{}|{}|{}",
-        idem.sender,
-        parts.method,
-        parts.uri.path(),
-        idem.key
-    );
+    let scope = format!("{}|{}|{}|{}", idem.sender, meta.method, meta.path, idem.key);
     let delay = meta.deferred_delay();
     let req = WriteRequest {
         idem: Some(IdemClaim {
@@ -140,7 +133,7 @@ fn locked(meta: &RequestMeta) -> ApiError {
 }
 
 /// Runs a write without an idempotency key.
-pub async fn run_write(s: &Shared, meta: &RequestMeta, op: Op) -> ApiResult {
+pub(crate) async fn run_write(s: &Shared, meta: &RequestMeta, op: Op) -> ApiResult {
     if let Some(ms) = meta.deferred_delay() {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
@@ -159,7 +152,7 @@ pub async fn run_write(s: &Shared, meta: &RequestMeta, op: Op) -> ApiResult {
 }
 
 /// A 500 problem for an internal failure (the cause is logged, not sent).
-pub fn internal(meta: &RequestMeta, e: &dyn std::fmt::Display) -> ApiError {
+pub(crate) fn internal(meta: &RequestMeta, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(trace_id = %meta.trace_id, error = %e, "internal error");
     meta.problem(
         500,
@@ -171,7 +164,7 @@ pub fn internal(meta: &RequestMeta, e: &dyn std::fmt::Display) -> ApiError {
 }
 
 /// The `Idempotency-Key` header (the ePayment and Webhooks rules): validated, and required unless `optional`.
-pub fn idempotency_key(
+pub(crate) fn idempotency_key(
     meta: &RequestMeta,
     headers: &http::HeaderMap,
     optional: bool,

@@ -61,14 +61,14 @@ impl IdGen for SeededIds {
 }
 
 /// A UUID (version 4 layout) from 16 bytes.
-pub fn uuid_from(bytes: [u8; 16]) -> String {
+pub(crate) fn uuid_from(bytes: [u8; 16]) -> String {
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string()
 }
 
 /// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -79,7 +79,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// A W3C traceparent-shaped trace id: `00-<32 hex>-<16 hex>-01`.
-pub fn trace_id(ids: &dyn IdGen) -> String {
+pub(crate) fn trace_id(ids: &dyn IdGen) -> String {
     let a = ids.bytes16();
     let b = ids.bytes16();
     format!("00-{}-{}-01", hex(&a), hex(&b[..8]))

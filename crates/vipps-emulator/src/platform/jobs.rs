@@ -27,7 +27,7 @@ async fn sync_shared(s: Shared, shutdown: CancellationToken) {
 }
 
 /// Reads the shared clock offset and request-server state once and applies what changed.
-pub async fn sync_shared_once(s: &Shared, last_rs: &mut Option<String>) {
+pub(crate) async fn sync_shared_once(s: &Shared, last_rs: &mut Option<String>) {
     if let Ok(Some(v)) = s.store.meta("clock_offset_ms").await {
         if let Ok(offset) = v.parse::<i64>() {
             if offset > s.clock.offset_ms() {
@@ -68,7 +68,7 @@ pub async fn sync_shared_once(s: &Shared, last_rs: &mut Option<String>) {
 }
 
 /// Saves the request-server state and publishes it to DNS at once.
-pub async fn request_servers_changed(s: &Shared) {
+pub(crate) async fn request_servers_changed(s: &Shared) {
     let (json, records) = {
         let rs = s.request_servers.read();
         (
@@ -88,7 +88,7 @@ pub async fn request_servers_changed(s: &Shared) {
 }
 
 /// Runs the scheduled rotation when its period has passed, and removes unresponsive webhooks.
-pub async fn rotate_if_due(s: &Shared) {
+pub(crate) async fn rotate_if_due(s: &Shared) {
     let now = s.clock.unix_ms();
     let period = s.config.rotation_period.as_millis() as i64;
     let due = {
@@ -115,7 +115,7 @@ pub async fn rotate_if_due(s: &Shared) {
 const SWEEP_BATCH: usize = 500;
 
 /// Persists the changes time has made for every aggregate that is due, through the product that owns its kind.
-pub async fn sweep_once(s: &Shared) {
+pub(crate) async fn sweep_once(s: &Shared) {
     loop {
         let now = s.clock.unix_ms();
         let due = match s.store.due(now, SWEEP_BATCH).await {
@@ -184,7 +184,7 @@ async fn sweeper(s: Shared, shutdown: CancellationToken) {
 }
 
 /// Starts the background jobs: the sweeper, the webhook dispatcher and, on a shared store, the sync.
-pub fn spawn(s: &Shared, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn(s: &Shared, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![
         tokio::spawn(sweeper(s.clone(), shutdown.clone())),
         tokio::spawn(super::webhooks::delivery::dispatcher(

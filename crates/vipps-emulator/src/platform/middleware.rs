@@ -14,19 +14,19 @@ use vipps_types::headers as h;
 
 use super::Shared;
 use super::faults::FaultAction;
-use crate::config::MerchantEnvironment;
-use vipps_types::env::Environment;
 use super::http::{DeferredDelay, RequestMeta};
 use super::reqlog::RawRecord;
+use crate::config::MerchantEnvironment;
+use vipps_types::env::Environment;
 
 /// Cancels the connection a request arrived on (inserted per connection by the server).
 #[derive(Debug, Clone)]
-pub struct ConnKiller(pub CancellationToken);
+pub(crate) struct ConnKiller(pub CancellationToken);
 
 /// What the TLS handshake of the connection a request arrived on learned (inserted per connection by the
 /// server; absent on plain HTTP).
 #[derive(Debug, Clone, Default)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The server name the client asked for (SNI): one of the vendor's API hostnames.
     pub tls_server_name: Option<Arc<str>>,
 }
@@ -34,7 +34,7 @@ pub struct ConnInfo {
 /// The vendor environment a request is addressed to: by the host it names (the URI's authority, as HTTP/2 sends
 /// it, or the `Host` header), else by the name its TLS connection was opened for. Other hosts (an address, a
 /// custom name) name no environment.
-pub fn request_environment(req: &Request) -> Option<MerchantEnvironment> {
+fn request_environment(req: &Request) -> Option<MerchantEnvironment> {
     let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(http::header::HOST)
@@ -56,7 +56,7 @@ pub fn request_environment(req: &Request) -> Option<MerchantEnvironment> {
 
 /// The router: the API routes (the access token, the Webhooks API and every product's routes) behind the request
 /// record and fault injection, and the controls under `/_emulator/` (platform and products) beside them.
-pub fn router(
+pub(crate) fn router(
     state: Shared,
     platform_controls: Router<Shared>,
     ca_pem: axum::routing::MethodRouter<Shared>,
@@ -91,7 +91,7 @@ pub fn router(
 }
 
 async fn not_found(req: Request) -> Response {
-    let meta = meta_of(&req);
+    let meta = RequestMeta::of_request(&req);
     meta.problem(
         404,
         "Not Found",
@@ -101,7 +101,7 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    let meta = meta_of(&req);
+    let meta = RequestMeta::of_request(&req);
     meta.problem(
         405,
         "Method Not Allowed",
@@ -110,22 +110,10 @@ async fn method_not_allowed(req: Request) -> Response {
     .into_response()
 }
 
-/// The request's meta (always set by the outer middleware).
-pub fn meta_of(req: &Request) -> RequestMeta {
-    req.extensions()
-        .get::<RequestMeta>()
-        .cloned()
-        .unwrap_or_else(|| RequestMeta {
-            trace_id: std::sync::Arc::from(""),
-            path: std::sync::Arc::from(req.uri().path()),
-            delay: None,
-            environment: request_environment(req),
-        })
-}
-
 fn new_meta(s: &Shared, req: &Request) -> RequestMeta {
     RequestMeta {
         trace_id: Arc::from(super::ids::trace_id(s.ids.as_ref())),
+        method: req.method().clone(),
         path: Arc::from(req.uri().path()),
         delay: None,
         environment: request_environment(req),
@@ -162,7 +150,7 @@ impl Drop for RecordGuard {
 
 /// The shared slot through which inner layers report details to the record.
 #[derive(Debug, Clone, Default)]
-pub struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<&'static str>, Option<u16>)>>);
+pub(crate) struct RecordNotes(pub Arc<parking_lot::Mutex<(Option<&'static str>, Option<u16>)>>);
 
 async fn record_mw(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let meta = new_meta(&s, &req);
@@ -231,7 +219,7 @@ async fn faults_mw(State(s): State<Shared>, mut req: Request, next: Next) -> Res
         .get::<RecordNotes>()
         .cloned()
         .unwrap_or_default();
-    let meta = meta_of(&req);
+    let meta = RequestMeta::of_request(&req);
     match action {
         FaultAction::Status {
             status,

@@ -3,20 +3,21 @@
 //! outbox and its delivery from the request servers (with their DNS), clock, ids, faults, the request record and
 //! the background jobs. Nothing here names a product API: products plug in through [`product::Product`].
 
-pub mod aggregate;
-pub mod auth;
-pub mod clock;
-pub mod faults;
-pub mod http;
-pub mod idempotency;
-pub mod ids;
-pub mod jobs;
-pub mod middleware;
-pub mod product;
-pub mod reqlog;
-pub mod store;
-pub mod token;
-pub mod webhooks;
+pub(crate) mod aggregate;
+pub(crate) mod auth;
+pub(crate) mod clock;
+pub(crate) mod extract;
+pub(crate) mod faults;
+pub(crate) mod http;
+pub(crate) mod idempotency;
+pub(crate) mod ids;
+pub(crate) mod jobs;
+pub(crate) mod middleware;
+pub(crate) mod product;
+pub(crate) mod reqlog;
+pub(crate) mod store;
+pub(crate) mod token;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
@@ -35,10 +36,10 @@ use webhooks::dns::ZoneAnswers;
 use webhooks::request_servers::RequestServers;
 
 /// The shared handle every handler and job holds.
-pub type Shared = Arc<Platform>;
+pub(crate) type Shared = Arc<Platform>;
 
 /// Everything a request handler or background job needs.
-pub struct Platform {
+pub(crate) struct Platform {
     /// Configuration.
     pub config: Config,
     /// Durable state.
@@ -75,7 +76,7 @@ pub struct Platform {
 
 impl Platform {
     /// The demo merchant, if it was added (configured merchants win over it).
-    pub fn demo_merchant(&self) -> Option<&crate::config::MerchantConfig> {
+    pub(crate) fn demo_merchant(&self) -> Option<&crate::config::MerchantConfig> {
         let demo = crate::config::MerchantConfig::demo();
         self.config.merchants.iter().find(|m| **m == demo)
     }
@@ -84,7 +85,7 @@ impl Platform {
 /// How clients reach the platform besides the plain HTTP listener: the HTTPS listener for the vendor's API
 /// hostnames and the proxy, with the local certificate authority they must trust.
 #[derive(Debug, Clone, Default)]
-pub struct Edge {
+pub(crate) struct Edge {
     /// The HTTPS listener's address.
     pub tls_addr: Option<std::net::SocketAddr>,
     /// The proxy's address.

@@ -11,7 +11,7 @@ use super::aggregate::Command;
 ///
 /// The core calls only these methods: it mounts the routes, accepts webhook registrations for the event types,
 /// and asks for the command that applies time-driven changes to an aggregate that has become due.
-pub trait Product: Send + Sync + 'static {
+pub(crate) trait Product: Send + Sync + 'static {
     /// A short name, for logs.
     fn name(&self) -> &'static str;
     /// The API routes (behind authentication, the header contract, the request record and fault injection).
@@ -30,7 +30,7 @@ pub trait Product: Send + Sync + 'static {
 
 /// The products of a running emulator.
 #[derive(Clone, Default)]
-pub struct Registry(Vec<Arc<dyn Product>>);
+pub(crate) struct Registry(Vec<Arc<dyn Product>>);
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,27 +42,27 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// From a list of products.
-    pub fn new(products: Vec<Arc<dyn Product>>) -> Self {
+    pub(crate) fn new(products: Vec<Arc<dyn Product>>) -> Self {
         Registry(products)
     }
 
     /// Every product.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Product>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Product>> {
         self.0.iter()
     }
 
     /// Every webhook event type of every product.
-    pub fn event_types(&self) -> Vec<String> {
+    pub(crate) fn event_types(&self) -> Vec<String> {
         self.0.iter().flat_map(|p| p.event_types()).collect()
     }
 
     /// The settle command for a due aggregate, from the product that owns its kind.
-    pub fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {
+    pub(crate) fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {
         self.0.iter().find_map(|p| p.settle(kind, tenant, id))
     }
 
     /// The health label of an aggregate kind.
-    pub fn label(&self, kind: &str) -> Option<&'static str> {
+    pub(crate) fn label(&self, kind: &str) -> Option<&'static str> {
         self.0
             .iter()
             .flat_map(|p| p.kinds().iter())

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     /// Emulator time when the request arrived (RFC 3339, UTC).
     pub time: String,
     /// HTTP method.
@@ -44,7 +44,7 @@ pub struct RequestRecord {
 /// A record as kept in memory: cheap to make on the request path (shared strings, header values by reference
 /// count, time as a number); turned into a [`RequestRecord`] when queried.
 #[derive(Debug, Clone)]
-pub struct RawRecord {
+pub(crate) struct RawRecord {
     /// Emulator time (ms).
     pub time_ms: i64,
     /// Method.
@@ -69,7 +69,7 @@ pub struct RawRecord {
 
 impl RawRecord {
     /// The queryable form.
-    pub fn to_record(&self) -> RequestRecord {
+    pub(crate) fn to_record(&self) -> RequestRecord {
         let h = |i: usize| {
             self.headers[i]
                 .as_ref()
@@ -101,7 +101,7 @@ impl RawRecord {
 /// Filters for [`RequestLog::query`].
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestFilter {
+pub(crate) struct RequestFilter {
     /// Only this MSN.
     pub msn: Option<String>,
     /// Only this `Vipps-System-Name`.
@@ -122,14 +122,14 @@ pub struct RequestFilter {
 
 /// The bounded record.
 #[derive(Debug)]
-pub struct RequestLog {
+pub(crate) struct RequestLog {
     records: Mutex<VecDeque<RawRecord>>,
     capacity: usize,
 }
 
 impl RequestLog {
     /// A record keeping at most `capacity` requests.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         RequestLog {
             records: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity: capacity.max(1),
@@ -137,7 +137,7 @@ impl RequestLog {
     }
 
     /// Adds a record.
-    pub fn push(&self, r: RawRecord) {
+    pub(crate) fn push(&self, r: RawRecord) {
         let mut q = self.records.lock();
         if q.len() >= self.capacity {
             q.pop_front();
@@ -146,7 +146,7 @@ impl RequestLog {
     }
 
     /// Matching records, newest first.
-    pub fn query(&self, f: &RequestFilter) -> Vec<RequestRecord> {
+    pub(crate) fn query(&self, f: &RequestFilter) -> Vec<RequestRecord> {
         let limit = f.limit.unwrap_or(100);
         let eq = |want: &Option<String>, have: &Option<String>| {
             want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
@@ -173,7 +173,7 @@ impl RequestLog {
     }
 
     /// Number of records held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.records.lock().len()
     }
 }

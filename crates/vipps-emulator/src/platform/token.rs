@@ -1,22 +1,21 @@
 //! `POST /accesstoken/get`.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use subtle_eq::ct_eq;
 use vipps_types::headers as h;
 use vipps_types::token::AccessTokenResponse;
 
 use super::Shared as S;
 use super::auth::{self, Principal};
-use super::http::{ApiResult, header_str};
+use super::http::{ApiResult, RequestMeta, header_str};
 use super::idempotency::internal;
-use super::middleware::meta_of;
 use crate::config::MerchantEnvironment;
 
 mod subtle_eq {
     /// Constant-time comparison of two secrets.
-    pub fn ct_eq(a: &str, b: &str) -> bool {
+    pub(super) fn ct_eq(a: &str, b: &str) -> bool {
         use sha2::{Digest, Sha256};
         // Compare digests so the length of the secret does not leak either.
         let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
@@ -28,9 +27,12 @@ mod subtle_eq {
 }
 
 /// Issues a token. Accepts any content type and an empty `Authorization: Bearer ` (as the official SDK sends).
-pub async fn get_token(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let headers = req.headers();
+pub(crate) async fn get_token(
+    State(s): State<S>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+) -> ApiResult {
+    let headers = &headers;
     let principal = s.auth.subscription(&meta, headers)?;
     s.auth.system_headers(&meta, headers)?;
     let msn = auth::msn_header(&meta, headers)?;

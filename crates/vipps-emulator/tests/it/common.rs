@@ -3,6 +3,7 @@
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::{Value, json};
 use vipps_emulator::{Config, Emulator, MerchantConfig};
+pub use vipps_test_support::pg::PgDb;
 
 pub struct Env {
     #[allow(dead_code)]
@@ -14,83 +15,9 @@ pub struct Env {
     pub pg: Option<PgDb>,
 }
 
-/// The PostgreSQL server for tests (`VIPPS_TEST_POSTGRES_URL`), or `None` with a printed reason when it is not set.
-/// With `CI` set, a missing URL fails the test instead.
-pub fn pg_admin_url() -> Option<String> {
-    match std::env::var("VIPPS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but VIPPS_TEST_POSTGRES_URL is not: the PostgreSQL tests must run on CI"
-            );
-            eprintln!(
-                "skipping a PostgreSQL test: set VIPPS_TEST_POSTGRES_URL (such as postgres://postgres@127.0.0.1:5432/postgres) to run it"
-            );
-            None
-        }
-    }
-}
-
 /// Whether the whole suite runs on PostgreSQL (`VIPPS_TEST_STORE=postgres`): the conformance run.
 pub fn suite_on_postgres() -> bool {
     crate::SUITE_ON_POSTGRES || std::env::var("VIPPS_TEST_STORE").is_ok_and(|v| v == "postgres")
-}
-
-/// A fresh PostgreSQL database for one test, dropped (with its connections) when this is dropped.
-pub struct PgDb {
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl PgDb {
-    /// Creates a database on the test server; `None` (skip) when no server is configured. An unreachable server
-    /// fails the test.
-    pub async fn create() -> Option<PgDb> {
-        let admin = pg_admin_url()?;
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("VIPPS_TEST_POSTGRES_URL is set but PostgreSQL is unreachable: {e}")
-            });
-        tokio::spawn(conn);
-        let name = format!("vipps_test_{}", uuid::Uuid::new_v4().simple());
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        let mut url = url::Url::parse(&admin).expect("a URL");
-        url.set_path(&format!("/{name}"));
-        Some(PgDb {
-            url: url.to_string(),
-            admin,
-            name,
-        })
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 pub const MSN: &str = "123456";
@@ -268,18 +195,22 @@ pub async fn problem(r: Response, status: u16, code: Option<&str>) -> Value {
         "traceId missing: {v}"
     );
     if let Some(c) = code {
-        let codes: Vec<&str> = v["extraDetails"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|d| d["name"] == "ErrorCode")
-                    .filter_map(|d| d["reason"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(codes, vec![c], "error code in {v}");
+        assert_eq!(error_codes(&v), vec![c.to_owned()], "error code in {v}");
     }
     v
+}
+
+/// The Vipps error codes in a problem's extraDetails.
+pub fn error_codes(p: &Value) -> Vec<String> {
+    p["extraDetails"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|d| d["name"] == "ErrorCode")
+                .filter_map(|d| d["reason"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The field names in a problem's extraDetails (without ErrorCode).

@@ -2,6 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use vipps_test_support::table::{Case, check_async, expect_eq};
 
 use crate::common::*;
 
@@ -308,65 +309,147 @@ async fn magic_amounts() {
     problem(r, 400, Some("6220")).await;
 }
 
+/// A create request that must be refused: how it differs from a valid one, and the answer.
+#[derive(Debug)]
+struct Refused {
+    name: &'static str,
+    change: fn(&mut Value),
+    code: Option<&'static str>,
+    fields: &'static [&'static str],
+}
+
+impl Case for Refused {
+    fn name(&self) -> String {
+        self.name.to_owned()
+    }
+}
+
+const REFUSED_CREATES: &[Refused] = &[
+    Refused {
+        name: "unknown field",
+        change: |b| b["surprise"] = json!(1),
+        code: None,
+        fields: &["surprise"],
+    },
+    Refused {
+        name: "amount as a string",
+        change: |b| b["amount"]["value"] = json!("1000"),
+        code: None,
+        fields: &["amount.value"],
+    },
+    Refused {
+        name: "no userFlow",
+        change: |b| {
+            b.as_object_mut().unwrap().remove("userFlow");
+        },
+        code: None,
+        fields: &["userFlow"],
+    },
+    Refused {
+        name: "reference too short",
+        change: |b| b["reference"] = json!("short"),
+        code: None,
+        fields: &["reference"],
+    },
+    Refused {
+        name: "amount below the minimum",
+        change: |b| b["amount"]["value"] = json!(99),
+        code: Some("6010"),
+        fields: &["amount.value"],
+    },
+    Refused {
+        name: "amount above the maximum",
+        change: |b| b["amount"]["value"] = json!(65_000_001),
+        code: Some("4040"),
+        fields: &["amount.value"],
+    },
+    Refused {
+        name: "no returnUrl for WEB_REDIRECT",
+        change: |b| {
+            b.as_object_mut().unwrap().remove("returnUrl");
+        },
+        code: Some("4140"),
+        fields: &["returnUrl"],
+    },
+    Refused {
+        name: "returnUrl over plain http to a public host",
+        change: |b| b["returnUrl"] = json!("http://shop.example/return"),
+        code: None,
+        fields: &["returnUrl"],
+    },
+    Refused {
+        name: "short phone number",
+        change: |b| {
+            b["userFlow"] = json!("PUSH_MESSAGE");
+            b["customer"] = json!({"phoneNumber": "12"});
+        },
+        code: Some("4070"),
+        fields: &["customer.phoneNumber"],
+    },
+    Refused {
+        name: "PUSH_MESSAGE without a customer",
+        change: |b| b["userFlow"] = json!("PUSH_MESSAGE"),
+        code: None,
+        fields: &["customer"],
+    },
+    Refused {
+        name: "six metadata pairs",
+        change: |b| b["metadata"] = json!({"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6"}),
+        code: Some("4100"),
+        fields: &["metadata"],
+    },
+    Refused {
+        name: "unknown scope",
+        change: |b| b["profile"] = json!({"scope": "name shoeSize"}),
+        code: None,
+        fields: &["profile.scope"],
+    },
+    Refused {
+        name: "description too short",
+        change: |b| b["paymentDescription"] = json!("ab"),
+        code: None,
+        fields: &["paymentDescription"],
+    },
+    Refused {
+        name: "qrFormat without the QR flow",
+        change: |b| b["qrFormat"] = json!({"format": "IMAGE/SVG+XML"}),
+        code: None,
+        fields: &["qrFormat"],
+    },
+];
+
 #[tokio::test]
 async fn bad_input_names_the_field() {
     let env = start().await;
     let t = env.token().await;
-    let send = |body: Value, key: &'static str| {
-        let env = &env;
-        let t = t.clone();
+    check_async(REFUSED_CREATES, |c| {
+        let (env, t) = (&env, t.clone());
         async move {
-            env.post_json(&t, "/epayment/v1/payments", Some(key), body)
-                .await
+            let mut b = create_body("order-bad-0001", 1000);
+            (c.change)(&mut b);
+            let key = c.name.replace(' ', "-");
+            let r = env
+                .post_json(&t, "/epayment/v1/payments", Some(&key), b)
+                .await;
+            expect_eq("status", r.status().as_u16(), 400)?;
+            let ct = r.headers().get("content-type").cloned();
+            expect_eq(
+                "content type",
+                ct.as_ref().and_then(|v| v.to_str().ok()),
+                Some("application/problem+json"),
+            )?;
+            let p: Value = r.json().await.map_err(|e| e.to_string())?;
+            if let Some(code) = c.code {
+                expect_eq("code", error_codes(&p), vec![code.to_owned()])?;
+            }
+            expect_eq(
+                "fields",
+                fields(&p),
+                c.fields.iter().map(|f| f.to_string()).collect(),
+            )
         }
-    };
-    let mut b = create_body("order-bad-0001", 1000);
-    b["surprise"] = json!(1);
-    let p = problem(send(b, "b1").await, 400, None).await;
-    assert_eq!(fields(&p), ["surprise"]);
-
-    let mut b = create_body("order-bad-0001", 1000);
-    b["amount"]["value"] = json!("1000");
-    let p = problem(send(b, "b2").await, 400, None).await;
-    assert_eq!(fields(&p), ["amount.value"]);
-
-    let mut b = create_body("order-bad-0001", 1000);
-    b.as_object_mut().unwrap().remove("userFlow");
-    let p = problem(send(b, "b3").await, 400, None).await;
-    assert_eq!(fields(&p), ["userFlow"]);
-
-    let p = problem(send(create_body("short", 1000), "b4").await, 400, None).await;
-    assert_eq!(fields(&p), ["reference"]);
-
-    let p = problem(
-        send(create_body("order-bad-0001", 99), "b5").await,
-        400,
-        Some("6010"),
-    )
+    })
     .await;
-    assert_eq!(fields(&p), ["amount.value"]);
-    let p = problem(
-        send(create_body("order-bad-0001", 65_000_001), "b6").await,
-        400,
-        Some("4040"),
-    )
-    .await;
-    assert_eq!(fields(&p), ["amount.value"]);
-
-    let mut b = create_body("order-bad-0001", 1000);
-    b.as_object_mut().unwrap().remove("returnUrl");
-    let p = problem(send(b, "b7").await, 400, Some("4140")).await;
-    assert_eq!(fields(&p), ["returnUrl"]);
-
-    let mut b = create_body("order-bad-0001", 1000);
-    b["userFlow"] = json!("PUSH_MESSAGE");
-    b["customer"] = json!({"phoneNumber": "12"});
-    let p = problem(send(b, "b8").await, 400, Some("4070")).await;
-    assert_eq!(fields(&p), ["customer.phoneNumber"]);
-
-    let mut b = create_body("order-bad-0001", 1000);
-    b["metadata"] = json!({"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6"});
-    problem(send(b, "b9").await, 400, Some("4100")).await;
 
     let r = env
         .authed(Method::POST, "/epayment/v1/payments", &t)

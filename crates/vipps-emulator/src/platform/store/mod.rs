@@ -8,8 +8,8 @@
 //! with the change in the same transaction, so an acknowledged write and its idempotency record survive a crash
 //! together, and a retry after "response lost" replays instead of executing twice.
 
-pub mod postgres;
-pub mod sqlite;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use super::aggregate::{AggregateKey, Command, Decoded, Decoder, RequestInfo};
 use super::http::StoredResponse;
 
 /// A boxed future, so the trait stays object-safe.
-pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A storage failure (not a business-rule error).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,7 +29,7 @@ pub struct StoreError(pub String);
 
 /// The idempotency part of a write.
 #[derive(Debug, Clone)]
-pub struct IdemClaim {
+pub(crate) struct IdemClaim {
     /// Merchant or partner, MSN, method, path and key.
     pub scope: String,
     /// SHA-256 of the canonical request body.
@@ -40,7 +40,7 @@ pub struct IdemClaim {
 
 /// A webhook registration as stored.
 #[derive(Clone, PartialEq, Eq)]
-pub struct WebhookRow {
+pub(crate) struct WebhookRow {
     /// Registration id (UUID).
     pub id: String,
     /// `msn:<MSN>` or `partner:<client_id>`.
@@ -69,7 +69,7 @@ impl std::fmt::Debug for WebhookRow {
 
 /// A change.
 #[derive(Debug)]
-pub enum Op {
+pub(crate) enum Op {
     /// Run a product's command on one aggregate (load, apply, save, fan out its events).
     Execute(Box<dyn Command>),
     /// Register a webhook, refusing more than `max_per_event` registrations per event type and owner.
@@ -145,7 +145,7 @@ pub enum Op {
 
 impl Op {
     /// A write of this operation without idempotency key or request (background jobs).
-    pub fn background(self, now_ms: i64) -> WriteRequest {
+    pub(crate) fn background(self, now_ms: i64) -> WriteRequest {
         WriteRequest {
             idem: None,
             op: self,
@@ -157,7 +157,7 @@ impl Op {
 
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOutcome {
+pub(crate) enum DeliveryOutcome {
     /// Delivered (2xx in time).
     Delivered,
     /// Failed; try again at this emulator time (ms).
@@ -171,7 +171,7 @@ pub enum DeliveryOutcome {
 
 /// A delivery that is due: the head of its (webhook, subject) queue.
 #[derive(Clone)]
-pub struct DueDelivery {
+pub(crate) struct DueDelivery {
     /// Delivery id.
     pub id: i64,
     /// Webhook id.
@@ -213,7 +213,7 @@ impl std::fmt::Debug for DueDelivery {
 /// Filters for delivery attempts.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AttemptFilter {
+pub(crate) struct AttemptFilter {
     /// Only this subject (payment reference, say).
     pub reference: Option<String>,
     /// Only this webhook.
@@ -226,7 +226,7 @@ pub struct AttemptFilter {
 
 /// A change with its context.
 #[derive(Debug)]
-pub struct WriteRequest {
+pub(crate) struct WriteRequest {
     /// Idempotency claim, for idempotent operations.
     pub idem: Option<IdemClaim>,
     /// The change.
@@ -239,7 +239,7 @@ pub struct WriteRequest {
 
 /// What a write answered.
 #[derive(Debug, Clone)]
-pub enum WriteResult {
+pub(crate) enum WriteResult {
     /// Executed now.
     Fresh(StoredResponse),
     /// The stored answer of an earlier request with the same key and body.
@@ -252,7 +252,7 @@ pub enum WriteResult {
 
 /// An aggregate that is due for a time-driven change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueAggregate {
+pub(crate) struct DueAggregate {
     /// Its kind.
     pub kind: String,
     /// Its tenant.
@@ -263,7 +263,7 @@ pub struct DueAggregate {
 
 /// Counts for the health endpoint.
 #[derive(Debug, Clone, Default)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Aggregates by kind.
     pub aggregates: Vec<(String, u64)>,
     /// Stored idempotency answers.
@@ -273,7 +273,7 @@ pub struct Counts {
 }
 
 /// Durable state.
-pub trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Send + Sync + 'static {
     /// Executes a change atomically (see the module docs).
     fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>>;
     /// Reads an aggregate (decoded with `decoder`; the backend may answer from its read cache).
@@ -319,7 +319,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Fault rules kept in a shared store, so that every instance applies them.
-pub trait SharedFaults: Send + Sync {
+pub(crate) trait SharedFaults: Send + Sync {
     /// Adds a rule (already validated); returns it with its id.
     fn add(
         &self,

@@ -147,7 +147,7 @@ const FAULT_CACHE_TTL: Duration = Duration::from_millis(100);
 type CachedRules = (Instant, Vec<FaultRule>);
 
 /// The PostgreSQL store.
-pub struct PostgresStore {
+pub(crate) struct PostgresStore {
     pool: Pool,
     ids: Arc<dyn IdGen>,
     outbox: Arc<tokio::sync::Notify>,
@@ -195,7 +195,7 @@ pub fn redact_url(url: &str) -> String {
 impl PostgresStore {
     /// Connects, runs the migrations (under an advisory lock) and returns the store. `delivery_lease` is how long
     /// an instance owns a delivery it has started before another may take it over.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         ids: Arc<dyn IdGen>,
         outbox: Arc<tokio::sync::Notify>,

@@ -125,7 +125,7 @@ struct Job {
 }
 
 /// The SQLite store.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     inner: Arc<Inner>,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -199,7 +199,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 impl SqliteStore {
     /// Opens (creating if needed) `vipps-emulator.sqlite3` in `dir`.
-    pub fn open_dir(
+    pub(crate) fn open_dir(
         dir: &Path,
         durability: Durability,
         ids: Arc<dyn IdGen>,
@@ -217,7 +217,7 @@ impl SqliteStore {
     }
 
     /// A throwaway store in a temporary directory (RAM-backed `/dev/shm` where it exists), deleted on drop.
-    pub fn ephemeral(
+    pub(crate) fn ephemeral(
         ids: Arc<dyn IdGen>,
         outbox: Arc<tokio::sync::Notify>,
     ) -> Result<Self, StoreError> {
@@ -265,7 +265,7 @@ impl SqliteStore {
     }
 
     /// Stops the writer after the queued writes are done.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.tx.lock().take();
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();

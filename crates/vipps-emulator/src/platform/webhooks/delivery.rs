@@ -22,10 +22,10 @@ use crate::platform::Shared as S;
 use crate::platform::store::{DeliveryOutcome, DueDelivery, Op};
 
 /// Seven days in milliseconds: the retry horizon.
-pub const HORIZON_MS: i64 = 7 * 86_400_000;
+pub(crate) const HORIZON_MS: i64 = 7 * 86_400_000;
 
 /// The delay before the next attempt after failed attempt `n` (1-based).
-pub fn retry_delay_ms(n: u32) -> i64 {
+pub(crate) fn retry_delay_ms(n: u32) -> i64 {
     match n {
         0..=3 => 2_000,
         4 => 60_000,
@@ -36,7 +36,7 @@ pub fn retry_delay_ms(n: u32) -> i64 {
 }
 
 /// What follows a failed attempt `n` whose event was first tried at `first_ms`.
-pub fn after_failure(n: u32, first_ms: i64, now_ms: i64) -> DeliveryOutcome {
+pub(crate) fn after_failure(n: u32, first_ms: i64, now_ms: i64) -> DeliveryOutcome {
     let next = now_ms + retry_delay_ms(n);
     if next - first_ms > HORIZON_MS {
         DeliveryOutcome::GiveUp
@@ -47,7 +47,7 @@ pub fn after_failure(n: u32, first_ms: i64, now_ms: i64) -> DeliveryOutcome {
 
 /// HTTP clients bound to request-server source addresses.
 #[derive(Default)]
-pub struct Clients {
+pub(crate) struct Clients {
     by_source: Mutex<HashMap<IpAddr, reqwest::Client>>,
 }
 
@@ -187,7 +187,7 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
 
 /// The dispatcher: wakes on new events, finished attempts, clock moves or the next due time, and starts the due
 /// deliveries (the head of each registration-and-payment queue), at most `delivery_concurrency` at once.
-pub async fn dispatcher(s: S, shutdown: CancellationToken) {
+pub(crate) async fn dispatcher(s: S, shutdown: CancellationToken) {
     let clients = Arc::new(Clients::default());
     // Deliveries in flight (false) or finished since the last query (true). Finished ones are forgotten only when a
     // new query starts, so a due list read before an attempt was recorded cannot start that delivery again.

@@ -17,7 +17,7 @@ use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 
 /// Answers from a catalog that can be replaced while serving.
-pub struct ZoneAnswers {
+pub(crate) struct ZoneAnswers {
     catalog: ArcSwap<Catalog>,
     /// Records that every update keeps (the API hostnames, when the DNS server answers them).
     fixed: Vec<(String, Vec<IpAddr>)>,
@@ -44,7 +44,7 @@ fn name(s: &str) -> Name {
 
 impl ZoneAnswers {
     /// Answers for `records` and the `fixed` records with `ttl` seconds.
-    pub fn new(
+    pub(crate) fn new(
         records: &[(String, Vec<IpAddr>)],
         fixed: Vec<(String, Vec<IpAddr>)>,
         ttl: u32,
@@ -60,7 +60,7 @@ impl ZoneAnswers {
     }
 
     /// Replaces every answer but the fixed ones.
-    pub fn set(&self, records: &[(String, Vec<IpAddr>)]) {
+    pub(crate) fn set(&self, records: &[(String, Vec<IpAddr>)]) {
         let serial = self
             .serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -109,7 +109,7 @@ impl ZoneAnswers {
 
 /// The request handler given to hickory's server.
 #[derive(Debug, Clone)]
-pub struct Handler(pub Arc<ZoneAnswers>);
+pub(crate) struct Handler(pub Arc<ZoneAnswers>);
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
@@ -124,7 +124,7 @@ impl RequestHandler for Handler {
 }
 
 /// A running DNS server.
-pub struct DnsServer {
+pub(crate) struct DnsServer {
     /// The bound address (UDP and TCP share it).
     pub addr: SocketAddr,
     server: Server<Handler>,
@@ -140,7 +140,10 @@ impl std::fmt::Debug for DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a port free for both).
-    pub async fn start(addr: SocketAddr, answers: Arc<ZoneAnswers>) -> std::io::Result<DnsServer> {
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        answers: Arc<ZoneAnswers>,
+    ) -> std::io::Result<DnsServer> {
         let mut tries = 0;
         loop {
             let udp = tokio::net::UdpSocket::bind(addr).await?;
@@ -165,7 +168,7 @@ impl DnsServer {
     }
 
     /// Stops answering.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let _ = self.server.shutdown_gracefully().await;
     }
 }

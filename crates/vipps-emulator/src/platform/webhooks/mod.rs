@@ -2,25 +2,25 @@
 //! delivery of outbox events (`delivery`), the request servers they leave from (`request_servers`) and the DNS
 //! that publishes those servers (`dns`).
 
-pub mod delivery;
-pub mod dns;
-pub mod request_servers;
+pub(crate) mod delivery;
+pub(crate) mod dns;
+pub(crate) mod request_servers;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use base64::Engine as _;
 use vipps_types::webhooks::{QueryResponse, RegisterRequest, Webhook};
 
 use super::Shared as S;
-use super::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
+use super::extract::{Caller, JsonBody};
+use super::http::{ApiError, ApiResult, RequestMeta};
 use super::idempotency::{internal, run_write};
-use super::middleware::meta_of;
 use super::store::{Op, WebhookRow};
 
 /// The Webhooks API routes.
-pub fn routes() -> Router<S> {
+pub(crate) fn routes() -> Router<S> {
     Router::new()
         .route("/webhooks/v1/webhooks", post(register).get(list))
         .route("/webhooks/v1/webhooks/{id}", delete(delete_webhook))
@@ -28,7 +28,7 @@ pub fn routes() -> Router<S> {
 
 /// Event types the emulator accepts registrations for: every product's, plus the documented types of APIs it
 /// does not emulate yet (so registrations that real merchants make succeed).
-pub fn known_event_types(s: &S) -> Vec<String> {
+pub(crate) fn known_event_types(s: &S) -> Vec<String> {
     let mut v = s.products.event_types();
     for e in [
         "recurring.agreement-activated.v1",
@@ -99,14 +99,12 @@ fn check_url(strict: bool, raw: &str) -> Result<url::Url, String> {
 }
 
 /// `POST /webhooks/v1/webhooks`.
-pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let (parts, body) = req.into_parts();
-    let auth = s
-        .auth
-        .authenticate(s.clock.unix(), &meta, &parts.headers, false)?;
-    let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    let r: RegisterRequest = parse_json(&meta, &bytes)?;
+async fn register(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Caller(auth): Caller,
+    JsonBody(r): JsonBody<RegisterRequest>,
+) -> ApiResult {
     let url = check_url(s.config.strict_webhook_urls, &r.url).map_err(|e| bad(&meta, "url", e))?;
     if r.events.is_empty() {
         return Err(bad(&meta, "events", "at least one event type is required"));
@@ -147,11 +145,7 @@ pub async fn register(State(s): State<S>, req: Request) -> ApiResult {
 }
 
 /// `GET /webhooks/v1/webhooks` (secrets are never listed).
-pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let auth = s
-        .auth
-        .authenticate(s.clock.unix(), &meta, req.headers(), false)?;
+async fn list(State(s): State<S>, meta: RequestMeta, Caller(auth): Caller) -> ApiResult {
     let rows = s
         .store
         .webhooks(&auth.owner())
@@ -171,11 +165,12 @@ pub async fn list(State(s): State<S>, req: Request) -> ApiResult {
 }
 
 /// `DELETE /webhooks/v1/webhooks/{id}`.
-pub async fn delete_webhook(State(s): State<S>, Path(id): Path<String>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let auth = s
-        .auth
-        .authenticate(s.clock.unix(), &meta, req.headers(), false)?;
+async fn delete_webhook(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(bad(&meta, "id", "must be a UUID"));
     }

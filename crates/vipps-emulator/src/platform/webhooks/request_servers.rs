@@ -13,7 +13,7 @@ use vipps_types::servers::Pool;
 
 /// The state of all pools (persisted as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestServers {
+pub(crate) struct RequestServers {
     /// Pools in the order production, disaster recovery, test.
     pub pools: Vec<PoolState>,
     /// Whether production traffic is served by the disaster-recovery pool.
@@ -29,7 +29,7 @@ pub struct RequestServers {
 
 /// One pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolState {
+pub(crate) struct PoolState {
     /// Which pool.
     pub pool: Pool,
     /// Index of the active server.
@@ -40,7 +40,7 @@ pub struct PoolState {
 
 /// One request server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     /// Hostname, such as `callback-mt-1.vipps.no`.
     pub hostname: String,
     /// Current addresses (A and AAAA); the first is the source of deliveries.
@@ -64,7 +64,7 @@ fn default_address(p: Pool, index: usize, moves: u32) -> IpAddr {
 
 /// Which environment's active server a delivery leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// Test merchants.
     Test,
     /// Production merchants (the production pool, or disaster recovery after failover).
@@ -73,7 +73,7 @@ pub enum Side {
 
 impl RequestServers {
     /// Default pools with loopback addresses, overridden per hostname by `addresses`.
-    pub fn new(addresses: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Self {
+    pub(crate) fn new(addresses: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Self {
         let pools = Pool::ALL
             .iter()
             .map(|&pool| PoolState {
@@ -104,7 +104,7 @@ impl RequestServers {
     }
 
     /// A pool.
-    pub fn pool(&self, p: Pool) -> &PoolState {
+    pub(crate) fn pool(&self, p: Pool) -> &PoolState {
         self.pools
             .iter()
             .find(|s| s.pool == p)
@@ -119,7 +119,7 @@ impl RequestServers {
     }
 
     /// The pool that serves a side now.
-    pub fn serving_pool(&self, side: Side) -> Pool {
+    pub(crate) fn serving_pool(&self, side: Side) -> Pool {
         match side {
             Side::Test => Pool::Test,
             Side::Production if self.failover => Pool::DisasterRecovery,
@@ -128,18 +128,18 @@ impl RequestServers {
     }
 
     /// The active server of a side.
-    pub fn active(&self, side: Side) -> &ServerState {
+    pub(crate) fn active(&self, side: Side) -> &ServerState {
         let p = self.pool(self.serving_pool(side));
         &p.servers[p.active]
     }
 
     /// The address deliveries of a side leave from.
-    pub fn source(&self, side: Side) -> IpAddr {
+    pub(crate) fn source(&self, side: Side) -> IpAddr {
         self.active(side).addresses[0]
     }
 
     /// Makes the next server of a pool active (moving it to a fresh address when enabled).
-    pub fn rotate(&mut self, p: Pool) {
+    pub(crate) fn rotate(&mut self, p: Pool) {
         self.version += 1;
         let mv = self.move_on_rotation;
         let ps = self.pool_mut(p);
@@ -153,7 +153,7 @@ impl RequestServers {
     }
 
     /// Rotates every pool (the scheduled rotation).
-    pub fn rotate_all(&mut self, now_ms: i64) {
+    pub(crate) fn rotate_all(&mut self, now_ms: i64) {
         for p in Pool::ALL {
             self.rotate(p);
         }
@@ -161,13 +161,13 @@ impl RequestServers {
     }
 
     /// Switches production traffic to disaster recovery (`true`) or back.
-    pub fn set_failover(&mut self, on: bool) {
+    pub(crate) fn set_failover(&mut self, on: bool) {
         self.version += 1;
         self.failover = on;
     }
 
     /// Every hostname with its addresses.
-    pub fn records(&self) -> Vec<(String, Vec<IpAddr>)> {
+    pub(crate) fn records(&self) -> Vec<(String, Vec<IpAddr>)> {
         self.pools
             .iter()
             .flat_map(|p| {
@@ -179,7 +179,7 @@ impl RequestServers {
     }
 
     /// The JSON view for `GET /_emulator/request-servers`.
-    pub fn view(&self, rotation_period_ms: i64) -> serde_json::Value {
+    pub(crate) fn view(&self, rotation_period_ms: i64) -> serde_json::Value {
         let pool_view = |p: Pool| {
             let ps = self.pool(p);
             serde_json::json!({

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use http::request::Parts;
 use vipps_types::epayment::{
     CancelModificationRequest, CreatePaymentRequest, CustomerInteraction, ForceApprove,
     ModificationRequest, PaymentMethodType, UserFlow,
@@ -20,13 +21,11 @@ use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
 use crate::platform::aggregate::decode;
 use crate::platform::auth::AuthCtx;
-use crate::platform::http::{
-    ApiError, ApiResult, RequestMeta, parse_json, parse_optional_json, read_body,
-};
+use crate::platform::extract::{IdemKey, JsonBody, Merchant, OptionalIdemKey, OptionalJson};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{
-    Idempotent, fingerprint_of, idempotency_key, internal, run_idempotent, run_write,
+    Idempotent, fingerprint_of, internal, run_idempotent, run_write,
 };
-use crate::platform::middleware::meta_of;
 use crate::platform::store::Op;
 
 /// The ePayment routes.
@@ -44,8 +43,19 @@ pub(super) fn routes() -> axum::Router<S> {
         )
 }
 
-fn authenticate(s: &S, meta: &RequestMeta, headers: &http::HeaderMap) -> Result<AuthCtx, ApiError> {
-    s.auth.authenticate(s.clock.unix(), meta, headers, true)
+/// The payment reference in the path, valid by the vendor's rules and within the configured maximum length.
+pub(super) struct PaymentRef(pub(super) String);
+
+impl FromRequestParts<S> for PaymentRef {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, Self::Rejection> {
+        let meta = RequestMeta::of(parts);
+        let Path(raw) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| meta.problem(400, "Bad Request", e.body_text()).err())?;
+        path_reference(s, &meta, &raw).map(PaymentRef)
+    }
 }
 
 /// The reference in a path, validated (the vendor's rules, and the configured maximum length).
@@ -467,13 +477,13 @@ fn sender(auth: &AuthCtx) -> String {
 }
 
 /// `POST /epayment/v1/payments`.
-pub(super) async fn create(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let (parts, body) = req.into_parts();
-    let auth = authenticate(&s, &meta, &parts.headers)?;
-    let key = idempotency_key(&meta, &parts.headers, false)?.unwrap_or_default();
-    let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    let r: CreatePaymentRequest = parse_json(&meta, &bytes)?;
+async fn create(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    IdemKey(key): IdemKey,
+    JsonBody(r): JsonBody<CreatePaymentRequest>,
+) -> ApiResult {
     let draft = validate_create(&s, &meta, &auth, &r, &key)?;
     let idem = Idempotent {
         sender: sender(&auth),
@@ -481,14 +491,7 @@ pub(super) async fn create(State(s): State<S>, req: Request) -> ApiResult {
         fingerprint: fingerprint_of(&r),
         mismatch_code: ErrorCode::IdempotencyError,
     };
-    run_idempotent(
-        &s,
-        &meta,
-        &parts,
-        idem,
-        Op::Execute(commands::create(draft)),
-    )
-    .await
+    run_idempotent(&s, &meta, idem, Op::Execute(commands::create(draft))).await
 }
 
 /// Reads a payment, first persisting any change time has made (expiry, a pending approval).
@@ -536,27 +539,23 @@ pub(super) async fn load_settled(
 }
 
 /// `GET /epayment/v1/payments/{reference}`.
-pub(super) async fn get_payment(
+async fn get_payment(
     State(s): State<S>,
-    Path(reference): Path<String>,
-    req: Request,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    PaymentRef(reference): PaymentRef,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let auth = authenticate(&s, &meta, req.headers())?;
-    let reference = path_reference(&s, &meta, &reference)?;
     let p = load_settled(&s, &meta, auth.msn_str(), &reference).await?;
     Ok(axum::Json(render::payment(&p)).into_response())
 }
 
 /// `GET /epayment/v1/payments/{reference}/events`.
-pub(super) async fn events(
+async fn events(
     State(s): State<S>,
-    Path(reference): Path<String>,
-    req: Request,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    PaymentRef(reference): PaymentRef,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let auth = authenticate(&s, &meta, req.headers())?;
-    let reference = path_reference(&s, &meta, &reference)?;
     let p = load_settled(&s, &meta, auth.msn_str(), &reference).await?;
     Ok(axum::Json(render::events(&p)).into_response())
 }
@@ -568,15 +567,24 @@ enum Movement {
     Refund,
 }
 
-async fn modify(s: S, reference: String, req: Request, movement: Movement) -> ApiResult {
-    let meta = meta_of(&req);
-    let (parts, body) = req.into_parts();
-    let auth = authenticate(&s, &meta, &parts.headers)?;
-    let reference = path_reference(&s, &meta, &reference)?;
-    let key = idempotency_key(&meta, &parts.headers, false)?.unwrap_or_default();
-    let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    let r: ModificationRequest = parse_json(&meta, &bytes)?;
-    r.modification_amount.validate().map_err(|e| {
+/// What capture and refund share: the parsed request of one movement.
+struct MovementRequest {
+    meta: RequestMeta,
+    auth: AuthCtx,
+    reference: String,
+    key: String,
+    body: ModificationRequest,
+}
+
+async fn modify(s: S, r: MovementRequest, movement: Movement) -> ApiResult {
+    let MovementRequest {
+        meta,
+        auth,
+        reference,
+        key,
+        body,
+    } = r;
+    body.modification_amount.validate().map_err(|e| {
         bad(
             &meta,
             "modificationAmount.value",
@@ -584,7 +592,7 @@ async fn modify(s: S, reference: String, req: Request, movement: Movement) -> Ap
             Some(ErrorCode::InvalidAmount),
         )
     })?;
-    let amount = r.modification_amount;
+    let amount = body.modification_amount;
     let (m, mismatch_code) = match movement {
         Movement::Capture => (
             Modification::Capture {
@@ -604,44 +612,60 @@ async fn modify(s: S, reference: String, req: Request, movement: Movement) -> Ap
     let idem = Idempotent {
         sender: sender(&auth),
         key: &key,
-        fingerprint: fingerprint_of(&r),
+        fingerprint: fingerprint_of(&body),
         mismatch_code,
     };
     let cmd = commands::modify(auth.msn_str(), &reference, m);
-    run_idempotent(&s, &meta, &parts, idem, Op::Execute(cmd)).await
+    run_idempotent(&s, &meta, idem, Op::Execute(cmd)).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/capture`.
-pub(super) async fn capture(
+async fn capture(
     State(s): State<S>,
-    Path(reference): Path<String>,
-    req: Request,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    PaymentRef(reference): PaymentRef,
+    IdemKey(key): IdemKey,
+    JsonBody(body): JsonBody<ModificationRequest>,
 ) -> ApiResult {
-    modify(s, reference, req, Movement::Capture).await
+    let r = MovementRequest {
+        meta,
+        auth,
+        reference,
+        key,
+        body,
+    };
+    modify(s, r, Movement::Capture).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/refund`.
-pub(super) async fn refund(
+async fn refund(
     State(s): State<S>,
-    Path(reference): Path<String>,
-    req: Request,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    PaymentRef(reference): PaymentRef,
+    IdemKey(key): IdemKey,
+    JsonBody(body): JsonBody<ModificationRequest>,
 ) -> ApiResult {
-    modify(s, reference, req, Movement::Refund).await
+    let r = MovementRequest {
+        meta,
+        auth,
+        reference,
+        key,
+        body,
+    };
+    modify(s, r, Movement::Refund).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/cancel`. The body and the Idempotency-Key are optional.
-pub(super) async fn cancel(
+async fn cancel(
     State(s): State<S>,
-    Path(reference): Path<String>,
-    req: Request,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    PaymentRef(reference): PaymentRef,
+    OptionalIdemKey(key): OptionalIdemKey,
+    OptionalJson(r): OptionalJson<CancelModificationRequest>,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let (parts, body) = req.into_parts();
-    let auth = authenticate(&s, &meta, &parts.headers)?;
-    let reference = path_reference(&s, &meta, &reference)?;
-    let key = idempotency_key(&meta, &parts.headers, true)?;
-    let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    let r: CancelModificationRequest = parse_optional_json(&meta, &bytes)?;
     let cmd = commands::modify(
         auth.msn_str(),
         &reference,
@@ -658,21 +682,20 @@ pub(super) async fn cancel(
                 fingerprint: fingerprint_of(&r),
                 mismatch_code: ErrorCode::IdempotencyError,
             };
-            run_idempotent(&s, &meta, &parts, idem, Op::Execute(cmd)).await
+            run_idempotent(&s, &meta, idem, Op::Execute(cmd)).await
         }
         None => run_write(&s, &meta, Op::Execute(cmd)).await,
     }
 }
 
 /// `POST /epayment/v1/test/payments/{reference}/approve` (test merchants only).
-pub(super) async fn force_approve(
+async fn force_approve(
     State(s): State<S>,
-    Path(reference): Path<String>,
-    req: Request,
+    meta: RequestMeta,
+    Merchant(auth): Merchant,
+    PaymentRef(reference): PaymentRef,
+    OptionalJson(fa): OptionalJson<Option<ForceApprove>>,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let (parts, body) = req.into_parts();
-    let auth = authenticate(&s, &meta, &parts.headers)?;
     if auth.environment() == MerchantEnvironment::Production {
         return Err(meta
             .problem(
@@ -683,19 +706,18 @@ pub(super) async fn force_approve(
             .code(ErrorCode::ApproveNotAllowed)
             .err());
     }
-    let reference = path_reference(&s, &meta, &reference)?;
-    let bytes = read_body(&meta, body, s.config.limits.max_body_bytes).await?;
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let fa: ForceApprove = parse_json(&meta, &bytes)?;
-        if let Some(p) = fa.customer.as_ref().and_then(|c| c.phone_number.as_ref()) {
-            if !(10..=15).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad(
-                    &meta,
-                    "customer.phoneNumber",
-                    "must be 10 to 15 digits",
-                    Some(ErrorCode::InvalidPhoneNumber),
-                ));
-            }
+    if let Some(p) = fa
+        .as_ref()
+        .and_then(|f| f.customer.as_ref())
+        .and_then(|c| c.phone_number.as_ref())
+    {
+        if !(10..=15).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(
+                &meta,
+                "customer.phoneNumber",
+                "must be 10 to 15 digits",
+                Some(ErrorCode::InvalidPhoneNumber),
+            ));
         }
     }
     let cmd = commands::modify(auth.msn_str(), &reference, Modification::ForceApprove);

@@ -2,20 +2,20 @@
 //! the landing page a redirect URL opens, and the QR target.
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::api::{load_settled, path_reference};
+use super::api::{PaymentRef, load_settled, path_reference};
 use super::commands::{self, Modification};
 use super::domain::Payment;
 use super::render;
 use crate::platform::Shared as S;
 use crate::platform::aggregate::decode;
-use crate::platform::http::{ApiError, ApiResult, RequestMeta, read_body};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
-use crate::platform::middleware::meta_of;
 use crate::platform::store::Op;
 
 /// The ePayment controls.
@@ -79,12 +79,10 @@ async fn resolve_msn(
 
 async fn payment(
     State(s): State<S>,
-    Path(reference): Path<String>,
+    meta: RequestMeta,
+    PaymentRef(reference): PaymentRef,
     Query(q): Query<MsnQuery>,
-    req: Request,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let reference = path_reference(&s, &meta, &reference)?;
     let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
     let p = load_settled(&s, &meta, &msn, &reference).await?;
     Ok(axum::Json(serde_json::json!({
@@ -99,13 +97,11 @@ async fn payment(
 /// Acts as the user on a payment found by reference (and MSN when ambiguous).
 async fn act_as_user(
     s: S,
+    meta: RequestMeta,
     reference: String,
     q: MsnQuery,
-    req: Request,
     m: Modification,
 ) -> ApiResult {
-    let meta = meta_of(&req);
-    let reference = path_reference(&s, &meta, &reference)?;
     let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
     let cmd = commands::modify(&msn, &reference, m);
     run_write(&s, &meta, Op::Execute(cmd)).await
@@ -113,20 +109,20 @@ async fn act_as_user(
 
 async fn user_approve(
     State(s): State<S>,
-    Path(reference): Path<String>,
+    meta: RequestMeta,
+    PaymentRef(reference): PaymentRef,
     Query(q): Query<MsnQuery>,
-    req: Request,
 ) -> ApiResult {
-    act_as_user(s, reference, q, req, Modification::UserApprove).await
+    act_as_user(s, meta, reference, q, Modification::UserApprove).await
 }
 
 async fn user_reject(
     State(s): State<S>,
-    Path(reference): Path<String>,
+    meta: RequestMeta,
+    PaymentRef(reference): PaymentRef,
     Query(q): Query<MsnQuery>,
-    req: Request,
 ) -> ApiResult {
-    act_as_user(s, reference, q, req, Modification::UserReject).await
+    act_as_user(s, meta, reference, q, Modification::UserReject).await
 }
 
 #[derive(Deserialize)]
@@ -163,8 +159,11 @@ async fn landing_payment(
     Ok(p)
 }
 
-async fn landing(State(s): State<S>, Query(q): Query<LandingQuery>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
+async fn landing(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Query(q): Query<LandingQuery>,
+) -> ApiResult {
     let p = landing_payment(&s, &meta, &q).await?;
     let amount = format!("{}.{:02} {}", p.amount / 100, p.amount % 100, p.currency);
     let page = format!(
@@ -182,9 +181,7 @@ async fn landing(State(s): State<S>, Query(q): Query<LandingQuery>, req: Request
     Ok(Html(page).into_response())
 }
 
-async fn landing_action(State(s): State<S>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
-    let bytes = read_body(&meta, req.into_body(), 4096).await?;
+async fn landing_action(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> ApiResult {
     let mut fields = std::collections::HashMap::new();
     for (k, v) in url::form_urlencoded::parse(&bytes) {
         fields.insert(k.into_owned(), v.into_owned());
@@ -222,8 +219,7 @@ async fn landing_action(State(s): State<S>, req: Request) -> ApiResult {
     Ok(Redirect::to(back.as_str()).into_response())
 }
 
-async fn qr(State(s): State<S>, Query(q): Query<LandingQuery>, req: Request) -> ApiResult {
-    let meta = meta_of(&req);
+async fn qr(State(s): State<S>, meta: RequestMeta, Query(q): Query<LandingQuery>) -> ApiResult {
     let p = landing_payment(&s, &meta, &q).await?;
     let mut target = s
         .base_url
