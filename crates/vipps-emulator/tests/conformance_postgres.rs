@@ -18,5 +18,7 @@ mod delivery;
 mod epayment;
 #[path = "it/idempotency.rs"]
 mod idempotency;
+#[path = "it/tls.rs"]
+mod tls;
 #[path = "it/webhooks.rs"]
 mod webhooks;

@@ -12,4 +12,5 @@ mod delivery;
 mod epayment;
 mod idempotency;
 mod postgres;
+mod tls;
 mod webhooks;
