@@ -64,6 +64,27 @@ impl NetNs {
         c
     }
 
+    /// A command that runs `program` inside the namespace with its own `/etc/hosts`: in a private mount namespace
+    /// (`unshare --mount`), `hosts` is bind-mounted over `/etc/hosts` before `program` starts, so name lookups of
+    /// `program` see it while the machine's hosts file is never written. `None` (with the reason printed, a
+    /// failure on CI) when `unshare` or `mount` is missing.
+    pub fn tokio_command_with_hosts(
+        &self,
+        hosts: &std::path::Path,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Option<tokio::process::Command> {
+        let unshare = tools::tool("unshare", "util-linux")?;
+        tools::tool("mount", "mount")?;
+        let mut c = tokio::process::Command::new(&self.ip);
+        c.args(["netns", "exec", &self.name])
+            .arg(unshare)
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+            .arg(hosts)
+            .arg(program);
+        Some(c)
+    }
+
     /// Runs `args` inside the namespace and returns its output, whatever the exit status.
     pub fn output(&self, args: &[&str]) -> Output {
         self.command(args[0])

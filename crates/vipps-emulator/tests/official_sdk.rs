@@ -1,12 +1,18 @@
 //! The unmodified official npm SDK, `@vippsmobilepay/sdk` (pinned in `tests/official-sdk/package.json`), against
-//! an in-process emulator: access token, create (WEB_REDIRECT), force approve, partial capture, refund, an
-//! over-refund refused with a problem body, a second payment cancelled before approval, the aggregate and the
-//! event log. The flow and its assertions live in `tests/official-sdk/run.mjs`; this test installs the package
-//! from the committed lockfile (`npm ci`) when `node_modules` is absent or stale, runs the script and checks its
-//! summary.
+//! an in-process emulator: access token, a webhook registered, listed and deleted, create (WEB_REDIRECT), force
+//! approve, partial capture, refund, an over-refund refused with a problem body, a second payment cancelled before
+//! approval, the aggregate and the event log, and every event's signed delivery received and verified. The flow and
+//! its assertions live in `tests/official-sdk/run.mjs`; this test installs the package from the committed lockfile
+//! (`npm ci`) when `node_modules` is absent or stale, runs the script and checks its summary.
+//!
+//! It runs twice: once with the script's `fetch` wrapper pointing the SDK at the plain listener, and once with
+//! nothing wrapped and no option changed: the SDK calls `https://apitest.vipps.no` itself, which reaches the
+//! emulator's HTTPS listener on 127.0.0.1:443 inside a private network namespace (so port 443 is free) whose
+//! private mount namespace has its own `/etc/hosts`, and Node trusts the emulator's authority through
+//! `NODE_EXTRA_CA_CERTS`.
 //!
 //! Without `node`/`npm` or without access to the npm registry the test is skipped with a message, unless the
-//! `CI` environment variable is set, in which case it fails.
+//! `CI` environment variable is set, in which case it fails. The second run also needs root (namespaces).
 #![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 use vipps_emulator::{Config, Emulator};
+use vipps_test_support::netns::NetNs;
 
 const SDK: &str = "@vippsmobilepay/sdk";
 const NPM_CI_TIMEOUT: Duration = Duration::from_secs(240);
@@ -179,10 +186,17 @@ async fn prepare(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// [`prepare`], once for all the tests of this binary: they run in parallel, and two `npm ci` in one folder would
+/// trip over each other.
+async fn prepared(dir: &Path) -> Result<(), String> {
+    static READY: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
+    READY.get_or_init(|| prepare(dir)).await.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_npm_sdk_runs_the_epayment_flow_against_the_emulator() {
     let dir = sdk_dir();
-    if let Err(reason) = prepare(&dir).await {
+    if let Err(reason) = prepared(&dir).await {
         unavailable(&reason);
         return;
     }
@@ -222,6 +236,13 @@ async fn official_npm_sdk_runs_the_epayment_flow_against_the_emulator() {
         out.status
     );
 
+    let summary = check_summary(&dir, &stdout);
+    assert_eq!(summary["unwrapped"], false, "summary: {summary}");
+    eprintln!("official SDK flow passed in {elapsed:.1?}: {summary}");
+}
+
+/// Checks the script's JSON summary (its last stdout line) and returns it.
+fn check_summary(dir: &Path, stdout: &str) -> serde_json::Value {
     let last = stdout.lines().last().unwrap_or_default();
     let summary: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
         panic!("the last stdout line is not the JSON summary ({e}): {last:?}\n{stdout}")
@@ -230,7 +251,7 @@ async fn official_npm_sdk_runs_the_epayment_flow_against_the_emulator() {
     assert_eq!(summary["sdk"], SDK, "summary: {summary}");
     assert_eq!(
         summary["sdkVersion"].as_str(),
-        Some(pinned_version(&dir).as_str()),
+        Some(pinned_version(dir).as_str()),
         "summary: {summary}"
     );
     assert_eq!(summary["finalState"], "AUTHORIZED", "summary: {summary}");
@@ -239,5 +260,100 @@ async fn official_npm_sdk_runs_the_epayment_flow_against_the_emulator() {
         serde_json::json!(["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"]),
         "summary: {summary}"
     );
-    eprintln!("official SDK flow passed in {elapsed:.1?}: {last}");
+    let by_payment = &summary["webhookEvents"];
+    let main = summary["reference"].as_str().unwrap_or_default();
+    let cancelled = summary["cancelledReference"].as_str().unwrap_or_default();
+    assert_eq!(
+        by_payment[main],
+        serde_json::json!(["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"]),
+        "signed deliveries of the first payment, in order; summary: {summary}"
+    );
+    assert_eq!(
+        by_payment[cancelled],
+        serde_json::json!(["CREATED", "TERMINATED"]),
+        "signed deliveries of the cancelled payment; summary: {summary}"
+    );
+    summary
+}
+
+/// The hosts file of the private mount namespace: the vendor's API hostnames on the HTTPS listener.
+const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 api.vipps.no apitest.vipps.no\n";
+
+#[test]
+fn official_npm_sdk_unmodified_reaches_the_emulator_as_apitest_vipps_no_over_tls() {
+    let dir = sdk_dir();
+    let probe = tokio::runtime::Runtime::new().expect("a runtime");
+    if let Err(reason) = probe.block_on(prepared(&dir)) {
+        unavailable(&reason);
+        return;
+    }
+    drop(probe);
+    let Some(ns) = NetNs::new("sdk-tls") else {
+        return;
+    };
+    let machine_hosts = std::fs::read("/etc/hosts").ok();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, HOSTS).expect("write the hosts file");
+    let ca = tmp.path().join("emulator-ca.pem");
+    let Some(mut node) = ns.tokio_command_with_hosts(&hosts, "node") else {
+        return;
+    };
+    let out = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // This thread and the runtime's threads live in the namespace: the emulator binds 443 there.
+                ns.enter_current_thread();
+                ns.runtime(2).block_on(async {
+                    let emu = Emulator::start(Config {
+                        tls_listen: Some("127.0.0.1:443".parse().expect("an address")),
+                        ..Config::ephemeral()
+                    })
+                    .await
+                    .expect("the emulator starts with HTTPS on 127.0.0.1:443 in the namespace");
+                    std::fs::write(&ca, emu.ca_pem().expect("the authority"))
+                        .expect("write the CA file");
+                    let demo = emu.demo_merchant().expect("the demo merchant").clone();
+                    node.arg("run.mjs")
+                        .current_dir(&dir)
+                        // Nothing points the SDK anywhere: no wrapper URL, no options; only the trust.
+                        .env_remove("VIPPS_EMULATOR_URL")
+                        .env_remove("NODE_OPTIONS")
+                        .env_remove("HTTPS_PROXY")
+                        .env_remove("https_proxy")
+                        .env("NODE_EXTRA_CA_CERTS", &ca)
+                        .env("VIPPS_MSN", demo.msn.as_str())
+                        .env("VIPPS_CLIENT_ID", &demo.client_id)
+                        .env("VIPPS_CLIENT_SECRET", &demo.client_secret)
+                        .env("VIPPS_SUBSCRIPTION_KEY", &demo.subscription_key)
+                        .env(
+                            "VIPPS_SDK_TEST_TIMEOUT_MS",
+                            (SCRIPT_TIMEOUT - Duration::from_secs(10))
+                                .as_millis()
+                                .to_string(),
+                        );
+                    let out = run(&mut node, SCRIPT_TIMEOUT).await;
+                    emu.shutdown().await;
+                    out
+                })
+            })
+            .join()
+            .expect("the namespace thread")
+    });
+    assert_eq!(
+        std::fs::read("/etc/hosts").ok(),
+        machine_hosts,
+        "the machine's hosts file must not change"
+    );
+    let out = out.unwrap_or_else(|e| panic!("the SDK script did not complete: {e}"));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the unmodified official SDK failed against https://apitest.vipps.no (the emulator) ({}):\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}",
+        out.status
+    );
+    let summary = check_summary(&dir, &stdout);
+    assert_eq!(summary["unwrapped"], true, "summary: {summary}");
+    eprintln!("the unmodified official SDK passed over TLS: {summary}");
 }

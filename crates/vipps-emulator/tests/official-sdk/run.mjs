@@ -1,14 +1,23 @@
 // Drives the unmodified official SDK (@vippsmobilepay/sdk, pinned in package.json) against a running
-// vipps-emulator. Started by crates/vipps-emulator/tests/official_sdk.rs; can also be run by hand:
+// vipps-emulator: the ePayment flow and the Webhooks API, with the signed deliveries received and verified.
+// Started by crates/vipps-emulator/tests/official_sdk.rs; can also be run by hand, two ways:
 //
 //   VIPPS_EMULATOR_URL=http://127.0.0.1:8080/ node run.mjs
+//       The SDK has no base-URL option: with `useTestMode: true` it always calls https://apitest.vipps.no. With
+//       VIPPS_EMULATOR_URL set, this script wraps `globalThis.fetch` so those requests go to the emulator.
 //
-// The SDK has no base-URL option: with `useTestMode: true` it always calls https://apitest.vipps.no. This
-// script wraps `globalThis.fetch` so those requests go to the emulator instead; nothing in the SDK is patched.
-// Every step asserts its result. On failure it prints a clear message (with the HTTP exchanges so far) to
-// stderr and exits 1; on success it prints one JSON summary line to stdout and exits 0.
+//   NODE_EXTRA_CA_CERTS=/path/to/emulator-ca.pem node run.mjs
+//       Without VIPPS_EMULATOR_URL nothing is wrapped: the SDK calls https://apitest.vipps.no itself, which must
+//       reach the emulator's HTTPS listener (`vipps emulator --tls-listen 127.0.0.1:443` and a hosts entry), and
+//       Node must trust the emulator's certificate authority. What the SDK sent and got is read back from the
+//       emulator's request record.
+//
+// Nothing in the SDK is patched. Every step asserts its result. On failure it prints a clear message (with the
+// HTTP exchanges so far) to stderr and exits 1; on success it prints one JSON summary line to stdout and exits 0.
 
+import { createHmac, createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { Client } from "@vippsmobilepay/sdk";
 
 const started = Date.now();
@@ -46,7 +55,7 @@ function safeJson(v) {
   }
 }
 
-const base = new URL(env("VIPPS_EMULATOR_URL"));
+const wrapped = (process.env.VIPPS_EMULATOR_URL ?? "") !== "";
 const msn = env("VIPPS_MSN", "123456");
 const clientId = env("VIPPS_CLIENT_ID", "demo-client-id");
 const clientSecret = env("VIPPS_CLIENT_SECRET", "demo-client-secret");
@@ -57,11 +66,12 @@ setTimeout(() => fail(currentStep, `the whole run took longer than ${timeoutMs} 
 process.on("unhandledRejection", (e) => fail(currentStep, `unhandled rejection: ${e?.stack ?? e}`));
 process.on("uncaughtException", (e) => fail(currentStep, `uncaught exception: ${e?.stack ?? e}`));
 
-// --- Point the SDK at the emulator -----------------------------------------------------------------------
+// --- Point the SDK at the emulator (only with VIPPS_EMULATOR_URL) -----------------------------------------
 const realFetch = globalThis.fetch;
 if (typeof realFetch !== "function") fail("setup", `this Node.js (${process.version}) has no global fetch; Node 18+ is required`);
 
-globalThis.fetch = async (input, init) => {
+const wrapper = async (input, init) => {
+  const base = new URL(process.env.VIPPS_EMULATOR_URL);
   const req = new Request(input, init);
   const url = new URL(req.url);
   if (url.origin !== SDK_ORIGIN) {
@@ -96,6 +106,40 @@ globalThis.fetch = async (input, init) => {
   x.body = (await res.clone().text()).slice(0, 400);
   return res;
 };
+if (wrapped) globalThis.fetch = wrapper;
+
+/** The emulator's own controls, on the same origin the SDK uses (or the wrapped URL). */
+function controlUrl(path) {
+  return wrapped ? new URL(path.replace(/^\//, ""), new URL(process.env.VIPPS_EMULATOR_URL)) : new URL(path, SDK_ORIGIN);
+}
+
+const seenTraces = new Set();
+/**
+ * Unwrapped, the exchanges come from the emulator's request record (newest first there): every request it
+ * answered since the last look is appended, attributed to the current step.
+ */
+async function syncExchanges() {
+  if (wrapped) return;
+  let res;
+  try {
+    res = await realFetch(controlUrl("/_emulator/requests?limit=100"), { signal: AbortSignal.timeout(15000) });
+  } catch (e) {
+    throw new Error(`could not read the emulator's request record: ${e?.cause?.message ?? e?.message ?? e}`);
+  }
+  check(res.ok, `the request record answered ${res.status}`);
+  const records = await res.json();
+  for (const r of records.reverse()) {
+    if (seenTraces.has(r.trace_id)) continue;
+    seenTraces.add(r.trace_id);
+    exchanges.push({ step: currentStep, method: r.method, path: r.path, idempotencyKey: r.idempotency_key, status: r.status });
+  }
+}
+
+/** The last exchange (after reading the request record when nothing is wrapped). */
+async function lastExchange() {
+  await syncExchanges();
+  return exchanges.at(-1);
+}
 
 // --- Helpers ---------------------------------------------------------------------------------------------
 async function step(name, fn) {
@@ -172,6 +216,43 @@ const token = await step("auth.getToken", async () => {
   return data.access_token;
 });
 
+// --- Webhooks: a local receiver, registered through the SDK before the payments exist -------------------
+const deliveries = [];
+const receiver = createServer((req, res) => {
+  const chunks = [];
+  req.on("data", (c) => chunks.push(c));
+  req.on("end", () => {
+    deliveries.push({ path: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+    res.writeHead(200).end();
+  });
+});
+await new Promise((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+receiver.unref();
+const hookUrl = `http://127.0.0.1:${receiver.address().port}/vipps/webhooks?shop=sdk-test`;
+const HOOK_EVENTS = [
+  "epayments.payment.created.v1",
+  "epayments.payment.authorized.v1",
+  "epayments.payment.captured.v1",
+  "epayments.payment.refunded.v1",
+  "epayments.payment.terminated.v1",
+];
+
+const hook = await step("webhook.register", async () => {
+  const data = okData(await client.webhook.register(token, { url: hookUrl, events: HOOK_EVENTS }), "register");
+  check(typeof data.id === "string" && data.id !== "", "register: id", data);
+  check(typeof data.secret === "string" && data.secret.length >= 20, "register: a secret", data);
+  return data;
+});
+
+await step("webhook.list", async () => {
+  const data = okData(await client.webhook.list(token), "list");
+  const mine = data.webhooks?.find((w) => w.id === hook.id);
+  check(mine !== undefined, "list: the registration is listed", data);
+  eq(mine.url, hookUrl, "list: url");
+  eq([...mine.events].sort(), [...HOOK_EVENTS].sort(), "list: events");
+  check(mine.secret === undefined, "list: no secret", mine);
+});
+
 const created = await step("payment.create (WEB_REDIRECT)", async () => {
   const returnUrl = `https://example.com/shop/return?reference=${ref1}`;
   const data = okData(
@@ -188,6 +269,7 @@ const created = await step("payment.create (WEB_REDIRECT)", async () => {
   eq(data.reference, ref1, "create: reference (the caller's)");
   check(typeof data.redirectUrl === "string", "create: a WEB_REDIRECT payment must return redirectUrl", data);
   check(/^https?:\/\//.test(data.redirectUrl), `create: redirectUrl must be an absolute URL, got ${data.redirectUrl}`);
+  await syncExchanges();
   const createX = exchanges.findLast((x) => x.path === "/epayment/v1/payments");
   eq(createX.status, 201, "create: HTTP status");
   return data;
@@ -220,7 +302,7 @@ const captureKey = await step("payment.capture (partial)", async () => {
   eq(data.aggregate.capturedAmount, nok(CAPTURE), "capture: aggregate.capturedAmount");
   eq(data.aggregate.refundedAmount, nok(0), "capture: aggregate.refundedAmount");
   check(typeof data.pspReference === "string" && data.pspReference !== "", "capture: pspReference", data);
-  return exchanges.at(-1).idempotencyKey;
+  return (await lastExchange()).idempotencyKey;
 });
 
 const refundKey = await step("payment.refund (partial)", async () => {
@@ -229,13 +311,13 @@ const refundKey = await step("payment.refund (partial)", async () => {
   eq(data.state, "AUTHORIZED", "refund: state");
   eq(data.aggregate.capturedAmount, nok(CAPTURE), "refund: aggregate.capturedAmount");
   eq(data.aggregate.refundedAmount, nok(REFUND), "refund: aggregate.refundedAmount");
-  return exchanges.at(-1).idempotencyKey;
+  return (await lastExchange()).idempotencyKey;
 });
 
 await step("error path: over-refund is refused with a problem body", async () => {
   const res = await client.payment.refund(token, ref1, { modificationAmount: nok(AMOUNT) });
   check(res.ok === false, "refunding more than was captured must fail", res);
-  const x = exchanges.at(-1);
+  const x = await lastExchange();
   check(x.status >= 400 && x.status < 500, `over-refund: expected a 4xx status, got ${x.status}`);
   // For a 4xx (other than 403) the SDK hands back the parsed JSON body as `error`.
   check(res.error && typeof res.error === "object" && !(res.error instanceof Error), "over-refund: the SDK must surface the parsed problem body", res);
@@ -305,7 +387,46 @@ const eventNames = await step("payment.history (event log)", async () => {
   return events.map((e) => e.name);
 });
 
+/** Checks a delivery's HMAC signature as the vendor documents it, with the secret from the registration. */
+function verifySignature(d) {
+  const contentHash = createHash("sha256").update(d.body).digest("base64");
+  eq(d.headers["x-ms-content-sha256"], contentHash, "webhook: x-ms-content-sha256");
+  const signed = `POST\n${d.path}\n${d.headers["x-ms-date"]};${d.headers.host};${contentHash}`;
+  const signature = createHmac("sha256", hook.secret).update(signed).digest("base64");
+  eq(
+    d.headers.authorization,
+    `HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=${signature}`,
+    "webhook: Authorization",
+  );
+}
+
+const webhookEvents = await step("webhooks: signed deliveries of every event", async () => {
+  const want = { [ref1]: ["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"], [ref2]: ["CREATED", "TERMINATED"] };
+  const total = Object.values(want).flat().length;
+  const until = Date.now() + 20000;
+  while (deliveries.length < total && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  check(deliveries.length >= total, `expected ${total} deliveries, got ${deliveries.length}`, deliveries.map((d) => d.body.toString()));
+  const got = {};
+  for (const d of deliveries) {
+    verifySignature(d);
+    const event = JSON.parse(d.body.toString());
+    eq(event.msn, msn, "webhook: msn");
+    (got[event.reference] ??= []).push(event.name);
+  }
+  // Events of one payment arrive in order.
+  eq(got, want, "webhook: events per payment");
+  return got;
+});
+
+await step("webhook.delete", async () => {
+  const res = await client.webhook.delete(token, hook.id);
+  check(res.ok === true, `delete: the SDK reported ok=false: ${safeJson(res.error)}`, res);
+  const data = okData(await client.webhook.list(token), "list after delete");
+  check(!data.webhooks?.some((w) => w.id === hook.id), "list after delete: gone", data);
+});
+
 currentStep = "summary";
+await syncExchanges();
 const requests = exchanges.map((x) => `${x.method} ${x.path.replace(ref1, "{ref}").replace(ref2, "{ref2}")} ${x.status}`);
 process.stdout.write(
   JSON.stringify({
@@ -318,6 +439,8 @@ process.stdout.write(
     finalState: final.state,
     aggregate: final.aggregate,
     events: eventNames,
+    webhookEvents,
+    unwrapped: !wrapped,
     steps: steps.map((s) => s.step),
     requests,
     elapsedMs: Date.now() - started,
