@@ -741,12 +741,35 @@ mod tests {
         let cfg = Config::ephemeral().apply_toml_file(&path).unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.merchants.len(), 1);
+        assert_eq!(cfg.tls_listen, None, "TLS is off by default");
+        assert_eq!(cfg.partners[0].msns.len(), 2);
+        assert_eq!(cfg.limits.webhooks_per_event, 25);
+    }
+
+    #[test]
+    fn the_tls_edge_is_set_in_the_file() {
+        let cfg = Config::ephemeral()
+            .apply_toml(
+                r#"
+                tls_listen = "127.0.0.1:443"
+                proxy_listen = "127.0.0.1:3128"
+                dns_api_address = "10.0.0.5"
+                [request_servers]
+                dns_listen = "127.0.0.1:5353"
+                "#,
+            )
+            .unwrap();
+        cfg.validate().unwrap();
         assert_eq!(
             cfg.tls_listen,
             Some(SocketAddr::from(([127, 0, 0, 1], 443)))
         );
-        assert_eq!(cfg.partners[0].msns.len(), 2);
-        assert_eq!(cfg.limits.webhooks_per_event, 25);
+        assert_eq!(
+            cfg.proxy_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 3128)))
+        );
+        assert!(cfg.dns_api_hosts, "an address implies the DNS answers");
+        assert_eq!(cfg.dns_api_address, Some([10, 0, 0, 5].into()));
     }
 
     #[test]
