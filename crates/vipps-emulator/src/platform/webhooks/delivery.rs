@@ -58,7 +58,16 @@ impl std::fmt::Debug for Clients {
 }
 
 impl Clients {
-    fn get(&self, source: IpAddr, timeout: Duration) -> Result<reqwest::Client, String> {
+    /// The client for one source address. It keeps as many idle connections per receiver as deliveries may run at
+    /// once: with fewer, every burst closed most connections and opened new ones, and each new connection bound to
+    /// the request server's address makes the kernel search that address's bound ports (with tens of thousands of
+    /// sockets in TIME_WAIT after a burst, that search was most of the dispatcher's time).
+    fn get(
+        &self,
+        source: IpAddr,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Result<reqwest::Client, String> {
         let mut m = self.by_source.lock();
         if let Some(c) = m.get(&source) {
             return Ok(c.clone());
@@ -69,7 +78,7 @@ impl Clients {
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("vipps-emulator/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(concurrency)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| e.to_string())?;
@@ -112,7 +121,11 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
         ] {
             request_headers.insert(k.into(), v.into());
         }
-        let client = clients.get(source, s.config.delivery_timeout)?;
+        let client = clients.get(
+            source,
+            s.config.delivery_timeout,
+            s.config.delivery_concurrency,
+        )?;
         let resp = client
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
