@@ -326,23 +326,28 @@ impl PostgresStore {
                 tx.query_opt(&sel, &sel_params)
             )
             .map_err(pg_err)?;
-            if !locked.get::<_, bool>(0) {
-                return Ok(Ok((WriteResult::InProgress, false)));
-            }
-            if let Some(row) = row {
-                let fp: &[u8] = row.get(0);
-                if fp != idem.fingerprint.as_slice() {
-                    return Ok(Ok((WriteResult::Mismatch(idem.mismatch_code), false)));
-                }
-                let status: i32 = row.get(1);
-                return Ok(Ok((
+            let early = if !locked.get::<_, bool>(0) {
+                Some(WriteResult::InProgress)
+            } else {
+                row.map(|row| {
+                    let fp: &[u8] = row.get(0);
+                    if fp != idem.fingerprint.as_slice() {
+                        return WriteResult::Mismatch(idem.mismatch_code);
+                    }
+                    let status: i32 = row.get(1);
                     WriteResult::Replayed(stored_answer(
                         status as u16,
                         row.get::<_, &str>(2),
                         row.get::<_, Vec<u8>>(3),
-                    )),
-                    false,
-                )));
+                    ))
+                })
+            };
+            if let Some(result) = early {
+                // Ended before answering: a dropped transaction's ROLLBACK is sent without being waited for, and
+                // until the server has run it this replay still holds the key's lock, so the very next request with
+                // the key, on another connection, would be answered 423 as if it were still executing.
+                tx.rollback().await.map_err(pg_err)?;
+                return Ok(Ok((result, false)));
             }
         }
         let mut touched = false;
