@@ -120,6 +120,29 @@ impl Receiver {
     }
 }
 
+/// Waits until the emulator has recorded `n` delivery attempts for `reference`. The receiver sees a delivery before
+/// the emulator records its outcome (and, for a failure, when to retry), so a test that moves the clock or reads
+/// the record right after the receiver got a delivery must wait for the record first.
+pub async fn attempts_recorded(env: &Env, reference: &str, n: usize) -> Vec<Value> {
+    for _ in 0..500 {
+        let attempts: Vec<Value> = env
+            .control(
+                Method::GET,
+                &format!("/_emulator/deliveries?reference={reference}"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if attempts.len() >= n {
+            return attempts;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {n} recorded delivery attempts of {reference}");
+}
+
 pub async fn register(env: &Env, token: &str, url: &str) -> (String, String) {
     let events = vipps_types::webhooks::epayment_event_types();
     let r = env
@@ -251,16 +274,7 @@ async fn signed_delivery_from_the_active_server_and_rotation() {
     );
 
     // The attempt is in the delivery record.
-    let attempts: Vec<Value> = env
-        .control(
-            Method::GET,
-            "/_emulator/deliveries?reference=order-hook-0001",
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let attempts = attempts_recorded(&env, "order-hook-0001", 1).await;
     assert_eq!(attempts.len(), 1);
     let a = &attempts[0];
     assert_eq!(a["event"], "epayments.payment.created.v1");
@@ -325,8 +339,9 @@ async fn failing_receiver_gets_retries_in_order_without_blocking_other_payments(
         1,
         "retries wait for emulator time"
     );
-    // Retries follow emulator time: 2 s apart at first.
+    // Retries follow emulator time: 2 s apart at first (counted from when the failure is recorded).
     for n in 2..=4 {
+        attempts_recorded(&env, "order-retry-0001", n - 1).await;
         env.control(
             Method::POST,
             "/_emulator/clock/advance",
@@ -357,16 +372,7 @@ async fn failing_receiver_gets_retries_in_order_without_blocking_other_payments(
         .map(|r| r.json()["pspReference"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids.len(), 1);
-    let attempts: Vec<Value> = env
-        .control(
-            Method::GET,
-            "/_emulator/deliveries?reference=order-retry-0001",
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let attempts = attempts_recorded(&env, "order-retry-0001", 5).await;
     let nums: Vec<i64> = attempts
         .iter()
         .map(|a| a["attempt"].as_i64().unwrap())
