@@ -18,6 +18,9 @@ use url::Url;
 
 use crate::exit::{Class, classify};
 
+/// Where `vipps emulator` listens by default.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 /// Options of `vipps env`.
 #[derive(Debug, Args)]
 pub struct EnvArgs {
@@ -25,7 +28,7 @@ pub struct EnvArgs {
     #[arg(
         long,
         value_name = "URL",
-        default_value = "http://127.0.0.1:8080",
+        default_value = DEFAULT_URL,
         env = "VIPPS_EMULATOR_URL"
     )]
     url: String,
@@ -89,6 +92,8 @@ const SYSTEM_BUNDLES: [&str; 4] = [
 #[derive(Debug, serde::Serialize)]
 struct Output {
     emulator: String,
+    /// The command that printed this, for the header comment.
+    command: String,
     variables: Vec<(String, String)>,
     hosts_line: Option<String>,
     ca_file: Option<PathBuf>,
@@ -126,7 +131,14 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("{url} did not answer the emulator's JSON"))?
     };
+    let default_url = Url::parse(DEFAULT_URL).ok().and_then(|u| u.join("./").ok());
+    let command = if default_url.as_ref() == Some(&base) {
+        "vipps env".to_owned()
+    } else {
+        format!("vipps env --url {base}")
+    };
     let mut out = Output {
+        command,
         emulator: remote.base_url.to_string(),
         variables: Vec::new(),
         hosts_line: None,
@@ -313,8 +325,9 @@ fn quote(value: &str) -> String {
 /// The shell form: comments, then `export` lines.
 fn shell(out: &Output) -> String {
     let mut s = format!(
-        "# Reach the Vipps emulator at {} (printed by `vipps env`; use: eval \"$(vipps env)\").\n",
-        out.emulator
+        "# Reach the Vipps emulator at {} (printed by `{cmd}`; use: eval \"$({cmd})\").\n",
+        out.emulator,
+        cmd = out.command
     );
     for note in &out.notes {
         s.push_str(&format!("# note: {note}\n"));
