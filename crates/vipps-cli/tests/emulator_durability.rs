@@ -73,6 +73,54 @@ fn req(http: &reqwest::Client, base: &str, token: &str, path: &str) -> reqwest::
         .header("Merchant-Serial-Number", "123456")
 }
 
+/// Sends `n` creates at once (references `{prefix}-00000`...), SIGKILLs the emulator as soon as `kill_after` of
+/// them are acknowledged, and answers the references that were acknowledged (201) before it died.
+async fn kill_during_creates(
+    child: &mut Child,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    prefix: &str,
+    n: usize,
+    kill_after: usize,
+) -> Vec<String> {
+    let acked = Arc::new(parking_lot_free::AckList::default());
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (http, base, t, acked, count) = (
+            http.clone(),
+            base.to_owned(),
+            token.to_owned(),
+            acked.clone(),
+            count.clone(),
+        );
+        let reference = format!("{prefix}-{i:05}");
+        tasks.push(tokio::spawn(async move {
+            let r = req(&http, &base, &t, "/epayment/v1/payments")
+                .header("Idempotency-Key", reference.clone())
+                .json(&body(&reference))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if r.status() == 201 {
+                    acked.push(reference);
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    while count.load(Ordering::SeqCst) < kill_after {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    child.kill().expect("SIGKILL"); // std's kill() sends SIGKILL on Unix
+    child.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    acked.take()
+}
+
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,41 +160,7 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(r.status(), 200);
 
     // Many creates in flight; the process is killed while they run.
-    let acked = Arc::new(parking_lot_free::AckList::default());
-    let count = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..400 {
-        let (http, base, t, acked, count) = (
-            http.clone(),
-            base.clone(),
-            t.clone(),
-            acked.clone(),
-            count.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let reference = format!("durable-{i:05}");
-            let r = req(&http, &base, &t, "/epayment/v1/payments")
-                .header("Idempotency-Key", reference.clone())
-                .json(&body(&reference))
-                .send()
-                .await;
-            if let Ok(r) = r {
-                if r.status() == 201 {
-                    acked.push(reference);
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
-    while count.load(Ordering::SeqCst) < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    child.kill().expect("SIGKILL"); // std's kill() sends SIGKILL on Unix
-    child.wait().unwrap();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let acked = acked.take();
+    let acked = kill_during_creates(&mut child, &http, &base, &t, "durable", 400, 100).await;
     eprintln!("{} creates acknowledged before the kill", acked.len());
     assert!(acked.len() >= 100);
 
@@ -204,42 +218,12 @@ async fn keys_of_a_killed_postgres_instance_are_free_at_once() {
     let http = reqwest::Client::new();
     let t = token(&http, &base).await;
 
-    let acked = Arc::new(parking_lot_free::AckList::default());
-    let count = Arc::new(AtomicUsize::new(0));
     let n = 400;
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let (http, base, t, acked, count) = (
-            http.clone(),
-            base.clone(),
-            t.clone(),
-            acked.clone(),
-            count.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let reference = format!("pgkill-{i:05}");
-            let r = req(&http, &base, &t, "/epayment/v1/payments")
-                .header("Idempotency-Key", reference.clone())
-                .json(&body(&reference))
-                .send()
-                .await;
-            if let Ok(r) = r {
-                if r.status() == 201 {
-                    acked.push(reference);
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
-    while count.load(Ordering::SeqCst) < 50 {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let acked: std::collections::HashSet<String> = acked.take().into_iter().collect();
+    let acked: std::collections::HashSet<String> =
+        kill_during_creates(&mut child, &http, &base, &t, "pgkill", n, 50)
+            .await
+            .into_iter()
+            .collect();
     eprintln!(
         "{} of {n} creates acknowledged before the kill",
         acked.len()

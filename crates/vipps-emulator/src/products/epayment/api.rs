@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http::request::Parts;
@@ -567,13 +567,33 @@ enum Movement {
     Refund,
 }
 
-/// What capture and refund share: the parsed request of one movement.
+/// What capture and refund share: the authenticated, validated request of one movement.
 struct MovementRequest {
     meta: RequestMeta,
     auth: AuthCtx,
     reference: String,
     key: String,
     body: ModificationRequest,
+}
+
+impl FromRequest<S> for MovementRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let meta = RequestMeta::of(&parts);
+        let Merchant(auth) = Merchant::from_request_parts(&mut parts, s).await?;
+        let PaymentRef(reference) = PaymentRef::from_request_parts(&mut parts, s).await?;
+        let IdemKey(key) = IdemKey::from_request_parts(&mut parts, s).await?;
+        let JsonBody(body) = JsonBody::from_request(Request::from_parts(parts, body), s).await?;
+        Ok(MovementRequest {
+            meta,
+            auth,
+            reference,
+            key,
+            body,
+        })
+    }
 }
 
 async fn modify(s: S, r: MovementRequest, movement: Movement) -> ApiResult {
@@ -620,40 +640,12 @@ async fn modify(s: S, r: MovementRequest, movement: Movement) -> ApiResult {
 }
 
 /// `POST /epayment/v1/payments/{reference}/capture`.
-async fn capture(
-    State(s): State<S>,
-    meta: RequestMeta,
-    Merchant(auth): Merchant,
-    PaymentRef(reference): PaymentRef,
-    IdemKey(key): IdemKey,
-    JsonBody(body): JsonBody<ModificationRequest>,
-) -> ApiResult {
-    let r = MovementRequest {
-        meta,
-        auth,
-        reference,
-        key,
-        body,
-    };
+async fn capture(State(s): State<S>, r: MovementRequest) -> ApiResult {
     modify(s, r, Movement::Capture).await
 }
 
 /// `POST /epayment/v1/payments/{reference}/refund`.
-async fn refund(
-    State(s): State<S>,
-    meta: RequestMeta,
-    Merchant(auth): Merchant,
-    PaymentRef(reference): PaymentRef,
-    IdemKey(key): IdemKey,
-    JsonBody(body): JsonBody<ModificationRequest>,
-) -> ApiResult {
-    let r = MovementRequest {
-        meta,
-        auth,
-        reference,
-        key,
-        body,
-    };
+async fn refund(State(s): State<S>, r: MovementRequest) -> ApiResult {
     modify(s, r, Movement::Refund).await
 }
 
