@@ -295,6 +295,7 @@ impl Emulator {
             faults: Faults::default(),
             inflight: InFlight::default(),
             sweep: tokio::sync::Notify::new(),
+            sweeping: tokio::sync::Mutex::new(()),
             base_url,
             outbox,
             request_servers: parking_lot::RwLock::new(request_servers),

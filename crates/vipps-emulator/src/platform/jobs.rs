@@ -112,10 +112,11 @@ pub(crate) async fn rotate_if_due(s: &Shared) {
 }
 
 /// How many due aggregates one sweep step reads and settles at once.
-const SWEEP_BATCH: usize = 500;
+const SWEEP_BATCH: usize = 2000;
 
 /// Persists the changes time has made for every aggregate that is due, through the product that owns its kind.
 pub(crate) async fn sweep_once(s: &Shared) {
+    let _one_at_a_time = s.sweeping.lock().await;
     loop {
         let now = s.clock.unix_ms();
         let due = match s.store.due(now, SWEEP_BATCH).await {

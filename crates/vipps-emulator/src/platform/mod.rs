@@ -58,6 +58,9 @@ pub(crate) struct Platform {
     pub inflight: InFlight,
     /// Wakes the background sweeper (after the clock moves).
     pub sweep: Notify,
+    /// Held by the sweep that runs (the sweeper's, or a clock move's): two at once would settle the same due
+    /// aggregates twice over, the second time for nothing.
+    pub sweeping: tokio::sync::Mutex<()>,
     /// The base URL clients use (for redirect URLs).
     pub base_url: Url,
     /// Woken when the delivery outbox changed (new events, finished attempts, the clock moved).

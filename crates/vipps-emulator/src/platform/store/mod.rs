@@ -292,10 +292,12 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn webhooks(&self, owner: &str) -> BoxFut<'static, Result<Vec<WebhookRow>, StoreError>>;
     /// A metadata value.
     fn meta(&self, key: &str) -> BoxFut<'static, Result<Option<String>, StoreError>>;
-    /// Deliveries that are due now, at most one per (webhook, payment), oldest first.
+    /// Deliveries that are due now, at most one per (webhook, subject), oldest first, with ids above `after_id`
+    /// (the dispatcher walks the queue in pages instead of reading the deliveries it has in flight again).
     fn due_deliveries(
         &self,
         now_ms: i64,
+        after_id: i64,
         limit: usize,
     ) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>>;
     /// When the next pending delivery is due (ms), if any.

@@ -867,6 +867,7 @@ impl Store for PostgresStore {
     fn due_deliveries(
         &self,
         now_ms: i64,
+        after_id: i64,
         limit: usize,
     ) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>> {
         let pool = self.pool.clone();
@@ -883,7 +884,7 @@ impl Store for PostgresStore {
                     ORDER BY webhook_id, tenant, subject, id
                  ), picked AS (
                     SELECT d.id FROM deliveries d JOIN heads h ON h.id = d.id
-                    WHERE d.state = 'pending' AND d.next_ms <= $1
+                    WHERE d.state = 'pending' AND d.next_ms <= $1 AND d.id > $5
                       AND (d.lease_until IS NULL OR d.lease_until < {DB_NOW_MS})
                     ORDER BY d.id LIMIT $2
                     FOR UPDATE OF d SKIP LOCKED
@@ -896,7 +897,7 @@ impl Store for PostgresStore {
             );
             let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
             let rows = c
-                .query(&st, &[&now_ms, &(limit as i64), &owner, &lease])
+                .query(&st, &[&now_ms, &(limit as i64), &owner, &lease, &after_id])
                 .await
                 .map_err(pg_err)?;
             let mut out: Vec<DueDelivery> = rows

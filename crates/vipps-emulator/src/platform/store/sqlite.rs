@@ -164,6 +164,16 @@ fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", sync).map_err(err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
+    // Each write of a group commit runs in a savepoint, and SQLite keeps a savepoint's undo pages in a
+    // statement journal: a temporary file by default, written with pwrite for every page a write touches
+    // (10 % of the CPU in a profile of the webhook burst). In memory it costs a memcpy, and it is discarded
+    // at commit either way, so durability is unchanged.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(err)?;
+    // 64 MiB of page cache per connection instead of 2 MiB: the outbox and idempotency indexes of a busy
+    // store stay in memory instead of being read back from the OS for every lookup.
+    conn.pragma_update(None, "cache_size", -65536)
+        .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -403,6 +413,7 @@ impl Store for SqliteStore {
     fn due_deliveries(
         &self,
         now_ms: i64,
+        after_id: i64,
         limit: usize,
     ) -> BoxFut<'static, Result<Vec<DueDelivery>, StoreError>> {
         self.read(move |c| {
@@ -410,12 +421,12 @@ impl Store for SqliteStore {
                 "SELECT d.id, d.webhook_id, d.tenant, d.subject, d.event_type, d.event_id, w.url, w.secret, d.payload,
                         d.attempts, d.first_attempt_ms, d.event_name
                  FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.state = 'pending' AND d.next_ms <= ?1
+                 WHERE d.state = 'pending' AND d.next_ms <= ?1 AND d.id > ?3
                    AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.state = 'pending' AND e.webhook_id = d.webhook_id
                                    AND e.tenant = d.tenant AND e.subject = d.subject AND e.id < d.id)
                  ORDER BY d.id LIMIT ?2",
             )?;
-            let rows = st.query_map(params![now_ms, limit as i64], |r| {
+            let rows = st.query_map(params![now_ms, limit as i64, after_id], |r| {
                 Ok(DueDelivery {
                     id: r.get(0)?,
                     webhook_id: r.get(1)?,
@@ -514,21 +525,22 @@ fn writer_loop(
         let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
         let mut fx = BatchEffects::default();
         let committed = (|| -> rusqlite::Result<()> {
-            let mut tx =
-                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Savepoints through cached statements: rusqlite's `Savepoint` parses its SQL anew every time, twice
+            // per write.
             for job in &batch {
-                let mut sp = tx.savepoint()?;
+                tx.prepare_cached("SAVEPOINT w")?.execute([])?;
                 let mut job_fx = BatchEffects::default();
-                match apply(&sp, &job.req, ids.as_ref(), &mut job_fx) {
+                match apply(&tx, &job.req, ids.as_ref(), &mut job_fx) {
                     Ok(r) => {
-                        sp.commit()?;
+                        tx.prepare_cached("RELEASE w")?.execute([])?;
                         fx.saved.append(&mut job_fx.saved);
                         fx.outbox_touched |= job_fx.outbox_touched;
                         results.push(Ok(r));
                     }
                     Err(e) => {
-                        sp.rollback()?;
-                        drop(sp);
+                        tx.prepare_cached("ROLLBACK TO w")?.execute([])?;
+                        tx.prepare_cached("RELEASE w")?.execute([])?;
                         results.push(Err(err(e)));
                     }
                 }
@@ -817,8 +829,12 @@ fn apply(
             )?
             .execute(params![delivery_id, at_ms, state, next, done])?;
             if *outcome == DeliveryOutcome::Delivered {
-                c.prepare_cached("UPDATE webhooks SET last_success_ms = ?2, failing_since_ms = NULL WHERE id = ?1")?
-                    .execute(params![webhook_id, at_ms])?;
+                // Only when it changes: a burst delivers many events to one webhook within a millisecond.
+                c.prepare_cached(
+                    "UPDATE webhooks SET last_success_ms = ?2, failing_since_ms = NULL
+                     WHERE id = ?1 AND (failing_since_ms IS NOT NULL OR last_success_ms IS NOT ?2)",
+                )?
+                .execute(params![webhook_id, at_ms])?;
             } else {
                 c.prepare_cached(
                     "UPDATE webhooks SET failing_since_ms = coalesce(failing_since_ms, ?2) WHERE id = ?1",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use vipps_types::signing;
 
@@ -94,8 +94,10 @@ fn side_of(s: &S, msn: &str) -> Side {
     }
 }
 
-/// Runs one attempt and records it.
-async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
+/// Runs one attempt and records it. `permit` is one of the `delivery_concurrency` outbound requests; it is given
+/// back when the receiver has answered, not when the attempt is recorded, so a group commit in progress does not
+/// hold the dispatcher's outbound capacity (the delivery stays in flight, and is not started again, until then).
+async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemaphorePermit) {
     let side = side_of(&s, &d.tenant);
     let (source, hostname) = {
         let rs = s.request_servers.read();
@@ -148,6 +150,7 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
         Ok(status)
     }
     .await;
+    drop(permit);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (ok, status, error) = match &result {
         Ok(st) => ((200..300).contains(st), Some(*st), None),
@@ -198,6 +201,9 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery) {
     }
 }
 
+/// How many due deliveries one read of the queue takes.
+const DUE_PAGE: usize = 1024;
+
 /// The dispatcher: wakes on new events, finished attempts, clock moves or the next due time, and starts the due
 /// deliveries (the head of each registration-and-payment queue), at most `delivery_concurrency` at once.
 pub(crate) async fn dispatcher(s: S, shutdown: CancellationToken) {
@@ -206,11 +212,21 @@ pub(crate) async fn dispatcher(s: S, shutdown: CancellationToken) {
     // new query starts, so a due list read before an attempt was recorded cannot start that delivery again.
     let inflight: Arc<Mutex<HashMap<i64, bool>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(s.config.delivery_concurrency));
+    // Where the current pass over the queue is: each read takes the next page, so deliveries in flight are not
+    // read again and again while a burst drains (a re-read of the first page after every recorded attempt was
+    // most of the store's work). A pass ends with a short page; the next starts from the beginning.
+    let mut after_id = 0;
     loop {
         let now = s.clock.unix_ms();
         inflight.lock().retain(|_, done| !*done);
-        match s.store.due_deliveries(now, 1024).await {
+        match s.store.due_deliveries(now, after_id, DUE_PAGE).await {
             Ok(due) => {
+                let more = due.len() == DUE_PAGE;
+                after_id = if more {
+                    due.last().map_or(0, |d| d.id)
+                } else {
+                    0
+                };
                 for d in due {
                     {
                         let mut f = inflight.lock();
@@ -226,13 +242,18 @@ pub(crate) async fn dispatcher(s: S, shutdown: CancellationToken) {
                     let (s2, c2, f2) = (s.clone(), clients.clone(), inflight.clone());
                     tokio::spawn(async move {
                         let id = d.id;
-                        deliver(s2, c2, d).await;
+                        deliver(s2, c2, d, permit).await;
                         f2.lock().insert(id, true);
-                        drop(permit);
                     });
                 }
+                if more {
+                    continue;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "reading due deliveries failed"),
+            Err(e) => {
+                after_id = 0;
+                tracing::warn!(error = %e, "reading due deliveries failed");
+            }
         }
         let wait = match s.store.next_delivery_ms().await {
             Ok(Some(next)) => {
