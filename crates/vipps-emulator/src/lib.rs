@@ -27,6 +27,7 @@
 mod app;
 pub mod config;
 mod controls;
+mod dashboard;
 mod platform;
 mod products;
 mod proxy;

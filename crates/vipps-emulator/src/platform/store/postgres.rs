@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
 use super::{
-    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
+    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
     SharedFaults, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
     too_many_webhooks, webhook_not_found,
 };
@@ -133,6 +133,15 @@ ALTER TABLE deliveries ADD COLUMN event_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE attempts RENAME COLUMN reference TO subject;
 DELETE FROM idempotency WHERE state <> 'done';
 ALTER TABLE idempotency DROP COLUMN state, DROP COLUMN token, DROP COLUMN lease_until;
+"#,
+    ),
+    (
+        3,
+        r#"
+ALTER TABLE aggregates ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
+UPDATE aggregates SET created_ms = coalesce((convert_from(data, 'UTF8')::jsonb ->> 'created_ms')::bigint, 0);
+CREATE INDEX aggregates_created ON aggregates (kind, created_ms, tenant, id);
+CREATE INDEX aggregates_state_created ON aggregates (kind, state, created_ms, tenant, id);
 "#,
     ),
 ];
@@ -445,11 +454,11 @@ async fn execute(
         .collect();
     let put_sql = match &effect.put {
         Some(p) if p.create => Some(
-            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (kind, tenant, id) DO NOTHING",
         ),
         Some(_) => Some(
-            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
         ),
         None => None,
@@ -500,6 +509,7 @@ async fn execute(
                         &p.state,
                         &p.due_ms,
                         &p.data,
+                        &req.now_ms,
                     ],
                 )
                 .await
@@ -753,6 +763,25 @@ async fn apply(
             .map_err(pg_err)?;
             StoredResponse::empty(204)
         }
+        Op::Redeliver { delivery_id } => {
+            let row = tx
+                .query_opt(
+                    "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
+                     SELECT webhook_id, tenant, subject, event_type, event_id, event_name, payload, 'pending', 0, $2, $2
+                     FROM deliveries WHERE id = $1 AND webhook_id IN (SELECT id FROM webhooks)
+                     RETURNING id",
+                    &[delivery_id, &req.now_ms],
+                )
+                .await
+                .map_err(pg_err)?;
+            match row {
+                Some(r) => {
+                    *touched = true;
+                    StoredResponse::json(202, &serde_json::json!({ "delivery_id": r.get::<_, i64>(0) }))
+                }
+                None => super::delivery_not_found(req, *delivery_id),
+            }
+        }
         Op::InitMeta { key, value } => {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -946,6 +975,64 @@ impl Store for PostgresStore {
                 rows.iter().map(|r| r.get::<_, String>(0)),
                 &f,
             ))
+        })
+    }
+
+    fn list_aggregates(
+        &self,
+        q: &AggregateQuery,
+    ) -> BoxFut<'static, Result<Vec<AggregateRow>, StoreError>> {
+        let pool = self.pool.clone();
+        let q = q.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let (after_ms, after_tenant, after_id) = match &q.after {
+                Some((ms, t, i)) => (Some(*ms), Some(t.clone()), Some(i.clone())),
+                None => (None, None, None),
+            };
+            let limit = q.limit as i64;
+            let st = c
+                .prepare_cached(
+                    "SELECT tenant, id, state, created_ms, data FROM aggregates
+                     WHERE kind = $1
+                       AND ($2::text IS NULL OR state = $2)
+                       AND ($3::text IS NULL OR tenant = $3)
+                       AND ($4::text IS NULL OR starts_with(id, $4))
+                       AND ($5::bigint IS NULL OR created_ms >= $5)
+                       AND ($6::bigint IS NULL OR created_ms < $6)
+                       AND ($7::bigint IS NULL OR (created_ms, tenant, id) < ($7, $8::text, $9::text))
+                     ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT $10",
+                )
+                .await
+                .map_err(pg_err)?;
+            let rows = c
+                .query(
+                    &st,
+                    &[
+                        &q.kind,
+                        &q.state,
+                        &q.tenant,
+                        &q.id_prefix,
+                        &q.created_from_ms,
+                        &q.created_to_ms,
+                        &after_ms,
+                        &after_tenant,
+                        &after_id,
+                        &limit,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| AggregateRow {
+                    tenant: r.get(0),
+                    id: r.get(1),
+                    state: r.get(2),
+                    created_ms: r.get(3),
+                    data: r.get(4),
+                })
+                .collect())
         })
     }
 
