@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -764,7 +764,7 @@ fn back(f: &std::collections::HashMap<String, String>) -> Response {
         .get("return_to")
         .filter(|t| t.starts_with("/_emulator/") && !t.starts_with("//"))
         .map_or("/_emulator/ui", String::as_str);
-    Redirect::see_other(to).into_response()
+    Redirect::to(to).into_response()
 }
 
 async fn advance(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Response {
