@@ -295,7 +295,7 @@ async fn payer_pages_and_dashboard_in_chromium() {
     );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
     eprintln!("browser summary: {summary}");
-    assert!(summary["checks"].as_u64().unwrap() >= 30);
+    assert!(summary["checks"].as_u64().unwrap() >= 25);
 
     // The QR code as Chromium drew it decodes to the app screen of that payment, and the link opens it.
     let link = decode_qr(&std::fs::read(out.join("qr.png")).unwrap());

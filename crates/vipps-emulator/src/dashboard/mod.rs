@@ -500,6 +500,25 @@ async fn detail(
         limit: Some(200),
         ..RequestFilter::default()
     });
+    // Requests naming it in the path, and those whose idempotency key caused one of its events (a create names
+    // the id only in its body), with their replays.
+    let mut requests = requests;
+    let mut keys: Vec<&str> = view
+        .timeline
+        .iter()
+        .filter_map(|e| e.idempotency_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        requests.extend(s.requests.query(&RequestFilter {
+            idempotency_key: Some(k.to_owned()),
+            limit: Some(50),
+            ..RequestFilter::default()
+        }));
+    }
+    requests.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.trace_id.cmp(&b.trace_id)));
+    requests.dedup_by(|a, b| a.trace_id == b.trace_id);
     let requests: Vec<RequestRecord> = requests
         .into_iter()
         .filter(|r| r.msn.as_deref().is_none_or(|m| m == tenant))

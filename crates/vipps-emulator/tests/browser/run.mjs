@@ -25,9 +25,11 @@ async function shot(page, name) {
 }
 
 const profile = mkdtempSync(join(tmpdir(), "vipps-chromium-"));
-const browser = await chromium.launch({
+// A fresh profile directory (Playwright passes it as --user-data-dir).
+const context = await chromium.launchPersistentContext(profile, {
   executablePath: cfg.chromium,
   headless: true,
+  viewport: { width: 1280, height: 900 },
   args: [
     "--headless",
     "--no-sandbox",
@@ -37,12 +39,10 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    `--user-data-dir=${profile}`,
   ],
 });
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
+  const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(15000);
   const base = cfg.base;
 
@@ -67,6 +67,7 @@ try {
 
   // 2. Reject.
   await page.goto(cfg.reject.landing);
+  await page.fill("#phone", "4712345678");
   await page.click("text=Next");
   await page.click("button[value=reject]");
   await page.waitForURL((u) => u.toString().startsWith(cfg.reject.returnUrl));
@@ -75,6 +76,7 @@ try {
 
   // 3. A magic amount: the app shows the failure.
   await page.goto(cfg.magic.landing);
+  await page.fill("#phone", "4712345678");
   await page.click("text=Next");
   await page.click("button[value=approve]");
   await page.waitForSelector("[role=alert]");
@@ -115,9 +117,11 @@ try {
   // Rotate the test request server: the active server and its DNS answer change.
   await page.goto(`${base}/_emulator/ui`);
   const activeBefore = await page.textContent("[data-testid=active-test]");
+  const dnsBefore = await page.textContent("[data-testid=dns]");
   await page.click("button:text-is('Rotate test')");
   await page.waitForURL(`${base}/_emulator/ui`);
   const activeAfter = await page.textContent("[data-testid=active-test]");
+  check((await page.textContent("[data-testid=dns]")) !== dnsBefore, "the DNS answers changed with the rotation");
   check(activeAfter !== activeBefore, "rotation changed the active test server", [activeBefore, activeAfter]);
   summary.rotated = { before: activeBefore, after: activeAfter };
 
@@ -152,7 +156,7 @@ try {
   await shot(page, "payments");
 
   // The detail page of the paid payment: fields, timeline, requests with keys, deliveries; resend one.
-  await page.goto(`${base}/_emulator/ui/aggregates/epayment.payment`);
+  await page.goto(`${base}/_emulator/ui/aggregates/epayment.payment?reference=browser-pay`);
   await page.click(`a:text-is('${cfg.pay.reference}')`);
   await page.waitForSelector("[data-testid=timeline]");
   const timeline = await page.textContent("[data-testid=timeline]");
@@ -188,9 +192,8 @@ try {
   await page.keyboard.press("Tab");
   check(await page.evaluate(() => document.activeElement && document.activeElement.tagName === "A"), "keyboard focus");
 
-  await context.close();
 } finally {
-  await browser.close();
+  await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
 console.log(JSON.stringify(summary));
