@@ -39,7 +39,9 @@ fn main() {
 }
 
 async fn run(payments: usize, rounds: usize) {
-    let emu = Emulator::start(Config::ephemeral()).await.expect("emulator");
+    let emu = Emulator::start(Config::ephemeral())
+        .await
+        .expect("emulator");
     let base = emu.base_url().to_string().trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -63,7 +65,8 @@ async fn run(payments: usize, rounds: usize) {
     let mut tasks = Vec::new();
     let workers = 32;
     for w in 0..workers {
-        let (http, base, token, created) = (http.clone(), base.clone(), token.clone(), created.clone());
+        let (http, base, token, created) =
+            (http.clone(), base.clone(), token.clone(), created.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while i < payments {
@@ -96,7 +99,9 @@ async fn run(payments: usize, rounds: usize) {
                 }
                 if i % 100 == 0 {
                     let r = http
-                        .post(format!("{base}/epayment/v1/test/payments/{reference}/approve"))
+                        .post(format!(
+                            "{base}/epayment/v1/test/payments/{reference}/approve"
+                        ))
                         .bearer_auth(&token)
                         .header("Ocp-Apim-Subscription-Key", KEY)
                         .header("Merchant-Serial-Number", MSN)
@@ -127,7 +132,9 @@ async fn run(payments: usize, rounds: usize) {
     let kind = "/_emulator/ui/aggregates/epayment.payment";
     // A cursor in the middle of the list: the payment created in the middle, found through the reference filter.
     let deep = {
-        let page: String = get(&http, &format!("{base}{kind}?reference=bench-{middle:07}")).await.1;
+        let page: String = get(&http, &format!("{base}{kind}?reference=bench-{middle:07}"))
+            .await
+            .1;
         let after_ms = page
             .split("UTC</td>")
             .next()
@@ -145,20 +152,37 @@ async fn run(payments: usize, rounds: usize) {
     };
     let now = time::OffsetDateTime::now_utc();
     let from = (now - Duration::from_secs(3600))
-        .format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]"))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]"
+        ))
         .expect("format");
     let pages: Vec<(&str, String)> = vec![
         ("overview", "/_emulator/ui".into()),
         ("payments, first page", kind.into()),
-        ("payments, state AUTHORIZED", format!("{kind}?state=AUTHORIZED")),
-        ("payments, state ABORTED (none)", format!("{kind}?state=ABORTED")),
-        ("payments, reference prefix", format!("{kind}?reference=bench-00500")),
-        ("payments, MSN and time window", format!("{kind}?msn={MSN}&from={from}")),
+        (
+            "payments, state AUTHORIZED",
+            format!("{kind}?state=AUTHORIZED"),
+        ),
+        (
+            "payments, state ABORTED (none)",
+            format!("{kind}?state=ABORTED"),
+        ),
+        (
+            "payments, reference prefix",
+            format!("{kind}?reference=bench-00500"),
+        ),
+        (
+            "payments, MSN and time window",
+            format!("{kind}?msn={MSN}&from={from}"),
+        ),
         ("payments, page in the middle", deep),
         ("payment detail", format!("{kind}/{MSN}/bench-{middle:07}")),
         ("deliveries", "/_emulator/ui/deliveries".into()),
         ("request record", "/_emulator/ui/requests".into()),
-        ("payer landing page", landing.trim_start_matches(&base).to_owned()),
+        (
+            "payer landing page",
+            landing.trim_start_matches(&base).to_owned(),
+        ),
         ("payer app screen", app.trim_start_matches(&base).to_owned()),
     ];
     println!("{rounds} sequential requests per page, {payments} payments in the store:");

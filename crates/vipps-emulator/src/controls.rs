@@ -155,7 +155,7 @@ async fn advance(
 /// Moves the emulator clock forward by `seconds` (shared through the store when instances share it), then
 /// persists what the jump made due and wakes the delivery dispatcher.
 pub(crate) async fn advance_clock(s: &S, meta: &RequestMeta, seconds: f64) -> Result<(), ApiError> {
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 10.0 * 365.0 * 86_400.0 {
+    if !seconds.is_finite() || !(0.0..=10.0 * 365.0 * 86_400.0).contains(&seconds) {
         return Err(meta
             .problem(
                 400,
@@ -393,7 +393,11 @@ async fn failover(
 }
 
 /// Serves production callbacks from `disaster-recovery` or `production` (`None`: toggles).
-pub(crate) async fn set_failover(s: &S, meta: &RequestMeta, to: Option<&str>) -> Result<(), ApiError> {
+pub(crate) async fn set_failover(
+    s: &S,
+    meta: &RequestMeta,
+    to: Option<&str>,
+) -> Result<(), ApiError> {
     {
         let mut rs = s.request_servers.write();
         let on = match to {

@@ -58,7 +58,11 @@ async fn output(cmd: &mut Command, limit: Duration) -> Result<std::process::Outp
 
 /// Node and the pinned playwright-core (installed with `npm ci` when missing or stale).
 async fn prepare(dir: &Path) -> Result<(), String> {
-    let node = output(Command::new("node").arg("--version"), Duration::from_secs(20)).await?;
+    let node = output(
+        Command::new("node").arg("--version"),
+        Duration::from_secs(20),
+    )
+    .await?;
     if !node.status.success() {
         return Err("`node --version` failed".into());
     }
@@ -221,7 +225,12 @@ async fn payer_pages_and_dashboard_in_chromium() {
     let return_url = |r: &str| format!("http://{shop_addr}/return?order={r}");
 
     // The payment paid through the landing page: phone, scope, a description with markup.
-    let mut pay = payment("browser-pay-0001", 24900, "WEB_REDIRECT", Some(&return_url("browser-pay-0001")));
+    let mut pay = payment(
+        "browser-pay-0001",
+        24900,
+        "WEB_REDIRECT",
+        Some(&return_url("browser-pay-0001")),
+    );
     pay["customer"] = json!({"phoneNumber": "4791234567"});
     pay["profile"] = json!({"scope": "name email phoneNumber"});
     pay["paymentDescription"] = json!("Two tickets <b>not bold</b>");
@@ -234,19 +243,34 @@ async fn payer_pages_and_dashboard_in_chromium() {
     let rejected = api
         .create(
             "browser-reject",
-            payment("browser-reject-01", 1000, "WEB_REDIRECT", Some(&return_url("browser-reject-01"))),
+            payment(
+                "browser-reject-01",
+                1000,
+                "WEB_REDIRECT",
+                Some(&return_url("browser-reject-01")),
+            ),
         )
         .await;
     let magic = api
         .create(
             "browser-magic",
-            payment("browser-magic-01", 151, "WEB_REDIRECT", Some(&return_url("browser-magic-01"))),
+            payment(
+                "browser-magic-01",
+                151,
+                "WEB_REDIRECT",
+                Some(&return_url("browser-magic-01")),
+            ),
         )
         .await;
     let expiring = api
         .create(
             "browser-expire",
-            payment("browser-expire-01", 1000, "WEB_REDIRECT", Some(&return_url("browser-expire-01"))),
+            payment(
+                "browser-expire-01",
+                1000,
+                "WEB_REDIRECT",
+                Some(&return_url("browser-expire-01")),
+            ),
         )
         .await;
     let qr = api
@@ -258,7 +282,12 @@ async fn payer_pages_and_dashboard_in_chromium() {
     for i in 0..BULK {
         api.create(
             &format!("browser-bulk-{i}"),
-            payment(&format!("bulk-{i:04}-order"), 1000, "WEB_REDIRECT", Some(&return_url("bulk"))),
+            payment(
+                &format!("bulk-{i:04}-order"),
+                1000,
+                "WEB_REDIRECT",
+                Some(&return_url("bulk")),
+            ),
         )
         .await;
     }
@@ -312,8 +341,14 @@ async fn payer_pages_and_dashboard_in_chromium() {
         .iter()
         .filter(|h| h["reference"] == "browser-pay-0001")
         .collect();
-    assert!(of_paid.len() >= 3, "created, authorized and a resend: {of_paid:?}");
-    let mut names: Vec<_> = of_paid.iter().map(|h| h["pspReference"].to_string()).collect();
+    assert!(
+        of_paid.len() >= 3,
+        "created, authorized and a resend: {of_paid:?}"
+    );
+    let mut names: Vec<_> = of_paid
+        .iter()
+        .map(|h| h["pspReference"].to_string())
+        .collect();
     names.sort();
     names.dedup();
     assert!(names.len() < of_paid.len(), "one event arrived twice");

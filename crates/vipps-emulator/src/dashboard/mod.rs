@@ -39,7 +39,9 @@ pub(crate) fn routes() -> Router<S> {
         .route("/_emulator/ui/faults", post(add_fault))
         .route("/_emulator/ui/faults/clear", post(clear_faults))
         .route("/_emulator/ui/deliveries/{id}/resend", post(resend))
-        .layer(axum::middleware::from_fn(crate::platform::html::same_origin));
+        .layer(axum::middleware::from_fn(
+            crate::platform::html::same_origin,
+        ));
     Router::new()
         .route("/_emulator", get(index))
         .route("/_emulator/", get(index))
@@ -58,7 +60,10 @@ pub(crate) fn routes() -> Router<S> {
 fn nav(s: &S, current: &str) -> Markup {
     let mut items: Vec<(String, String)> = vec![("/_emulator/ui".into(), "Overview".into())];
     for (kind, label) in s.products.kinds() {
-        items.push((format!("/_emulator/ui/aggregates/{kind}"), capitalize(label)));
+        items.push((
+            format!("/_emulator/ui/aggregates/{kind}"),
+            capitalize(label),
+        ));
     }
     items.push(("/_emulator/ui/deliveries".into(), "Deliveries".into()));
     items.push(("/_emulator/ui/requests".into(), "Requests".into()));
@@ -107,7 +112,11 @@ fn html_page(s: &S, current: &str, title: &str, content: Markup) -> Response {
 fn api_error_page(e: ApiError) -> Response {
     let r = e.into_response();
     let status = r.status().as_u16();
-    error_page(status, "Request refused", "The emulator refused this request; see the JSON controls for details.")
+    error_page(
+        status,
+        "Request refused",
+        "The emulator refused this request; see the JSON controls for details.",
+    )
 }
 
 /// `GET /_emulator/`: the overview for a browser, an index of the controls for programs.
@@ -132,7 +141,11 @@ async fn overview(State(s): State<S>, meta: RequestMeta) -> Response {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(trace_id = %meta.trace_id, error = %e, "dashboard counts");
-            return error_page(500, "Store unavailable", "The store could not be read; see the log.");
+            return error_page(
+                500,
+                "Store unavailable",
+                "The store could not be read; see the log.",
+            );
         }
     };
     let faults = match crate::controls::fault_rules(&s, &meta).await {
@@ -345,11 +358,19 @@ async fn list(
 ) -> Response {
     let q: ListQuery = serde_urlencoded_lite(raw.as_deref().unwrap_or(""));
     let Some(product) = s.products.owner(&kind) else {
-        return error_page(404, "Unknown kind", "No product stores aggregates of this kind.");
+        return error_page(
+            404,
+            "Unknown kind",
+            "No product stores aggregates of this kind.",
+        );
     };
     let label = s.products.label(&kind).unwrap_or("aggregates");
     let Some(decoder) = product.decoder(&kind) else {
-        return error_page(404, "Unknown kind", "No product stores aggregates of this kind.");
+        return error_page(
+            404,
+            "Unknown kind",
+            "No product stores aggregates of this kind.",
+        );
     };
     let (state, msn, reference) = (nonempty(&q.state), nonempty(&q.msn), nonempty(&q.reference));
     let (from, to) = (nonempty(&q.from), nonempty(&q.to));
@@ -371,7 +392,11 @@ async fn list(
         Ok(r) => r,
         Err(e) => {
             tracing::error!(trace_id = %meta.trace_id, error = %e, "dashboard list");
-            return error_page(500, "Store unavailable", "The store could not be read; see the log.");
+            return error_page(
+                500,
+                "Store unavailable",
+                "The store could not be read; see the log.",
+            );
         }
     };
     let views: Vec<_> = rows
@@ -445,7 +470,12 @@ async fn list(
             @if let Some(n) = &next { a class="button" rel="next" href=(n) { "Next page" } }
         }
     };
-    html_page(&s, &format!("/_emulator/ui/aggregates/{kind}"), &title, content)
+    html_page(
+        &s,
+        &format!("/_emulator/ui/aggregates/{kind}"),
+        &title,
+        content,
+    )
 }
 
 /// A path segment, percent-encoded.
@@ -473,13 +503,25 @@ async fn detail(
     Path((kind, tenant, id)): Path<(String, String, String)>,
 ) -> Response {
     let Some(product) = s.products.owner(&kind) else {
-        return error_page(404, "Unknown kind", "No product stores aggregates of this kind.");
+        return error_page(
+            404,
+            "Unknown kind",
+            "No product stores aggregates of this kind.",
+        );
     };
     let Some(decoder) = product.decoder(&kind) else {
-        return error_page(404, "Unknown kind", "No product stores aggregates of this kind.");
+        return error_page(
+            404,
+            "Unknown kind",
+            "No product stores aggregates of this kind.",
+        );
     };
     let Some(static_kind) = s.products.kinds().map(|(k, _)| k).find(|k| *k == kind) else {
-        return error_page(404, "Unknown kind", "No product stores aggregates of this kind.");
+        return error_page(
+            404,
+            "Unknown kind",
+            "No product stores aggregates of this kind.",
+        );
     };
     let key = crate::platform::aggregate::AggregateKey {
         kind: static_kind,
@@ -488,10 +530,20 @@ async fn detail(
     };
     let doc = match s.store.aggregate(&key, decoder).await {
         Ok(Some(d)) => d,
-        Ok(None) => return error_page(404, "Not found", "Nothing with this id is stored for this sales unit."),
+        Ok(None) => {
+            return error_page(
+                404,
+                "Not found",
+                "Nothing with this id is stored for this sales unit.",
+            );
+        }
         Err(e) => {
             tracing::error!(trace_id = %meta.trace_id, error = %e, "dashboard detail");
-            return error_page(500, "Store unavailable", "The store could not be read; see the log.");
+            return error_page(
+                500,
+                "Store unavailable",
+                "The store could not be read; see the log.",
+            );
         }
     };
     let view = product.view(&kind, &doc, &s.base_url).unwrap_or_default();
@@ -517,7 +569,11 @@ async fn detail(
             ..RequestFilter::default()
         }));
     }
-    requests.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.trace_id.cmp(&b.trace_id)));
+    requests.sort_by(|a, b| {
+        b.time
+            .cmp(&a.time)
+            .then_with(|| a.trace_id.cmp(&b.trace_id))
+    });
     requests.dedup_by(|a, b| a.trace_id == b.trace_id);
     let requests: Vec<RequestRecord> = requests
         .into_iter()
@@ -536,7 +592,11 @@ async fn detail(
         .into_iter()
         .filter(|a| a["msn"].as_str().is_none_or(|m| m == tenant))
         .collect();
-    let here = format!("/_emulator/ui/aggregates/{kind}/{}/{}", enc(&tenant), enc(&id));
+    let here = format!(
+        "/_emulator/ui/aggregates/{kind}/{}/{}",
+        enc(&tenant),
+        enc(&id)
+    );
     let state = product
         .states(&kind)
         .iter()
@@ -573,7 +633,12 @@ async fn detail(
             (attempt_table(&attempts, &here))
         }
     };
-    html_page(&s, &format!("/_emulator/ui/aggregates/{kind}"), &id, content)
+    html_page(
+        &s,
+        &format!("/_emulator/ui/aggregates/{kind}"),
+        &id,
+        content,
+    )
 }
 
 fn request_table(rows: &[RequestRecord]) -> Markup {
@@ -611,7 +676,11 @@ fn request_table(rows: &[RequestRecord]) -> Markup {
 }
 
 fn attempt_table(rows: &[serde_json::Value], back: &str) -> Markup {
-    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let s = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
     html! {
         @if rows.is_empty() { p class="muted" { "No delivery attempts." } }
         @else {
@@ -695,7 +764,11 @@ async fn requests(State(s): State<S>, RawQuery(raw): RawQuery) -> Response {
     }
     let q: Q = serde_urlencoded_lite(raw.as_deref().unwrap_or(""));
     let status = q.status.as_ref().and_then(|v| v.as_u64()).map(|v| v as u16);
-    let (system, plugin, msn) = (nonempty(&q.system_name), nonempty(&q.plugin_name), nonempty(&q.msn));
+    let (system, plugin, msn) = (
+        nonempty(&q.system_name),
+        nonempty(&q.plugin_name),
+        nonempty(&q.msn),
+    );
     let rows = s.requests.query(&RequestFilter {
         system_name: system.clone(),
         plugin_name: plugin.clone(),
@@ -727,7 +800,12 @@ async fn webhooks(State(s): State<S>) -> Response {
         .iter()
         .map(|m| format!("msn:{}", m.msn.as_str()))
         .collect();
-    owners.extend(s.config.partners.iter().map(|p| format!("partner:{}", p.client_id)));
+    owners.extend(
+        s.config
+            .partners
+            .iter()
+            .map(|p| format!("partner:{}", p.client_id)),
+    );
     let mut groups = Vec::new();
     for o in owners {
         let rows = s.store.webhooks(&o).await.unwrap_or_default();
@@ -765,7 +843,10 @@ async fn events(State(s): State<S>) -> Sse<impl futures::Stream<Item = Result<Ev
         // Coalesce bursts: one event per quarter second at most.
         tokio::time::sleep(Duration::from_millis(250)).await;
         let n = *rx.borrow_and_update();
-        Some((Ok(Event::default().event("message").data(n.to_string())), rx))
+        Some((
+            Ok(Event::default().event("message").data(n.to_string())),
+            rx,
+        ))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
@@ -849,14 +930,25 @@ async fn clear_faults(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Re
 
 /// `POST /_emulator/ui/deliveries/{id}/resend`: queues the delivery's event again (a new, signed delivery from
 /// the active request server, recorded like any other).
-async fn resend(State(s): State<S>, meta: RequestMeta, Path(id): Path<i64>, bytes: Bytes) -> Response {
+async fn resend(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Response {
     let f = form(&bytes);
-    match crate::platform::idempotency::run_write(&s, &meta, Op::Redeliver { delivery_id: id }).await {
+    match crate::platform::idempotency::run_write(&s, &meta, Op::Redeliver { delivery_id: id })
+        .await
+    {
         Ok(r) if r.status().is_success() => {
             s.outbox.notify_one();
             back(&f)
         }
-        Ok(r) => error_page(r.status().as_u16(), "Cannot resend", "This delivery is no longer stored."),
+        Ok(r) => error_page(
+            r.status().as_u16(),
+            "Cannot resend",
+            "This delivery is no longer stored.",
+        ),
         Err(e) => api_error_page(e),
     }
 }

@@ -234,12 +234,18 @@ mod tests {
             },
             Row {
                 name: "another site by Origin",
-                headers: &[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")],
+                headers: &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "https://evil.example"),
+                ],
                 refused: true,
             },
             Row {
                 name: "another port is another origin",
-                headers: &[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:9999")],
+                headers: &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "http://127.0.0.1:9999"),
+                ],
                 refused: true,
             },
             Row {

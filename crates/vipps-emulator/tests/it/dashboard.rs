@@ -76,7 +76,11 @@ async fn every_page_answers_html_and_hostile_input_stays_text() {
     let pages = [
         page("/_emulator/", 200, "Emulator clock"),
         page("/_emulator/ui", 200, "Request servers"),
-        page(format!("/_emulator/ui/aggregates/{KIND}"), 200, "order-dash-0001"),
+        page(
+            format!("/_emulator/ui/aggregates/{KIND}"),
+            200,
+            "order-dash-0001",
+        ),
         page(
             format!("/_emulator/ui/aggregates/{KIND}?state=CREATED&reference=order-dash"),
             200,
@@ -100,7 +104,9 @@ async fn every_page_answers_html_and_hostile_input_stays_text() {
         page("/_emulator/inbox/4712345678", 200, "No payment requests"),
         page(landing.trim_start_matches(&env.base), 200, "Next"),
         page(
-            landing.trim_start_matches(&env.base).replace("token=", "token=x"),
+            landing
+                .trim_start_matches(&env.base)
+                .replace("token=", "token=x"),
             403,
             "Not your payment",
         ),
@@ -123,13 +129,19 @@ async fn every_page_answers_html_and_hostile_input_stays_text() {
     .await;
     // The markup is there, as text.
     let (_, _, d) = html(&env, &detail).await;
-    assert!(d.contains("&lt;script&gt;alert('pwned')&lt;/script&gt;"), "{d}");
+    assert!(
+        d.contains("&lt;script&gt;alert('pwned')&lt;/script&gt;"),
+        "{d}"
+    );
     let (_, _, req) = html(&env, "/_emulator/ui/requests").await;
     assert!(req.contains("&lt;img src=x onerror=alert(1)&gt;"), "{req}");
     // Programs still get JSON at /_emulator/.
     let r = env.control(Method::GET, "/_emulator/", None).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["dashboard"], "/_emulator/ui");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["dashboard"],
+        "/_emulator/ui"
+    );
 }
 
 async fn clock(env: &Env) -> f64 {
@@ -221,7 +233,12 @@ async fn lists_page_by_keyset_without_gaps_or_repeats() {
     let t = env.token().await;
     for i in 0..57 {
         let r = env
-            .create(&t, &format!("order-page-{i:04}"), 1000, &format!("page-{i}"))
+            .create(
+                &t,
+                &format!("order-page-{i:04}"),
+                1000,
+                &format!("page-{i}"),
+            )
             .await;
         assert_eq!(r.status(), 201);
         // Creation times differ, so newest first is well defined (and ties are ordered by id anyway).
@@ -280,7 +297,10 @@ async fn the_qr_image_decodes_to_the_app_screen_and_the_payer_approves_there() {
     assert_eq!(r.headers()["content-type"], "image/png");
     let png = r.bytes().await.unwrap();
     let link = decode_qr(&png);
-    assert!(link.starts_with(&format!("{}/_emulator/app?", env.base)), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/_emulator/app?", env.base)),
+        "{link}"
+    );
     // SVG when asked for.
     let r = env
         .http
@@ -292,7 +312,15 @@ async fn the_qr_image_decodes_to_the_app_screen_and_the_payer_approves_there() {
     assert_eq!(r.headers()["content-type"], "image/svg+xml");
     assert!(r.text().await.unwrap().contains("<svg"));
     // The link opens the app screen; approving there authorizes the payment.
-    let app = env.http.get(&link).send().await.unwrap().text().await.unwrap();
+    let app = env
+        .http
+        .get(&link)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(app.contains("order-qr-000001") && app.contains("Approve"));
     let mut form: Vec<(String, String)> = url::Url::parse(&link)
         .unwrap()
@@ -354,7 +382,11 @@ async fn resend_delivers_the_event_again_as_a_new_attempt() {
     let got = rx.wait_for("order-resend-01", 2).await;
     assert_eq!(got[0].body, got[1].body, "the same event, signed again");
     let attempts = attempts_recorded(&env, "order-resend-01", 2).await;
-    assert_ne!(attempts[1]["delivery_id"].as_i64().unwrap(), id, "a new delivery");
+    assert_ne!(
+        attempts[1]["delivery_id"].as_i64().unwrap(),
+        id,
+        "a new delivery"
+    );
     let r = env
         .http
         .post(env.url("/_emulator/ui/deliveries/999999/resend"))

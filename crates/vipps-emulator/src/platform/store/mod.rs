@@ -278,7 +278,9 @@ fn delivery_not_found(req: &WriteRequest, id: i64) -> StoredResponse {
     StoredResponse::problem(&super::http::problem(
         404,
         "Delivery not found",
-        format!("No delivery with id {id} is stored (finished deliveries are purged after a while)"),
+        format!(
+            "No delivery with id {id} is stored (finished deliveries are purged after a while)"
+        ),
         None,
         &req.request,
     ))

@@ -24,9 +24,9 @@ use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
 use super::{
-    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
-    SharedFaults, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
-    too_many_webhooks, webhook_not_found,
+    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
+    DueAggregate, DueDelivery, Op, SharedFaults, Store, StoreError, WebhookRow, WriteRequest,
+    WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::platform::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder};
 use crate::platform::faults::{FaultAction, FaultRule, path_matches};
@@ -777,7 +777,10 @@ async fn apply(
             match row {
                 Some(r) => {
                     *touched = true;
-                    StoredResponse::json(202, &serde_json::json!({ "delivery_id": r.get::<_, i64>(0) }))
+                    StoredResponse::json(
+                        202,
+                        &serde_json::json!({ "delivery_id": r.get::<_, i64>(0) }),
+                    )
                 }
                 None => super::delivery_not_found(req, *delivery_id),
             }

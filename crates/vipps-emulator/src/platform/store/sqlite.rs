@@ -14,9 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
-    Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
-    too_many_webhooks, webhook_not_found,
+    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
+    DueAggregate, DueDelivery, Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult,
+    fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::config::Durability;
 use crate::platform::aggregate::{AggregateKey, Ctx, Decoded, Decoder};

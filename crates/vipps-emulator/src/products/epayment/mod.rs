@@ -40,9 +40,9 @@ impl Product for EPayment {
     }
 
     fn controls(&self) -> Router<Shared> {
-        controls::routes().merge(
-            pages::routes().layer(axum::middleware::from_fn(crate::platform::html::same_origin)),
-        )
+        controls::routes().merge(pages::routes().layer(axum::middleware::from_fn(
+            crate::platform::html::same_origin,
+        )))
     }
 
     fn event_types(&self) -> Vec<String> {
@@ -73,6 +73,7 @@ impl Product for EPayment {
         if kind != Payment::KIND {
             return None;
         }
-        doc.downcast_ref::<Payment>().map(|p| view::payment(p, base))
+        doc.downcast_ref::<Payment>()
+            .map(|p| view::payment(p, base))
     }
 }

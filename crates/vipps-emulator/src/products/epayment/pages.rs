@@ -138,7 +138,7 @@ fn countdown(s: &S, p: &Payment) -> Markup {
         }
         script {
             (PreEscaped(r#"(function(){var el=document.getElementById('countdown');var n=+el.dataset.seconds;
-setInterval(function(){n-=1;if(n<=0){location.reload();return;}el.textContent=Math.floor(n/60)+':'+String(n%60).padStart(2,'0');},1000);})();"#))
+    setInterval(function(){n-=1;if(n<=0){location.reload();return;}el.textContent=Math.floor(n/60)+':'+String(n%60).padStart(2,'0');},1000);})();"#))
         }
     }
 }
@@ -183,7 +183,10 @@ async fn landing(State(s): State<S>, meta: RequestMeta, Query(q): Query<PayerQue
             }
         }
     };
-    respond(200, page("Pay with Vipps MobilePay", "payer", None, content))
+    respond(
+        200,
+        page("Pay with Vipps MobilePay", "payer", None, content),
+    )
 }
 
 /// The profile data a scope word stands for, with the emulated payer's value.
@@ -277,11 +280,7 @@ async fn act(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Response {
         },
         "reject" => Modification::UserReject,
         _ => {
-            return error_page(
-                400,
-                "Unknown action",
-                "The form must approve or reject.",
-            );
+            return error_page(400, "Unknown action", "The form must approve or reject.");
         }
     };
     let cmd = commands::modify(&p.msn, &p.reference, m);
@@ -289,7 +288,11 @@ async fn act(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    let phone = q.phone.clone().or_else(|| p.phone_number.clone()).unwrap_or_default();
+    let phone = q
+        .phone
+        .clone()
+        .or_else(|| p.phone_number.clone())
+        .unwrap_or_default();
     if !resp.status().is_success() {
         // The app's failure message: the problem's detail (the magic amounts say what the real app says).
         let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)

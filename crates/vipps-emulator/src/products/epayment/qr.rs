@@ -111,7 +111,11 @@ pub(super) async fn qr(
     };
     let size = q.size.or(p.qr_size).unwrap_or(DEFAULT_SIZE);
     if !(100..=2000).contains(&size) {
-        return error_page(400, "Invalid size", "size must be between 100 and 2000 pixels");
+        return error_page(
+            400,
+            "Invalid size",
+            "size must be between 100 and 2000 pixels",
+        );
     }
     let target = payer_link(&s, "_emulator/app", &p, None);
     let accept = headers
@@ -121,12 +125,19 @@ pub(super) async fn qr(
     let no_store = (http::header::CACHE_CONTROL, "no-store");
     match choose(accept, p.qr_format.as_deref()) {
         QrImage::Text => (
-            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8"), no_store],
+            [
+                (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                no_store,
+            ],
             target,
         )
             .into_response(),
         QrImage::Svg => match svg_image(&target, size) {
-            Ok(svg) => ([(http::header::CONTENT_TYPE, "image/svg+xml"), no_store], svg).into_response(),
+            Ok(svg) => (
+                [(http::header::CONTENT_TYPE, "image/svg+xml"), no_store],
+                svg,
+            )
+                .into_response(),
             Err(e) => error_page(500, "QR code failed", &e.to_string()),
         },
         QrImage::Png => match png_image(&target, size) {
