@@ -982,3 +982,39 @@ fn apply(
     }
     Ok(WriteResult::Fresh(resp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_2_gains_creation_times_from_the_documents() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE aggregates (kind TEXT NOT NULL, tenant TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
+                 due_ms INTEGER, data BLOB NOT NULL, PRIMARY KEY (kind, tenant, id)) WITHOUT ROWID;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO aggregates VALUES ('k', 't', 'a', 'S', NULL, ?1), ('k', 't', 'b', 'S', NULL, ?2)",
+            params![br#"{"created_ms": 1234}"#.to_vec(), b"not json".to_vec()],
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let got: Vec<(String, i64)> = c
+            .prepare("SELECT id, created_ms FROM aggregates ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(got, [("a".to_owned(), 1234), ("b".to_owned(), 0)]);
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // A second start changes nothing.
+        migrate(&mut c).unwrap();
+    }
+}
