@@ -139,7 +139,7 @@ async fn run(payments: usize, rounds: usize) {
             .split("UTC</td>")
             .next()
             .and_then(|s| s.rsplit("<td>").next())
-            .map(str::to_owned)
+            .map(|s| s.trim().to_owned())
             .expect("a created time");
         let t = time::PrimitiveDateTime::parse(
             &after_ms,
