@@ -158,34 +158,34 @@ impl RequestLog {
         q.push_back(r);
     }
 
-    /// Matching records, newest first.
+    /// Matching records, newest first. Filtered on the stored form, so only the matches are converted.
     pub(crate) fn query(&self, f: &RequestFilter) -> Vec<RequestRecord> {
         let limit = f.limit.unwrap_or(100);
-        let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        let header = |r: &RawRecord, i: usize, want: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| r.headers[i].as_deref() == Some(w.as_str()))
         };
-        let q: Vec<RequestRecord> = {
-            let guard = self.records.lock();
-            guard.iter().map(RawRecord::to_record).collect()
-        };
-        q.into_iter()
+        let guard = self.records.lock();
+        guard
+            .iter()
             .rev()
             .filter(|r| {
-                eq(&f.msn, &r.msn)
-                    && eq(&f.system_name, &r.system_name)
-                    && eq(&f.plugin_name, &r.plugin_name)
-                    && f.path_contains
-                        .as_ref()
-                        .is_none_or(|p| r.path.contains(p.as_str()))
+                header(r, 0, &f.msn)
+                    && header(r, 1, &f.system_name)
+                    && header(r, 3, &f.plugin_name)
+                    && header(r, 5, &f.idempotency_key)
                     && f.status.is_none_or(|s| s == r.status)
                     && f.method
                         .as_ref()
-                        .is_none_or(|m| m.eq_ignore_ascii_case(&r.method))
-                    && f.path.as_ref().is_none_or(|p| p == &r.path)
-                    && eq(&f.idempotency_key, &r.idempotency_key)
-                    && f.trace_id.as_ref().is_none_or(|t| t == &r.trace_id)
+                        .is_none_or(|m| m.eq_ignore_ascii_case(r.method.as_str()))
+                    && f.path.as_ref().is_none_or(|p| **p == *r.path)
+                    && f.path_contains
+                        .as_ref()
+                        .is_none_or(|p| r.path.contains(p.as_str()))
+                    && f.trace_id.as_ref().is_none_or(|t| **t == *r.trace_id)
             })
             .take(limit)
+            .map(RawRecord::to_record)
             .collect()
     }
 

@@ -495,46 +495,52 @@ impl Store for SqliteStore {
     ) -> BoxFut<'static, Result<Vec<AggregateRow>, StoreError>> {
         let q = q.clone();
         self.read(move |c| {
-            let (after_ms, after_tenant, after_id) = match &q.after {
-                Some((ms, t, i)) => (Some(*ms), Some(t.clone()), Some(i.clone())),
-                None => (None, None, None),
+            // Only the conditions in use, so the planner can take the matching index (a state's, the id's or the
+            // creation time's) instead of scanning.
+            let mut sql = String::from(
+                "SELECT tenant, id, state, created_ms, data FROM aggregates WHERE kind = ?1",
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![q.kind.clone().into()];
+            let mut arg = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                sql.push_str(&cond.replace('?', &format!("?{}", args.len())));
             };
-            let end = q.id_prefix.as_deref().map(super::prefix_end);
-            let mut st = c.prepare_cached(
-                "SELECT tenant, id, state, created_ms, data FROM aggregates
-                 WHERE kind = ?1
-                   AND (?2 IS NULL OR state = ?2)
-                   AND (?3 IS NULL OR tenant = ?3)
-                   AND (?4 IS NULL OR (id >= ?4 AND id < ?5))
-                   AND (?6 IS NULL OR created_ms >= ?6)
-                   AND (?7 IS NULL OR created_ms < ?7)
-                   AND (?8 IS NULL OR (created_ms, tenant, id) < (?8, ?9, ?10))
-                 ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT ?11",
-            )?;
-            let rows = st.query_map(
-                params![
-                    q.kind,
-                    q.state,
-                    q.tenant,
-                    q.id_prefix,
-                    end,
-                    q.created_from_ms,
-                    q.created_to_ms,
-                    after_ms,
-                    after_tenant,
-                    after_id,
-                    q.limit as i64
-                ],
-                |r| {
-                    Ok(AggregateRow {
-                        tenant: r.get(0)?,
-                        id: r.get(1)?,
-                        state: r.get(2)?,
-                        created_ms: r.get(3)?,
-                        data: r.get(4)?,
-                    })
-                },
-            )?;
+            if let Some(st) = &q.state {
+                arg(&mut sql, " AND state = ?", st.clone().into());
+            }
+            if let Some(t) = &q.tenant {
+                arg(&mut sql, " AND tenant = ?", t.clone().into());
+            }
+            if let Some(p) = &q.id_prefix {
+                arg(&mut sql, " AND id >= ?", p.clone().into());
+                arg(&mut sql, " AND id < ?", super::prefix_end(p).into());
+            }
+            if let Some(ms) = q.created_from_ms {
+                arg(&mut sql, " AND created_ms >= ?", ms.into());
+            }
+            if let Some(ms) = q.created_to_ms {
+                arg(&mut sql, " AND created_ms < ?", ms.into());
+            }
+            if let Some((ms, t, i)) = &q.after {
+                arg(&mut sql, " AND (created_ms, tenant, id) < (?", (*ms).into());
+                arg(&mut sql, ", ?", t.clone().into());
+                arg(&mut sql, ", ?)", i.clone().into());
+            }
+            arg(
+                &mut sql,
+                " ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT ?",
+                (q.limit as i64).into(),
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(AggregateRow {
+                    tenant: r.get(0)?,
+                    id: r.get(1)?,
+                    state: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    data: r.get(4)?,
+                })
+            })?;
             rows.collect()
         })
     }
