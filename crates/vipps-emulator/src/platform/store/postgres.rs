@@ -989,43 +989,54 @@ impl Store for PostgresStore {
         let q = q.clone();
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let (after_ms, after_tenant, after_id) = match &q.after {
-                Some((ms, t, i)) => (Some(*ms), Some(t.clone()), Some(i.clone())),
-                None => (None, None, None),
-            };
-            let limit = q.limit as i64;
-            let st = c
-                .prepare_cached(
-                    "SELECT tenant, id, state, created_ms, data FROM aggregates
-                     WHERE kind = $1
-                       AND ($2::text IS NULL OR state = $2)
-                       AND ($3::text IS NULL OR tenant = $3)
-                       AND ($4::text IS NULL OR starts_with(id, $4))
-                       AND ($5::bigint IS NULL OR created_ms >= $5)
-                       AND ($6::bigint IS NULL OR created_ms < $6)
-                       AND ($7::bigint IS NULL OR (created_ms, tenant, id) < ($7, $8::text, $9::text))
-                     ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT $10",
-                )
-                .await
-                .map_err(pg_err)?;
-            let rows = c
-                .query(
-                    &st,
-                    &[
-                        &q.kind,
-                        &q.state,
-                        &q.tenant,
-                        &q.id_prefix,
-                        &q.created_from_ms,
-                        &q.created_to_ms,
-                        &after_ms,
-                        &after_tenant,
-                        &after_id,
-                        &limit,
-                    ],
-                )
-                .await
-                .map_err(pg_err)?;
+            // Only the conditions in use, so the planner can take the matching index.
+            let mut sql = String::from(
+                "SELECT tenant, id, state, created_ms, data FROM aggregates WHERE kind = $1",
+            );
+            let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+                vec![Box::new(q.kind.clone())];
+            let mut arg =
+                |sql: &mut String,
+                 cond: &str,
+                 v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+                    args.push(v);
+                    sql.push_str(&cond.replace('?', &format!("${}", args.len())));
+                };
+            if let Some(st) = &q.state {
+                arg(&mut sql, " AND state = ?", Box::new(st.clone()));
+            }
+            if let Some(t) = &q.tenant {
+                arg(&mut sql, " AND tenant = ?", Box::new(t.clone()));
+            }
+            if let Some(p) = &q.id_prefix {
+                arg(&mut sql, " AND starts_with(id, ?)", Box::new(p.clone()));
+            }
+            if let Some(ms) = q.created_from_ms {
+                arg(&mut sql, " AND created_ms >= ?", Box::new(ms));
+            }
+            if let Some(ms) = q.created_to_ms {
+                arg(&mut sql, " AND created_ms < ?", Box::new(ms));
+            }
+            if let Some((ms, t, i)) = &q.after {
+                arg(
+                    &mut sql,
+                    " AND (created_ms, tenant, id) < (?",
+                    Box::new(*ms),
+                );
+                arg(&mut sql, ", ?", Box::new(t.clone()));
+                arg(&mut sql, ", ?)", Box::new(i.clone()));
+            }
+            arg(
+                &mut sql,
+                " ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT ?",
+                Box::new(q.limit as i64),
+            );
+            let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|a| a.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let rows = c.query(&st, &params).await.map_err(pg_err)?;
             Ok(rows
                 .iter()
                 .map(|r| AggregateRow {
