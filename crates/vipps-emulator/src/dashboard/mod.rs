@@ -597,15 +597,10 @@ async fn detail(
         enc(&tenant),
         enc(&id)
     );
-    let state = product
-        .states(&kind)
-        .iter()
-        .find(|st| view.timeline.last().is_some_and(|e| e.name == **st))
-        .copied();
     let content = html! {
         p { a href={"/_emulator/ui/aggregates/" (kind)} { "← all " (s.products.label(&kind).unwrap_or("")) } }
         h1 { span class="mono" { (id) } }
-        p class="muted" { "Sales unit " span class="mono" { (tenant) } @if let Some(st) = state { " · last event " span class={"state state-" (st)} { (st) } } }
+        p class="muted" { "Sales unit " span class="mono" { (tenant) } " · state " span class={"state state-" (view.state)} data-testid="state" { (view.state) } }
         p { @for (label, href) in &view.links { a class="button" href=(href) { (label) } " " } }
         div class="grid" {
             section class="card" aria-labelledby="h-fields" {

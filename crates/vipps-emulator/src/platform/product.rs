@@ -39,6 +39,8 @@ pub(crate) trait Product: Send + Sync + 'static {
 /// it is. Every string is plain text (the dashboard escapes it).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AggregateView {
+    /// Its state label (as stored and filtered on).
+    pub state: &'static str,
     /// Columns of its row in a list (the id, tenant, state and creation time are shown anyway).
     pub columns: Vec<(&'static str, String)>,
     /// Fields of its detail page.

@@ -162,6 +162,7 @@ try {
   const timeline = await page.textContent("[data-testid=timeline]");
   check(timeline.includes("CREATED") && timeline.includes("AUTHORIZED") && timeline.includes(cfg.pay.key), "timeline", timeline);
   check((await page.textContent("[data-testid=fields]")).includes("4799990000"), "the phone the payer paid with");
+  check((await page.textContent("[data-testid=state]")) === "AUTHORIZED", "the detail page shows the state");
   check((await page.textContent("[data-testid=requests]")).includes("replay"), "the replayed create is marked");
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=attempts] button").length >= 2);
   const before = await page.locator("[data-testid=attempts] button").count();

@@ -82,6 +82,7 @@ pub(super) fn payment(p: &Payment, base: &url::Url) -> AggregateView {
     json.query_pairs_mut().append_pair("msn", &p.msn);
     links.push(("JSON", json.to_string()));
     AggregateView {
+        state: p.state.as_str(),
         columns: vec![
             ("Amount", money(p.amount, cur)),
             ("Flow", p.user_flow.clone()),
