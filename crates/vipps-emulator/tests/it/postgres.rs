@@ -86,6 +86,73 @@ async fn simultaneous_identical_creates_on_two_instances_make_one_payment() {
     assert_eq!(r.status(), 409, "same key, different body");
 }
 
+/// Writes that arrive together share one transaction (group commit). Captures of one payment with different keys
+/// must still each see the one before (they run in successive rounds), creates must each make one payment, and
+/// every answer must be stored with its change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_to_one_payment_and_many_creates_are_each_applied_once() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = Arc::new(on(&db, Config::ephemeral()).await);
+    let b = Arc::new(on(&db, Config::ephemeral()).await);
+    let t = a.token().await;
+    assert_eq!(
+        a.create(&t, "order-pg-batch-0001", 1000, "batch-create")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(a.approve(&t, "order-pg-batch-0001").await.status(), 200);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let env = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let capture = env
+                .post_json(
+                    &t,
+                    "/epayment/v1/payments/order-pg-batch-0001/capture",
+                    Some(&format!("batch-capture-{i}")),
+                    json!({"modificationAmount": {"currency": "NOK", "value": 10}}),
+                )
+                .await
+                .status()
+                .as_u16();
+            let create = env
+                .create(
+                    &t,
+                    &format!("order-pg-batch-c{i:04}"),
+                    500,
+                    &format!("batch-c{i}"),
+                )
+                .await
+                .status()
+                .as_u16();
+            (capture, create)
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), (200, 201));
+    }
+    let r = a.get(&t, "/epayment/v1/payments/order-pg-batch-0001").await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["aggregate"]["capturedAmount"]["value"], 400, "{v}");
+    assert_eq!(count(&db, "SELECT count(*) FROM aggregates").await, 41);
+    assert_eq!(count(&db, "SELECT count(*) FROM idempotency").await, 81);
+    // Every key replays on either instance.
+    let r = b
+        .post_json(
+            &t,
+            "/epayment/v1/payments/order-pg-batch-0001/capture",
+            Some("batch-capture-7"),
+            json!({"modificationAmount": {"currency": "NOK", "value": 10}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("idempotent-replayed"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clock_request_servers_and_faults_are_shared() {
     let Some(db) = PgDb::create().await else {

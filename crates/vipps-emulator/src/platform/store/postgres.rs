@@ -15,6 +15,8 @@
 //! is eligible, and not while another instance holds its lease; a crashed instance's lease expires and another
 //! instance takes the delivery over. Schema migrations run at start under an advisory lock.
 
+mod batch;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,6 +149,32 @@ CREATE INDEX aggregates_state_created ON aggregates (kind, state, created_ms, te
 ];
 
 /// The database's wall clock in Unix milliseconds (leases are measured on it, so instances agree).
+/// Takes an idempotency key's lock for the transaction, without waiting.
+const SQL_LOCK: &str = "SELECT pg_try_advisory_xact_lock($1)";
+/// The stored answer of an idempotency key.
+const SQL_IDEM_SELECT: &str =
+    "SELECT fingerprint, status, headers, body FROM idempotency WHERE scope = $1";
+/// Stores an answer with its key.
+const SQL_IDEM_INSERT: &str =
+    "INSERT INTO idempotency (scope, fingerprint, status, headers, body, created_ms)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+/// Loads and locks an aggregate.
+const SQL_LOAD_FOR_UPDATE: &str =
+    "SELECT data FROM aggregates WHERE kind = $1 AND tenant = $2 AND id = $3 FOR UPDATE";
+/// The webhooks that receive a tenant's events (its own and its partners').
+const SQL_TENANT_HOOKS: &str = "SELECT id, events FROM webhooks WHERE owner = 'msn:' || $1
+     OR owner IN (SELECT owner FROM partner_owners WHERE msn = $1) ORDER BY created_ms, id";
+/// Inserts a new aggregate (no row changed: it exists).
+const SQL_CREATE: &str =
+    "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (kind, tenant, id) DO NOTHING";
+/// Saves an aggregate.
+const SQL_UPSERT: &str = "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data";
+/// Puts one event for one webhook in the outbox.
+const SQL_DELIVERY: &str = "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)";
+
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// How long fault rules are cached before they are read again.
@@ -163,6 +191,8 @@ pub(crate) struct PostgresStore {
     instance_id: String,
     delivery_lease_ms: i64,
     fault_cache: Arc<Mutex<Option<CachedRules>>>,
+    /// Group commit for product writes (`None` in the batch workers' own handle, which write directly).
+    batcher: Option<Arc<batch::Batcher>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -233,6 +263,7 @@ impl PostgresStore {
             outbox,
             delivery_lease_ms: delivery_lease.as_millis() as i64,
             fault_cache: Arc::default(),
+            batcher: None,
         };
         store.migrate().await.map_err(|e| {
             StoreError(format!(
@@ -241,7 +272,11 @@ impl PostgresStore {
                 e.0
             ))
         })?;
-        Ok(store)
+        let workers = store.clone_handle();
+        Ok(PostgresStore {
+            batcher: Some(Arc::new(batch::Batcher::start(workers))),
+            ..store
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -289,10 +324,10 @@ fn lock_key(scope: &str) -> i64 {
 struct CreateConflict;
 
 impl PostgresStore {
-    async fn do_write(&self, req: WriteRequest) -> Result<WriteResult, StoreError> {
+    async fn do_write(&self, req: &WriteRequest) -> Result<WriteResult, StoreError> {
         let mut c = self.pool.get().await.map_err(pool_err)?;
         for _ in 0..CREATE_ATTEMPTS {
-            match self.try_write(&mut c, &req).await? {
+            match self.try_write(&mut c, req).await? {
                 Ok((result, touched)) => {
                     if touched {
                         self.outbox.notify_one();
@@ -314,16 +349,8 @@ impl PostgresStore {
     ) -> Result<Result<(WriteResult, bool), CreateConflict>, StoreError> {
         let tx = c.transaction().await.map_err(pg_err)?;
         if let Some(idem) = &req.idem {
-            let lock = tx
-                .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
-                .await
-                .map_err(pg_err)?;
-            let sel = tx
-                .prepare_cached(
-                    "SELECT fingerprint, status, headers, body FROM idempotency WHERE scope = $1",
-                )
-                .await
-                .map_err(pg_err)?;
+            let lock = tx.prepare_cached(SQL_LOCK).await.map_err(pg_err)?;
+            let sel = tx.prepare_cached(SQL_IDEM_SELECT).await.map_err(pg_err)?;
             let key = lock_key(&idem.scope);
             // Sent together; the server runs the read after the lock, so it sees an answer committed by a holder.
             let (lock_params, sel_params): (
@@ -373,13 +400,7 @@ impl PostgresStore {
             // 2xx and 4xx outcomes are the answer for the key; 5xx are not stored so a retry executes again.
             if resp.status < 500 {
                 let headers = serde_json::to_string(&resp.headers).unwrap_or_else(|_| "[]".into());
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO idempotency (scope, fingerprint, status, headers, body, created_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .await
-                    .map_err(pg_err)?;
+                let st = tx.prepare_cached(SQL_IDEM_INSERT).await.map_err(pg_err)?;
                 tx.execute(
                     &st,
                     &[
@@ -413,18 +434,10 @@ async fn execute(
 ) -> Result<Result<StoredResponse, CreateConflict>, StoreError> {
     let key: &AggregateKey = cmd.key();
     let load = tx
-        .prepare_cached(
-            "SELECT data FROM aggregates WHERE kind = $1 AND tenant = $2 AND id = $3 FOR UPDATE",
-        )
+        .prepare_cached(SQL_LOAD_FOR_UPDATE)
         .await
         .map_err(pg_err)?;
-    let hooks = tx
-        .prepare_cached(
-            "SELECT id, events FROM webhooks WHERE owner = 'msn:' || $1
-             OR owner IN (SELECT owner FROM partner_owners WHERE msn = $1) ORDER BY created_ms, id",
-        )
-        .await
-        .map_err(pg_err)?;
+    let hooks = tx.prepare_cached(SQL_TENANT_HOOKS).await.map_err(pg_err)?;
     let load_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&key.kind, &key.tenant, &key.id];
     let hook_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key.tenant];
@@ -453,23 +466,11 @@ async fn execute(
         })
         .collect();
     let put_sql = match &effect.put {
-        Some(p) if p.create => Some(
-            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (kind, tenant, id) DO NOTHING",
-        ),
-        Some(_) => Some(
-            "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data",
-        ),
+        Some(p) if p.create => Some(SQL_CREATE),
+        Some(_) => Some(SQL_UPSERT),
         None => None,
     };
-    let ins = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)",
-        )
-        .await
-        .map_err(pg_err)?;
+    let ins = tx.prepare_cached(SQL_DELIVERY).await.map_err(pg_err)?;
     let put = match put_sql {
         Some(sql) => Some(tx.prepare_cached(sql).await.map_err(pg_err)?),
         None => None,
@@ -801,7 +802,16 @@ async fn apply(
 impl Store for PostgresStore {
     fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>> {
         let me = self.clone_handle();
-        Box::pin(async move { me.do_write(req).await })
+        Box::pin(async move {
+            let req = match (&me.batcher, &req.op) {
+                (Some(b), Op::Execute(_)) => match b.submit(req).await {
+                    Ok(r) => return r,
+                    Err(req) => req,
+                },
+                _ => req,
+            };
+            me.do_write(&req).await
+        })
     }
 
     fn aggregate(
@@ -1097,6 +1107,7 @@ impl PostgresStore {
             instance_id: self.instance_id.clone(),
             delivery_lease_ms: self.delivery_lease_ms,
             fault_cache: self.fault_cache.clone(),
+            batcher: self.batcher.clone(),
         })
     }
 }
