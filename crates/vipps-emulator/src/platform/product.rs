@@ -26,13 +26,20 @@ pub(crate) trait Product: Send + Sync + 'static {
     fn kinds(&self) -> &'static [(&'static str, &'static str)];
     /// The command that persists time-driven changes of a due aggregate of one of this product's kinds.
     fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>>;
-    /// How to decode a stored aggregate of one of this product's kinds (for the dashboard).
-    fn decoder(&self, kind: &str) -> Option<Decoder>;
+    /// How to decode a stored aggregate of one of this product's kinds (for the dashboard; `None`: the dashboard
+    /// counts the kind but does not list it).
+    fn decoder(&self, _kind: &str) -> Option<Decoder> {
+        None
+    }
     /// The state labels an aggregate of this kind can have, in the order the dashboard's filter offers them.
-    fn states(&self, kind: &str) -> &'static [&'static str];
+    fn states(&self, _kind: &str) -> &'static [&'static str] {
+        &[]
+    }
     /// How the dashboard shows one aggregate of one of this product's kinds (list columns, detail fields, the
     /// event timeline, links to its payer pages). `base` is the emulator's base URL.
-    fn view(&self, kind: &str, doc: &Decoded, base: &url::Url) -> Option<AggregateView>;
+    fn view(&self, _kind: &str, _doc: &Decoded, _base: &url::Url) -> Option<AggregateView> {
+        None
+    }
 }
 
 /// One aggregate as the dashboard shows it, built by its product: the dashboard renders it without knowing what
