@@ -303,11 +303,12 @@ impl Emulator {
             dns_addr,
             edge,
             products: crate::products::registry(),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         let shutdown = CancellationToken::new();
         let router = crate::platform::middleware::router(
             state.clone(),
-            crate::controls::routes(),
+            crate::controls::routes().merge(crate::dashboard::routes()),
             axum::routing::get(crate::controls::ca_pem),
         );
         let mut tasks = vec![tokio::spawn(crate::serve::serve(

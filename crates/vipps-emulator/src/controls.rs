@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::platform::Shared as S;
 use crate::platform::extract::{JsonBody, OptionalJson};
 use crate::platform::faults::FaultSpec;
-use crate::platform::http::{ApiResult, RequestMeta};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
 use crate::platform::reqlog::RequestFilter;
 use crate::platform::store::Op;
@@ -125,7 +125,8 @@ async fn health(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     Ok(axum::Json(body).into_response())
 }
 
-fn clock_body(s: &S) -> serde_json::Value {
+/// The clock as `GET /_emulator/clock` shows it.
+pub(crate) fn clock_body(s: &S) -> serde_json::Value {
     serde_json::json!({
         "now": crate::platform::clock::rfc3339(s.clock.now()),
         "offset_seconds": s.clock.offset_ms() as f64 / 1000.0,
@@ -147,7 +148,14 @@ async fn advance(
     meta: RequestMeta,
     JsonBody(a): JsonBody<Advance>,
 ) -> ApiResult {
-    if !a.seconds.is_finite() || a.seconds < 0.0 || a.seconds > 10.0 * 365.0 * 86_400.0 {
+    advance_clock(&s, &meta, a.seconds).await?;
+    Ok(axum::Json(clock_body(&s)).into_response())
+}
+
+/// Moves the emulator clock forward by `seconds` (shared through the store when instances share it), then
+/// persists what the jump made due and wakes the delivery dispatcher.
+pub(crate) async fn advance_clock(s: &S, meta: &RequestMeta, seconds: f64) -> Result<(), ApiError> {
+    if !seconds.is_finite() || !(0.0..=10.0 * 365.0 * 86_400.0).contains(&seconds) {
         return Err(meta
             .problem(
                 400,
@@ -157,23 +165,23 @@ async fn advance(
             .field("seconds", "0 to 315360000")
             .err());
     }
-    let ms = (a.seconds * 1000.0).round() as i64;
+    let ms = (seconds * 1000.0).round() as i64;
     if s.store.shared() {
         // The clock is shared: move it in the database, atomically, and take the result.
-        let r = run_write(&s, &meta, Op::AdvanceClock { ms }).await?;
+        let r = run_write(s, meta, Op::AdvanceClock { ms }).await?;
         let body = axum::body::to_bytes(r.into_body(), 4096)
             .await
-            .map_err(|e| internal(&meta, &e))?;
+            .map_err(|e| internal(meta, &e))?;
         let offset = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["offset_ms"].as_i64())
-            .ok_or_else(|| internal(&meta, &"no clock offset in the answer"))?;
+            .ok_or_else(|| internal(meta, &"no clock offset in the answer"))?;
         s.clock.set_offset_ms(offset);
     } else {
         let offset = s.clock.advance_ms(ms);
         run_write(
-            &s,
-            &meta,
+            s,
+            meta,
             Op::SetMeta {
                 key: "clock_offset_ms".into(),
                 value: offset.to_string(),
@@ -183,10 +191,11 @@ async fn advance(
     }
     s.sweep.notify_one();
     // Persist what the jump made due right away, so reads and webhooks see it at once.
-    crate::platform::jobs::sweep_once(&s).await;
-    crate::platform::jobs::rotate_if_due(&s).await;
+    crate::platform::jobs::sweep_once(s).await;
+    crate::platform::jobs::rotate_if_due(s).await;
     s.outbox.notify_one();
-    Ok(axum::Json(clock_body(&s)).into_response())
+    s.changed();
+    Ok(())
 }
 
 async fn add_fault(
@@ -194,15 +203,26 @@ async fn add_fault(
     meta: RequestMeta,
     JsonBody(spec): JsonBody<FaultSpec>,
 ) -> ApiResult {
+    let rule = add_fault_rule(&s, &meta, spec).await?;
+    Ok((http::StatusCode::CREATED, axum::Json(rule)).into_response())
+}
+
+/// Adds a fault rule (to the store when instances share it).
+pub(crate) async fn add_fault_rule(
+    s: &S,
+    meta: &RequestMeta,
+    spec: FaultSpec,
+) -> Result<crate::platform::faults::FaultRule, ApiError> {
     let added = match s.store.faults() {
         Some(shared) => match crate::platform::faults::Faults::validate(spec) {
-            Ok(rule) => Ok(shared.add(rule).await.map_err(|e| internal(&meta, &e))?),
+            Ok(rule) => Ok(shared.add(rule).await.map_err(|e| internal(meta, &e))?),
             Err(e) => Err(e),
         },
         None => s.faults.add(spec),
     };
+    s.changed();
     match added {
-        Ok(rule) => Ok((http::StatusCode::CREATED, axum::Json(rule)).into_response()),
+        Ok(rule) => Ok(rule),
         Err(crate::platform::faults::FaultError::Invalid { field, reason }) => Err(meta
             .problem(400, "Bad Request", format!("Invalid `{field}`: {reason}"))
             .field(field, reason)
@@ -211,21 +231,33 @@ async fn add_fault(
 }
 
 async fn list_faults(State(s): State<S>, meta: RequestMeta) -> ApiResult {
+    Ok(axum::Json(fault_rules(&s, &meta).await?).into_response())
+}
+
+/// The active fault rules.
+pub(crate) async fn fault_rules(
+    s: &S,
+    meta: &RequestMeta,
+) -> Result<Vec<crate::platform::faults::FaultRule>, ApiError> {
     match s.store.faults() {
-        Some(shared) => match shared.list().await {
-            Ok(rules) => Ok(axum::Json(rules).into_response()),
-            Err(e) => Err(internal(&meta, &e)),
-        },
-        None => Ok(axum::Json(s.faults.list()).into_response()),
+        Some(shared) => shared.list().await.map_err(|e| internal(meta, &e)),
+        None => Ok(s.faults.list()),
     }
 }
 
 async fn clear_faults(State(s): State<S>, meta: RequestMeta) -> ApiResult {
+    clear_fault_rules(&s, &meta).await?;
+    Ok(http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// Removes every fault rule.
+pub(crate) async fn clear_fault_rules(s: &S, meta: &RequestMeta) -> Result<(), ApiError> {
     match s.store.faults() {
-        Some(shared) => shared.clear().await.map_err(|e| internal(&meta, &e))?,
+        Some(shared) => shared.clear().await.map_err(|e| internal(meta, &e))?,
         None => s.faults.clear(),
     }
-    Ok(http::StatusCode::NO_CONTENT.into_response())
+    s.changed();
+    Ok(())
 }
 
 async fn requests(State(s): State<S>, meta: RequestMeta, RawQuery(q): RawQuery) -> ApiResult {
@@ -283,7 +315,8 @@ async fn deliveries(State(s): State<S>, meta: RequestMeta, RawQuery(q): RawQuery
     Ok(axum::Json(attempts).into_response())
 }
 
-fn servers_view(s: &S) -> serde_json::Value {
+/// The request servers as `GET /_emulator/request-servers` shows them.
+pub(crate) fn servers_view(s: &S) -> serde_json::Value {
     let mut v = s
         .request_servers
         .read()
@@ -309,8 +342,19 @@ async fn rotate(
     meta: RequestMeta,
     OptionalJson(body): OptionalJson<RotateBody>,
 ) -> ApiResult {
+    rotate_pools(&s, &meta, body.pool.as_deref()).await?;
+    Ok(axum::Json(servers_view(&s)).into_response())
+}
+
+/// Rotates the active request server of a pool (`test`, `production`, `disaster-recovery`; `None` or `all`:
+/// every pool) and publishes the new DNS answers.
+pub(crate) async fn rotate_pools(
+    s: &S,
+    meta: &RequestMeta,
+    pool: Option<&str>,
+) -> Result<(), ApiError> {
     use vipps_types::servers::Pool;
-    let pools: Vec<Pool> = match body.pool.as_deref().unwrap_or("all") {
+    let pools: Vec<Pool> = match pool.unwrap_or("all") {
         "all" => Pool::ALL.to_vec(),
         "test" => vec![Pool::Test],
         "production" => vec![Pool::Production],
@@ -328,8 +372,8 @@ async fn rotate(
             rs.rotate(p);
         }
     }
-    crate::platform::jobs::request_servers_changed(&s).await;
-    Ok(axum::Json(servers_view(&s)).into_response())
+    crate::platform::jobs::request_servers_changed(s).await;
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -344,9 +388,19 @@ async fn failover(
     meta: RequestMeta,
     OptionalJson(body): OptionalJson<FailoverBody>,
 ) -> ApiResult {
+    set_failover(&s, &meta, body.to.as_deref()).await?;
+    Ok(axum::Json(servers_view(&s)).into_response())
+}
+
+/// Serves production callbacks from `disaster-recovery` or `production` (`None`: toggles).
+pub(crate) async fn set_failover(
+    s: &S,
+    meta: &RequestMeta,
+    to: Option<&str>,
+) -> Result<(), ApiError> {
     {
         let mut rs = s.request_servers.write();
-        let on = match body.to.as_deref() {
+        let on = match to {
             None => !rs.failover,
             Some("disaster-recovery") => true,
             Some("production") => false,
@@ -359,6 +413,6 @@ async fn failover(
         };
         rs.set_failover(on);
     }
-    crate::platform::jobs::request_servers_changed(&s).await;
-    Ok(axum::Json(servers_view(&s)).into_response())
+    crate::platform::jobs::request_servers_changed(s).await;
+    Ok(())
 }

@@ -4,7 +4,8 @@
 //! codes, field names and problem bodies; enforces the header contract; makes create, capture, refund and cancel
 //! idempotent (replays byte for byte, refuses a reused key with a different body, answers 423 while the first
 //! request still runs); keeps state in SQLite with group commit; and offers test controls under `/_emulator/`:
-//! a movable clock, acting as the user, fault injection and a request record. Unmodified clients, which always
+//! a movable clock, acting as the user, fault injection and a request record, with a dashboard for browsers at
+//! `/_emulator/` and payer pages (landing page, app screen, QR image, push inbox) behind `redirectUrl`. Unmodified clients, which always
 //! call `https://apitest.vipps.no` or `https://api.vipps.no`, reach it through the TLS edge
 //! ([`Config::tls_listen`], [`Config::proxy_listen`]) with certificates from a local certificate authority kept in
 //! the store ([`Emulator::ca_pem`]).
@@ -27,6 +28,7 @@
 mod app;
 pub mod config;
 mod controls;
+mod dashboard;
 mod platform;
 mod products;
 mod proxy;

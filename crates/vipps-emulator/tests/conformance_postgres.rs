@@ -12,6 +12,8 @@ mod auth;
 mod common;
 #[path = "it/controls.rs"]
 mod controls;
+#[path = "it/dashboard.rs"]
+mod dashboard;
 #[path = "it/delivery.rs"]
 mod delivery;
 #[path = "it/epayment.rs"]

@@ -77,6 +77,7 @@ pub(crate) async fn request_servers_changed(s: &Shared) {
         )
     };
     s.dns_answers.set(&records);
+    s.changed();
     let w = Op::SetMeta {
         key: "request_servers".into(),
         value: json,
@@ -139,7 +140,9 @@ pub(crate) async fn sweep_once(s: &Shared) {
             })
             .map(|cmd| s.store.write(Op::Execute(cmd).background(now)))
             .collect();
-        for w in futures::future::join_all(writes).await {
+        let written = futures::future::join_all(writes).await;
+        s.changed();
+        for w in written {
             match w {
                 Ok(_) => settled += 1,
                 Err(e) => tracing::warn!(error = %e, "a time-driven change failed"),

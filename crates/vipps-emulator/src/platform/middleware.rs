@@ -186,18 +186,34 @@ async fn record_mw(State(s): State<Shared>, mut req: Request, next: Next) -> Res
             replayed: false,
             fault: None,
             dropped: false,
+            problem: None,
         }),
     };
     req.extensions_mut().insert(notes.clone());
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    let mut problem = None;
+    if resp.status().as_u16() >= 400 {
+        // A refused request's problem body is small; it is kept so the dashboard shows what the merchant got.
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, PROBLEM_RECORD_LIMIT)
+            .await
+            .unwrap_or_default();
+        problem = (!bytes.is_empty()).then(|| bytes.clone());
+        resp = Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
     let mut r = guard.record.take().expect("record taken once");
+    r.problem = problem;
     r.status = resp.status().as_u16();
     r.latency_ms = guard.started.elapsed().as_secs_f64() * 1000.0;
     r.replayed = resp.headers().contains_key(h::IDEMPOTENT_REPLAYED);
     r.fault = notes.0.lock().0;
     s.requests.push(r);
+    s.changed();
     resp
 }
+
+/// The largest problem body kept in the request record.
+const PROBLEM_RECORD_LIMIT: usize = 64 * 1024;
 
 async fn faults_mw(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();

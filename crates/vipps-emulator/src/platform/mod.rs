@@ -8,6 +8,7 @@ pub(crate) mod auth;
 pub(crate) mod clock;
 pub(crate) mod extract;
 pub(crate) mod faults;
+pub(crate) mod html;
 pub(crate) mod http;
 pub(crate) mod idempotency;
 pub(crate) mod ids;
@@ -75,9 +76,17 @@ pub(crate) struct Platform {
     pub edge: Edge,
     /// The product APIs.
     pub products: Registry,
+    /// Counts changes (writes, recorded requests, delivery attempts, request-server moves), so that open dashboard
+    /// pages update themselves (server-sent events).
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Platform {
+    /// Tells open dashboard pages that something changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The demo merchant, if it was added (configured merchants win over it).
     pub(crate) fn demo_merchant(&self) -> Option<&crate::config::MerchantConfig> {
         let demo = crate::config::MerchantConfig::demo();
@@ -132,6 +141,7 @@ mod tidy {
         rust_files(&root.join("platform"), &mut files);
         files.push(root.join("serve.rs"));
         files.push(root.join("controls.rs"));
+        rust_files(&root.join("dashboard"), &mut files);
         // Built at run time so that this file does not name what it forbids.
         let needle = ["products", "::"].concat();
         let mut offenders = Vec::new();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use super::Shared;
-use super::aggregate::Command;
+use super::aggregate::{Command, Decoded, Decoder};
 
 /// A product API served by the platform (ePayment, and later Recurring, Checkout...).
 ///
@@ -26,6 +26,49 @@ pub(crate) trait Product: Send + Sync + 'static {
     fn kinds(&self) -> &'static [(&'static str, &'static str)];
     /// The command that persists time-driven changes of a due aggregate of one of this product's kinds.
     fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>>;
+    /// How to decode a stored aggregate of one of this product's kinds (for the dashboard; `None`: the dashboard
+    /// counts the kind but does not list it).
+    fn decoder(&self, _kind: &str) -> Option<Decoder> {
+        None
+    }
+    /// The state labels an aggregate of this kind can have, in the order the dashboard's filter offers them.
+    fn states(&self, _kind: &str) -> &'static [&'static str] {
+        &[]
+    }
+    /// How the dashboard shows one aggregate of one of this product's kinds (list columns, detail fields, the
+    /// event timeline, links to its payer pages). `base` is the emulator's base URL.
+    fn view(&self, _kind: &str, _doc: &Decoded, _base: &url::Url) -> Option<AggregateView> {
+        None
+    }
+}
+
+/// One aggregate as the dashboard shows it, built by its product: the dashboard renders it without knowing what
+/// it is. Every string is plain text (the dashboard escapes it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AggregateView {
+    /// Its state label (as stored and filtered on).
+    pub state: &'static str,
+    /// Columns of its row in a list (the id, tenant, state and creation time are shown anyway).
+    pub columns: Vec<(&'static str, String)>,
+    /// Fields of its detail page.
+    pub fields: Vec<(&'static str, String)>,
+    /// What happened to it, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Links (label, URL) to pages about it, such as the payer's page.
+    pub links: Vec<(&'static str, String)>,
+}
+
+/// One entry of an aggregate's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TimelineEntry {
+    /// Emulator time (ms).
+    pub at_ms: i64,
+    /// What happened (`AUTHORIZED`).
+    pub name: String,
+    /// Details (amount, outcome).
+    pub detail: String,
+    /// The idempotency key of the request that caused it, if any.
+    pub idempotency_key: Option<String>,
 }
 
 /// The products of a running emulator.
@@ -59,6 +102,18 @@ impl Registry {
     /// The settle command for a due aggregate, from the product that owns its kind.
     pub(crate) fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {
         self.0.iter().find_map(|p| p.settle(kind, tenant, id))
+    }
+
+    /// The product that owns an aggregate kind.
+    pub(crate) fn owner(&self, kind: &str) -> Option<&Arc<dyn Product>> {
+        self.0
+            .iter()
+            .find(|p| p.kinds().iter().any(|(k, _)| *k == kind))
+    }
+
+    /// Every aggregate kind with its label, in registration order.
+    pub(crate) fn kinds(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.0.iter().flat_map(|p| p.kinds().iter().copied())
     }
 
     /// The health label of an aggregate kind.

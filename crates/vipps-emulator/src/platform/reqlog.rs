@@ -39,6 +39,9 @@ pub(crate) struct RequestRecord {
     pub fault: Option<String>,
     /// `true` when the connection was dropped without an answer.
     pub dropped: bool,
+    /// For a refused request (4xx, 5xx), the problem body it was answered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<serde_json::Value>,
 }
 
 /// A record as kept in memory: cheap to make on the request path (shared strings, header values by reference
@@ -65,6 +68,8 @@ pub(crate) struct RawRecord {
     pub fault: Option<&'static str>,
     /// Dropped connection.
     pub dropped: bool,
+    /// The body of an error answer (a problem), as sent.
+    pub problem: Option<bytes::Bytes>,
 }
 
 impl RawRecord {
@@ -94,6 +99,10 @@ impl RawRecord {
             replayed: self.replayed,
             fault: self.fault.map(str::to_owned),
             dropped: self.dropped,
+            problem: self.problem.as_ref().map(|b| {
+                serde_json::from_slice(b)
+                    .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(b)))
+            }),
         }
     }
 }
@@ -106,6 +115,10 @@ pub(crate) struct RequestFilter {
     pub msn: Option<String>,
     /// Only this `Vipps-System-Name`.
     pub system_name: Option<String>,
+    /// Only this `Vipps-System-Plugin-Name`.
+    pub plugin_name: Option<String>,
+    /// Only paths containing this.
+    pub path_contains: Option<String>,
     /// Only this status.
     pub status: Option<u16>,
     /// Only this method.
@@ -145,30 +158,34 @@ impl RequestLog {
         q.push_back(r);
     }
 
-    /// Matching records, newest first.
+    /// Matching records, newest first. Filtered on the stored form, so only the matches are converted.
     pub(crate) fn query(&self, f: &RequestFilter) -> Vec<RequestRecord> {
         let limit = f.limit.unwrap_or(100);
-        let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        let header = |r: &RawRecord, i: usize, want: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| r.headers[i].as_deref() == Some(w.as_str()))
         };
-        let q: Vec<RequestRecord> = {
-            let guard = self.records.lock();
-            guard.iter().map(RawRecord::to_record).collect()
-        };
-        q.into_iter()
+        let guard = self.records.lock();
+        guard
+            .iter()
             .rev()
             .filter(|r| {
-                eq(&f.msn, &r.msn)
-                    && eq(&f.system_name, &r.system_name)
+                header(r, 0, &f.msn)
+                    && header(r, 1, &f.system_name)
+                    && header(r, 3, &f.plugin_name)
+                    && header(r, 5, &f.idempotency_key)
                     && f.status.is_none_or(|s| s == r.status)
                     && f.method
                         .as_ref()
-                        .is_none_or(|m| m.eq_ignore_ascii_case(&r.method))
-                    && f.path.as_ref().is_none_or(|p| p == &r.path)
-                    && eq(&f.idempotency_key, &r.idempotency_key)
-                    && f.trace_id.as_ref().is_none_or(|t| t == &r.trace_id)
+                        .is_none_or(|m| m.eq_ignore_ascii_case(r.method.as_str()))
+                    && f.path.as_ref().is_none_or(|p| **p == *r.path)
+                    && f.path_contains
+                        .as_ref()
+                        .is_none_or(|p| r.path.contains(p.as_str()))
+                    && f.trace_id.as_ref().is_none_or(|t| **t == *r.trace_id)
             })
             .take(limit)
+            .map(RawRecord::to_record)
             .collect()
     }
 

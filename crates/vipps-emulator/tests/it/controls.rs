@@ -206,4 +206,13 @@ async fn controls_can_be_switched_off() {
         )
         .await;
     problem(r, 404, None).await;
+    // The dashboard and the payer pages go with them.
+    for path in [
+        "/_emulator/ui",
+        "/_emulator/landing",
+        "/_emulator/inbox/4712345678",
+    ] {
+        let r = env.control(Method::GET, path, None).await;
+        assert_eq!(r.status(), 404, "{path}");
+    }
 }

@@ -8,6 +8,7 @@ pub const SUITE_ON_POSTGRES: bool = false;
 mod auth;
 mod common;
 mod controls;
+mod dashboard;
 mod delivery;
 mod epayment;
 mod idempotency;

@@ -133,6 +133,13 @@ pub(crate) enum Op {
         /// Value.
         value: String,
     },
+    /// Queue a delivery's event again to the same webhook, as a new delivery (the dashboard's "Resend"): it is
+    /// signed and sent from the active request server like any other, and its attempts are recorded. Answers
+    /// `{"delivery_id": <new id>}`, or 404 when the delivery is unknown (purged, say).
+    Redeliver {
+        /// The delivery to send again.
+        delivery_id: i64,
+    },
     /// Set a metadata value unless the key already has one: the first of several instances starting at once on
     /// a shared store wins, and every one reads back the same value.
     InitMeta {
@@ -222,6 +229,61 @@ pub(crate) struct AttemptFilter {
     pub event: Option<String>,
     /// At most this many, the newest (default 100), listed oldest first.
     pub limit: Option<usize>,
+}
+
+/// A page of aggregates for the dashboard: newest first, with filters, continued after a keyset cursor so that a
+/// page costs the same at any depth.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AggregateQuery {
+    /// The kind (required: lists are per kind).
+    pub kind: String,
+    /// Only this state label.
+    pub state: Option<String>,
+    /// Only this tenant (sales unit).
+    pub tenant: Option<String>,
+    /// Only ids starting with this.
+    pub id_prefix: Option<String>,
+    /// Only created at or after this time (ms).
+    pub created_from_ms: Option<i64>,
+    /// Only created before this time (ms).
+    pub created_to_ms: Option<i64>,
+    /// Continue after this row: `(created_ms, tenant, id)` of the last row of the previous page.
+    pub after: Option<(i64, String, String)>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// One aggregate as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Id.
+    pub id: String,
+    /// State label.
+    pub state: String,
+    /// Created at (emulator time, ms).
+    pub created_ms: i64,
+    /// The stored document.
+    pub data: Vec<u8>,
+}
+
+/// The end of an id-prefix range: the smallest string greater than every string starting with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+/// The response of a redelivery of an unknown delivery.
+fn delivery_not_found(req: &WriteRequest, id: i64) -> StoredResponse {
+    StoredResponse::problem(&super::http::problem(
+        404,
+        "Delivery not found",
+        format!(
+            "No delivery with id {id} is stored (finished deliveries are purged after a while)"
+        ),
+        None,
+        &req.request,
+    ))
 }
 
 /// A change with its context.
@@ -316,6 +378,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn faults(&self) -> Option<&dyn SharedFaults> {
         None
     }
+    /// A page of aggregates of one kind, newest first (see [`AggregateQuery`]).
+    fn list_aggregates(
+        &self,
+        q: &AggregateQuery,
+    ) -> BoxFut<'static, Result<Vec<AggregateRow>, StoreError>>;
     /// Counts for diagnostics.
     fn counts(&self) -> BoxFut<'static, Result<Counts, StoreError>>;
 }

@@ -26,9 +26,9 @@ use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
 use super::{
-    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
-    SharedFaults, Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
-    too_many_webhooks, webhook_not_found,
+    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
+    DueAggregate, DueDelivery, Op, SharedFaults, Store, StoreError, WebhookRow, WriteRequest,
+    WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::platform::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder};
 use crate::platform::faults::{FaultAction, FaultRule, path_matches};
@@ -137,6 +137,15 @@ DELETE FROM idempotency WHERE state <> 'done';
 ALTER TABLE idempotency DROP COLUMN state, DROP COLUMN token, DROP COLUMN lease_until;
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE aggregates ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
+UPDATE aggregates SET created_ms = coalesce((convert_from(data, 'UTF8')::jsonb ->> 'created_ms')::bigint, 0);
+CREATE INDEX aggregates_created ON aggregates (kind, created_ms, tenant, id);
+CREATE INDEX aggregates_state_created ON aggregates (kind, state, created_ms, tenant, id);
+"#,
+    ),
 ];
 
 /// The database's wall clock in Unix milliseconds (leases are measured on it, so instances agree).
@@ -157,10 +166,10 @@ const SQL_TENANT_HOOKS: &str = "SELECT id, events FROM webhooks WHERE owner = 'm
      OR owner IN (SELECT owner FROM partner_owners WHERE msn = $1) ORDER BY created_ms, id";
 /// Inserts a new aggregate (no row changed: it exists).
 const SQL_CREATE: &str =
-    "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES ($1, $2, $3, $4, $5, $6)
+    "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (kind, tenant, id) DO NOTHING";
 /// Saves an aggregate.
-const SQL_UPSERT: &str = "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES ($1, $2, $3, $4, $5, $6)
+const SQL_UPSERT: &str = "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data";
 /// Puts one event for one webhook in the outbox.
 const SQL_DELIVERY: &str = "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
@@ -501,6 +510,7 @@ async fn execute(
                         &p.state,
                         &p.due_ms,
                         &p.data,
+                        &req.now_ms,
                     ],
                 )
                 .await
@@ -754,6 +764,28 @@ async fn apply(
             .map_err(pg_err)?;
             StoredResponse::empty(204)
         }
+        Op::Redeliver { delivery_id } => {
+            let row = tx
+                .query_opt(
+                    "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
+                     SELECT webhook_id, tenant, subject, event_type, event_id, event_name, payload, 'pending', 0, $2, $2
+                     FROM deliveries WHERE id = $1 AND webhook_id IN (SELECT id FROM webhooks)
+                     RETURNING id",
+                    &[delivery_id, &req.now_ms],
+                )
+                .await
+                .map_err(pg_err)?;
+            match row {
+                Some(r) => {
+                    *touched = true;
+                    StoredResponse::json(
+                        202,
+                        &serde_json::json!({ "delivery_id": r.get::<_, i64>(0) }),
+                    )
+                }
+                None => super::delivery_not_found(req, *delivery_id),
+            }
+        }
         Op::InitMeta { key, value } => {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -957,6 +989,75 @@ impl Store for PostgresStore {
                 rows.iter().map(|r| r.get::<_, String>(0)),
                 &f,
             ))
+        })
+    }
+
+    fn list_aggregates(
+        &self,
+        q: &AggregateQuery,
+    ) -> BoxFut<'static, Result<Vec<AggregateRow>, StoreError>> {
+        let pool = self.pool.clone();
+        let q = q.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            // Only the conditions in use, so the planner can take the matching index.
+            let mut sql = String::from(
+                "SELECT tenant, id, state, created_ms, data FROM aggregates WHERE kind = $1",
+            );
+            let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+                vec![Box::new(q.kind.clone())];
+            let mut arg =
+                |sql: &mut String,
+                 cond: &str,
+                 v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+                    args.push(v);
+                    sql.push_str(&cond.replace('?', &format!("${}", args.len())));
+                };
+            if let Some(st) = &q.state {
+                arg(&mut sql, " AND state = ?", Box::new(st.clone()));
+            }
+            if let Some(t) = &q.tenant {
+                arg(&mut sql, " AND tenant = ?", Box::new(t.clone()));
+            }
+            if let Some(p) = &q.id_prefix {
+                arg(&mut sql, " AND starts_with(id, ?)", Box::new(p.clone()));
+            }
+            if let Some(ms) = q.created_from_ms {
+                arg(&mut sql, " AND created_ms >= ?", Box::new(ms));
+            }
+            if let Some(ms) = q.created_to_ms {
+                arg(&mut sql, " AND created_ms < ?", Box::new(ms));
+            }
+            if let Some((ms, t, i)) = &q.after {
+                arg(
+                    &mut sql,
+                    " AND (created_ms, tenant, id) < (?",
+                    Box::new(*ms),
+                );
+                arg(&mut sql, ", ?", Box::new(t.clone()));
+                arg(&mut sql, ", ?)", Box::new(i.clone()));
+            }
+            arg(
+                &mut sql,
+                " ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT ?",
+                Box::new(q.limit as i64),
+            );
+            let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|a| a.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let rows = c.query(&st, &params).await.map_err(pg_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| AggregateRow {
+                    tenant: r.get(0),
+                    id: r.get(1),
+                    state: r.get(2),
+                    created_ms: r.get(3),
+                    data: r.get(4),
+                })
+                .collect())
         })
     }
 

@@ -14,9 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome, DueAggregate, DueDelivery, Op,
-    Store, StoreError, WebhookRow, WriteRequest, WriteResult, fan_out, stored_answer,
-    too_many_webhooks, webhook_not_found,
+    AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
+    DueAggregate, DueDelivery, Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult,
+    fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::config::Durability;
 use crate::platform::aggregate::{AggregateKey, Ctx, Decoded, Decoder};
@@ -33,9 +33,13 @@ CREATE TABLE IF NOT EXISTS aggregates (
     state TEXT NOT NULL,
     due_ms INTEGER,
     data BLOB NOT NULL,
+    created_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, tenant, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aggregates_due ON aggregates (due_ms) WHERE due_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS aggregates_created ON aggregates (kind, created_ms, tenant, id);
+CREATE INDEX IF NOT EXISTS aggregates_state_created ON aggregates (kind, state, created_ms, tenant, id);
+CREATE INDEX IF NOT EXISTS aggregates_id ON aggregates (kind, id);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY,
     fingerprint BLOB NOT NULL,
@@ -89,7 +93,15 @@ CREATE INDEX IF NOT EXISTS webhooks_owner ON webhooks (owner);
 "#;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// From version 2: aggregates get their creation time (for the dashboard's lists, newest first, and their time
+/// filter), taken from the documents that carry one.
+const MIGRATE_V2: &str = r#"
+ALTER TABLE aggregates ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE aggregates SET created_ms = coalesce(json_extract(CAST(data AS TEXT), '$.created_ms'), 0)
+    WHERE json_valid(CAST(data AS TEXT));
+"#;
 
 /// From version 1, whose only aggregates were ePayment payments in a table of their own (the one place the store
 /// names a product: the data of that version has to go somewhere).
@@ -200,6 +212,26 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if v1 {
         tracing::info!("migrating the SQLite database from schema 1");
         tx.execute_batch(MIGRATE_V1).map_err(err)?;
+    }
+    let has_aggregates: bool = tx
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'aggregates'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    let has_created: bool = tx
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('aggregates') WHERE name = 'created_ms'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if has_aggregates && !has_created {
+        tracing::info!("migrating the SQLite database from schema 2");
+        tx.execute_batch(MIGRATE_V2).map_err(err)?;
     }
     tx.execute_batch(SCHEMA).map_err(err)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -468,6 +500,62 @@ impl Store for SqliteStore {
         })
     }
 
+    fn list_aggregates(
+        &self,
+        q: &AggregateQuery,
+    ) -> BoxFut<'static, Result<Vec<AggregateRow>, StoreError>> {
+        let q = q.clone();
+        self.read(move |c| {
+            // Only the conditions in use, so the planner can take the matching index (a state's, the id's or the
+            // creation time's) instead of scanning.
+            let mut sql = String::from(
+                "SELECT tenant, id, state, created_ms, data FROM aggregates WHERE kind = ?1",
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![q.kind.clone().into()];
+            let mut arg = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                sql.push_str(&cond.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(st) = &q.state {
+                arg(&mut sql, " AND state = ?", st.clone().into());
+            }
+            if let Some(t) = &q.tenant {
+                arg(&mut sql, " AND tenant = ?", t.clone().into());
+            }
+            if let Some(p) = &q.id_prefix {
+                arg(&mut sql, " AND id >= ?", p.clone().into());
+                arg(&mut sql, " AND id < ?", super::prefix_end(p).into());
+            }
+            if let Some(ms) = q.created_from_ms {
+                arg(&mut sql, " AND created_ms >= ?", ms.into());
+            }
+            if let Some(ms) = q.created_to_ms {
+                arg(&mut sql, " AND created_ms < ?", ms.into());
+            }
+            if let Some((ms, t, i)) = &q.after {
+                arg(&mut sql, " AND (created_ms, tenant, id) < (?", (*ms).into());
+                arg(&mut sql, ", ?", t.clone().into());
+                arg(&mut sql, ", ?)", i.clone().into());
+            }
+            arg(
+                &mut sql,
+                " ORDER BY created_ms DESC, tenant DESC, id DESC LIMIT ?",
+                (q.limit as i64).into(),
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(AggregateRow {
+                    tenant: r.get(0)?,
+                    id: r.get(1)?,
+                    state: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    data: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     fn counts(&self) -> BoxFut<'static, Result<Counts, StoreError>> {
         self.read(|c| {
             let n = |sql: &str| {
@@ -658,14 +746,14 @@ fn execute(
         let effect = cmd.apply(current.as_ref(), &ctx);
         if let Some(put) = effect.put {
             let sql = if put.create {
-                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (kind, tenant, id) DO NOTHING"
             } else {
-                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
             };
             let n = c.prepare_cached(sql)?.execute(params![
-                key.kind, key.tenant, key.id, put.state, put.due_ms, put.data
+                key.kind, key.tenant, key.id, put.state, put.due_ms, put.data, req.now_ms
             ])?;
             if n == 0 {
                 if attempt < CREATE_ATTEMPTS {
@@ -878,6 +966,24 @@ fn apply(
                 .execute(params![key, value])?;
             StoredResponse::empty(204)
         }
+        Op::Redeliver { delivery_id } => {
+            let new_id: Option<i64> = c
+                .prepare_cached(
+                    "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
+                     SELECT webhook_id, tenant, subject, event_type, event_id, event_name, payload, 'pending', 0, ?2, ?2
+                     FROM deliveries WHERE id = ?1 AND webhook_id IN (SELECT id FROM webhooks)
+                     RETURNING id",
+                )?
+                .query_row(params![delivery_id, req.now_ms], |r| r.get(0))
+                .optional()?;
+            match new_id {
+                Some(id) => {
+                    fx.outbox_touched = true;
+                    StoredResponse::json(202, &serde_json::json!({ "delivery_id": id }))
+                }
+                None => super::delivery_not_found(req, *delivery_id),
+            }
+        }
         Op::InitMeta { key, value } => {
             c.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
@@ -897,4 +1003,40 @@ fn apply(
         }
     }
     Ok(WriteResult::Fresh(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_2_gains_creation_times_from_the_documents() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE aggregates (kind TEXT NOT NULL, tenant TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
+                 due_ms INTEGER, data BLOB NOT NULL, PRIMARY KEY (kind, tenant, id)) WITHOUT ROWID;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO aggregates VALUES ('k', 't', 'a', 'S', NULL, ?1), ('k', 't', 'b', 'S', NULL, ?2)",
+            params![br#"{"created_ms": 1234}"#.to_vec(), b"not json".to_vec()],
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let got: Vec<(String, i64)> = c
+            .prepare("SELECT id, created_ms FROM aggregates ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(got, [("a".to_owned(), 1234), ("b".to_owned(), 0)]);
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // A second start changes nothing.
+        migrate(&mut c).unwrap();
+    }
 }

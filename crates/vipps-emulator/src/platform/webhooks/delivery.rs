@@ -196,7 +196,9 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
         outcome,
     }
     .background(at_ms);
-    if let Err(e) = s.store.write(w).await {
+    let written = s.store.write(w).await;
+    s.changed();
+    if let Err(e) = written {
         tracing::warn!(error = %e, delivery = d.id, "could not record a delivery attempt; it will be retried");
     }
 }

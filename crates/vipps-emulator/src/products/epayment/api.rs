@@ -468,6 +468,16 @@ fn validate_create(
         base_url: s.base_url.clone(),
         test: auth.environment() == MerchantEnvironment::Test,
         key: key.to_owned(),
+        description: r.payment_description.clone(),
+        phone_number: r.customer.as_ref().and_then(|c| c.phone_number.clone()),
+        return_url: r.return_url.clone(),
+        qr_format: (r.user_flow == UserFlow::Qr).then(|| {
+            r.qr_format
+                .as_ref()
+                .map_or("IMAGE/SVG+XML", |q| q.format.as_str())
+                .to_owned()
+        }),
+        qr_size: r.qr_format.as_ref().and_then(|q| q.size),
     })
 }
 

@@ -63,12 +63,22 @@ pub(super) struct Draft {
     pub(super) base_url: Url,
     pub(super) test: bool,
     pub(super) key: String,
+    pub(super) description: Option<String>,
+    pub(super) phone_number: Option<String>,
+    pub(super) return_url: Option<String>,
+    pub(super) qr_format: Option<String>,
+    pub(super) qr_size: Option<u32>,
 }
 
 impl Draft {
     fn build(&self, ctx: &Ctx<'_>) -> Payment {
         let token = crate::platform::ids::hex(&ctx.ids.bytes16());
-        let redirect_url = self.landing.map(|page| {
+        // A QR payment asked for the target URL as text gets the app screen's link itself, not an image.
+        let landing = match (self.landing, self.qr_format.as_deref()) {
+            (Some(_), Some("TEXT/TARGETURL")) => Some("_emulator/app"),
+            (l, _) => l,
+        };
+        let redirect_url = landing.map(|page| {
             let mut u = self.base_url.join(page).expect("static path joins");
             u.query_pairs_mut()
                 .append_pair("msn", &self.msn)
@@ -110,6 +120,11 @@ impl Draft {
                 key: Some(self.key.clone()),
                 success: true,
             }],
+            description: self.description.clone(),
+            phone_number: self.phone_number.clone(),
+            return_url: self.return_url.clone(),
+            qr_format: self.qr_format.clone(),
+            qr_size: self.qr_size,
         }
     }
 }
@@ -174,6 +189,8 @@ pub(super) enum Modification {
     UserApprove,
     /// The user rejects (answers the payment).
     UserReject,
+    /// The payer approves on the emulated app screen with this phone number (answers the payment).
+    PayerApprove { phone: Option<String> },
     /// Persist what time has done (expiry, a pending approval).
     Settle,
 }
@@ -231,6 +248,15 @@ fn modify_payment(
                 Err(e) => (true, refused(&e)),
             }
         }
+        Modification::PayerApprove { phone } => match p.approve(ctx) {
+            Ok(()) => {
+                if phone.is_some() {
+                    p.phone_number = phone.clone();
+                }
+                (true, StoredResponse::json(200, &render::payment(p)))
+            }
+            Err(e) => (true, refused(&e)),
+        },
         Modification::Settle => (p.settle(ctx), StoredResponse::empty(204)),
     }
 }

@@ -142,6 +142,21 @@ pub(super) struct Payment {
     pub token: String,
     /// The event log, oldest first.
     pub events: Vec<Event>,
+    /// `paymentDescription`, as sent (shown to the payer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The payer's phone number: `customer.phoneNumber` as sent, then the number the payer paid with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    /// `returnUrl`, where the payer goes after acting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
+    /// `qrFormat.format` of a QR payment (`IMAGE/SVG+XML` when not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_format: Option<String>,
+    /// `qrFormat.size`, in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_size: Option<u32>,
 }
 
 /// A business-rule failure, with the HTTP status and the Vipps error code.
@@ -582,6 +597,11 @@ mod tests {
             test: true,
             token: "t".into(),
             events: vec![],
+            description: None,
+            phone_number: None,
+            return_url: None,
+            qr_format: None,
+            qr_size: None,
         }
     }
 

@@ -5,21 +5,26 @@
 //! - `commands.rs`: what each operation does to a stored payment and which events it emits (pure).
 //! - `domain.rs`: the state machine and the magic amounts (pure).
 //! - `render.rs`: stored payments to wire bodies (pure).
-//! - `controls.rs`: acting as the user, the landing page.
+//! - `controls.rs`: acting as the user (JSON controls).
+//! - `pages.rs`: the payer's pages (landing page, app screen, inbox); `qr.rs`: the QR image.
+//! - `view.rs`: how the dashboard shows a payment.
 
 mod api;
 mod commands;
 mod controls;
 mod domain;
+mod pages;
+mod qr;
 mod render;
+mod view;
 
 use axum::Router;
 
 use self::commands::Modification;
 use self::domain::Payment;
 use crate::platform::Shared;
-use crate::platform::aggregate::{Aggregate, Command};
-use crate::platform::product::Product;
+use crate::platform::aggregate::{Aggregate, Command, Decoded, Decoder, decode};
+use crate::platform::product::{AggregateView, Product};
 
 /// The ePayment product.
 #[derive(Debug, Default)]
@@ -35,7 +40,9 @@ impl Product for EPayment {
     }
 
     fn controls(&self) -> Router<Shared> {
-        controls::routes()
+        controls::routes().merge(pages::routes().layer(axum::middleware::from_fn(
+            crate::platform::html::same_origin,
+        )))
     }
 
     fn event_types(&self) -> Vec<String> {
@@ -48,5 +55,25 @@ impl Product for EPayment {
 
     fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {
         (kind == Payment::KIND).then(|| commands::modify(tenant, id, Modification::Settle))
+    }
+
+    fn decoder(&self, kind: &str) -> Option<Decoder> {
+        (kind == Payment::KIND).then_some(decode::<Payment> as Decoder)
+    }
+
+    fn states(&self, kind: &str) -> &'static [&'static str] {
+        if kind == Payment::KIND {
+            &["CREATED", "AUTHORIZED", "ABORTED", "EXPIRED", "TERMINATED"]
+        } else {
+            &[]
+        }
+    }
+
+    fn view(&self, kind: &str, doc: &Decoded, base: &url::Url) -> Option<AggregateView> {
+        if kind != Payment::KIND {
+            return None;
+        }
+        doc.downcast_ref::<Payment>()
+            .map(|p| view::payment(p, base))
     }
 }

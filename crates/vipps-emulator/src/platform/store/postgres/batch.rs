@@ -342,13 +342,14 @@ async fn save(
             let key = command(reqs[i]).key();
             let st = if put.create { &create } else { &upsert };
             Some(async move {
-                let p: [&(dyn ToSql + Sync); 6] = [
+                let p: [&(dyn ToSql + Sync); 7] = [
                     &key.kind,
                     &key.tenant,
                     &key.id,
                     &put.state,
                     &put.due_ms,
                     &put.data,
+                    &reqs[i].now_ms,
                 ];
                 tx.execute(st, &p).await.map(|n| (pos, n))
             })
