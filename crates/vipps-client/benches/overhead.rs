@@ -137,10 +137,10 @@ fn main() {
         let amount = Amount::new(Currency::Nok, 60_000_000).unwrap();
         let request = CreatePaymentRequest::new(amount, reference.clone(), UserFlow::WebRedirect)
             .with_return_url("https://example.com/return");
-        client.epayment().create(&request, None).await.unwrap();
+        client.epayment().create(&request).await.unwrap();
         client
             .epayment()
-            .force_approve(&reference, &Default::default(), None)
+            .force_approve(&reference, &Default::default())
             .await
             .unwrap();
 
