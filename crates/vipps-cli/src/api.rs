@@ -462,7 +462,9 @@ fn flow(text: &str) -> anyhow::Result<UserFlow> {
 }
 
 /// A whole request body from a file, or stdin for `-`.
-pub(crate) fn read_body<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+pub(crate) fn read_body<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> anyhow::Result<T> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
         std::io::stdin()

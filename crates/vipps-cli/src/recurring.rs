@@ -253,7 +253,12 @@ pub async fn agreement(cmd: AgreementCommand) -> anyhow::Result<()> {
                 Some(path) => crate::api::read_body(path)?,
                 None => {
                     let unit = PeriodUnit::from_wire(&a.interval.to_ascii_uppercase());
-                    let unit = known(unit.clone(), unit.is_known(), "--interval", "YEAR, MONTH, WEEK, DAY")?;
+                    let unit = known(
+                        unit.clone(),
+                        unit.is_known(),
+                        "--interval",
+                        "YEAR, MONTH, WEEK, DAY",
+                    )?;
                     DraftAgreementRequest {
                         campaign: None,
                         pricing: PricingRequest {
@@ -297,7 +302,12 @@ pub async fn agreement(cmd: AgreementCommand) -> anyhow::Result<()> {
             let mut q = AgreementQuery::new();
             if let Some(s) = &a.status {
                 let st = AgreementStatus::from_wire(&s.to_ascii_uppercase());
-                q = q.status(known(st.clone(), st.is_known(), "--status", "PENDING, ACTIVE, STOPPED, EXPIRED")?);
+                q = q.status(known(
+                    st.clone(),
+                    st.is_known(),
+                    "--status",
+                    "PENDING, ACTIVE, STOPPED, EXPIRED",
+                )?);
             }
             if let Some(t) = a.created_after {
                 q = q.created_after_ms(t);
@@ -346,7 +356,13 @@ pub async fn charge(cmd: ChargeCommand) -> anyhow::Result<()> {
                 order_id: a.order_id,
                 external_id: None,
             };
-            print_write(keyed(client.recurring().create_charge(&a.agreement_id, &request), key).await)
+            print_write(
+                keyed(
+                    client.recurring().create_charge(&a.agreement_id, &request),
+                    key,
+                )
+                .await,
+            )
         }
         ChargeCommand::Get(a) => {
             let client = a.conn.client()?;
@@ -361,8 +377,16 @@ pub async fn charge(cmd: ChargeCommand) -> anyhow::Result<()> {
             let r = match &a.status {
                 Some(s) => {
                     let st = ChargeStatus::from_wire(&s.to_ascii_uppercase());
-                    let st = known(st.clone(), st.is_known(), "--status", "PENDING, DUE, PROCESSING, RESERVED, CHARGED, PARTIALLY_CAPTURED, FAILED, CANCELLED, PARTIALLY_REFUNDED, REFUNDED")?;
-                    client.recurring().charges_in_status(&a.agreement_id, &st).await
+                    let st = known(
+                        st.clone(),
+                        st.is_known(),
+                        "--status",
+                        "PENDING, DUE, PROCESSING, RESERVED, CHARGED, PARTIALLY_CAPTURED, FAILED, CANCELLED, PARTIALLY_REFUNDED, REFUNDED",
+                    )?;
+                    client
+                        .recurring()
+                        .charges_in_status(&a.agreement_id, &st)
+                        .await
                 }
                 None => client.recurring().charges(&a.agreement_id).await,
             };
@@ -376,7 +400,13 @@ pub async fn charge(cmd: ChargeCommand) -> anyhow::Result<()> {
                 description: a.description,
             };
             print_write(
-                keyed(client.recurring().capture_charge(&a.agreement_id, &a.charge_id, &body), key).await,
+                keyed(
+                    client
+                        .recurring()
+                        .capture_charge(&a.agreement_id, &a.charge_id, &body),
+                    key,
+                )
+                .await,
             )
         }
         ChargeCommand::Refund(a) => {
@@ -387,13 +417,27 @@ pub async fn charge(cmd: ChargeCommand) -> anyhow::Result<()> {
                 description: a.description,
             };
             print_write(
-                keyed(client.recurring().refund_charge(&a.agreement_id, &a.charge_id, &body), key).await,
+                keyed(
+                    client
+                        .recurring()
+                        .refund_charge(&a.agreement_id, &a.charge_id, &body),
+                    key,
+                )
+                .await,
             )
         }
         ChargeCommand::Cancel(a) => {
             let client = a.conn.client()?;
             let key = key(a.idempotency_key.as_deref())?;
-            print_write(keyed(client.recurring().cancel_charge(&a.agreement_id, &a.charge_id), key).await)
+            print_write(
+                keyed(
+                    client
+                        .recurring()
+                        .cancel_charge(&a.agreement_id, &a.charge_id),
+                    key,
+                )
+                .await,
+            )
         }
     }
 }

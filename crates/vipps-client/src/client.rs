@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     entropy: Arc<dyn Entropy>,
     tokens: TokenCache,
     token_key: TokenKey,
+    /// This client's entry in the token cache.
+    token_slot: Arc<crate::auth::Slot>,
     refresh_margin: Duration,
 }
 
@@ -312,6 +314,7 @@ impl ClientBuilder {
             client_id: credentials.client_id().to_owned(),
             msn: msn.as_str().to_owned(),
         };
+        let tokens = self.tokens.unwrap_or_default();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -326,7 +329,8 @@ impl ClientBuilder {
                 retry: self.retry,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 entropy: self.entropy.unwrap_or_else(|| Arc::new(OsEntropy)),
-                tokens: self.tokens.unwrap_or_default(),
+                token_slot: tokens.slot(&token_key),
+                tokens,
                 token_key,
                 refresh_margin: self.refresh_margin.unwrap_or(DEFAULT_REFRESH_MARGIN),
             }),
@@ -622,17 +626,16 @@ impl Client {
                     .map_err(|_| Error::invalid_request("the MSN cannot be sent in a header"))?,
             );
         }
+        if let Some(t) = token {
+            let v = t.bearer.clone().ok_or_else(|| {
+                Error::invalid_request("the access token cannot be sent in a header")
+            })?;
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
         let mut req = i
             .http
             .request(call.method.clone(), url.clone())
             .headers(headers);
-        if let Some(t) = token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
-                Error::invalid_request("the access token cannot be sent in a header")
-            })?;
-            v.set_sensitive(true);
-            req = req.header(http::header::AUTHORIZATION, v);
-        }
         if let Some(k) = &call.key {
             req = req.header(h::IDEMPOTENCY_KEY, k.as_str());
         }
@@ -687,7 +690,7 @@ impl Client {
     async fn token(&self) -> Result<Token, Error> {
         let i = &self.inner;
         i.tokens
-            .get(&i.token_key, &*i.clock, i.refresh_margin, || {
+            .get_in(&i.token_slot, &*i.clock, i.refresh_margin, || {
                 self.fetch_token_once()
             })
             .await
@@ -696,7 +699,7 @@ impl Client {
     async fn renew_token(&self, stale: u64) -> Result<Token, Error> {
         let i = &self.inner;
         i.tokens
-            .renew(&i.token_key, stale, &*i.clock, i.refresh_margin, || {
+            .renew_in(&i.token_slot, stale, &*i.clock, i.refresh_margin, || {
                 self.fetch_token_once()
             })
             .await

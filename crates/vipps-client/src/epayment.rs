@@ -11,8 +11,8 @@ use vipps_types::ids::Reference;
 use vipps_types::money::Amount;
 
 use crate::client::Client;
-use crate::request::{Read, Write};
 use crate::error::{Error, ErrorKind};
+use crate::request::{Read, Write};
 
 /// The path of force approve (test environment only).
 pub fn force_approve_path(reference: &Reference) -> String {

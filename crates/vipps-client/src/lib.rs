@@ -72,7 +72,7 @@ pub use client::{Client, ClientBuilder, Idempotent, USER_AGENT_VALUE};
 pub use config::{Credentials, Timeouts};
 pub use epayment::{EPayment, PollOptions, force_approve_path};
 pub use error::{ApiError, Error, ErrorKind, MAX_KEPT_BODY};
-pub use recurring::{Recurring, AgreementQuery};
+pub use recurring::{AgreementQuery, Recurring};
 pub use request::{CallFuture, Read, Write};
 pub use retry::RetryPolicy;
 pub use webhooks::Webhooks;

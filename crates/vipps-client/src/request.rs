@@ -284,7 +284,8 @@ impl<T: Send + 'static, K> IntoFuture for Write<T, K> {
             call.key = Some(client.key_or_new(call.key.take()));
             let op = call.operation;
             let answer = client.execute(call).await?;
-            let value = decode(&answer).map_err(|e| e.with_operation(op).with_key(answer.key.clone()))?;
+            let value =
+                decode(&answer).map_err(|e| e.with_operation(op).with_key(answer.key.clone()))?;
             Ok(Idempotent {
                 value,
                 idempotency_key: answer.key.expect("writes carry a key"),

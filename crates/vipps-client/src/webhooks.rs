@@ -60,7 +60,13 @@ impl Webhooks {
         } else {
             WEBHOOKS_PATH.to_owned()
         };
-        let w = Write::empty::<()>(&self.client, "webhooks.delete", http::Method::DELETE, path, None);
+        let w = Write::empty::<()>(
+            &self.client,
+            "webhooks.delete",
+            http::Method::DELETE,
+            path,
+            None,
+        );
         if valid {
             w
         } else {

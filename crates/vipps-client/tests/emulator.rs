@@ -198,7 +198,8 @@ async fn two_503s_then_success_with_the_same_key_in_three_attempts() {
     let k = key("order-c503-capture-1");
     let captured = client
         .epayment()
-        .capture(&r, nok(600)).idempotency_key(k.clone())
+        .capture(&r, nok(600))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     assert_eq!(captured.idempotency_key, k);
@@ -254,7 +255,8 @@ async fn a_400_is_never_retried_and_carries_the_problem() {
     let k = key("order-b400-capture-1");
     let err = client
         .epayment()
-        .capture(&r, nok(500)).idempotency_key(k.clone())
+        .capture(&r, nok(500))
+        .idempotency_key(k.clone())
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
@@ -404,7 +406,8 @@ async fn an_attempt_timeout_is_retried_with_the_same_key() {
     let k = key("order-slow-create-1");
     let created = client
         .epayment()
-        .create(&create_request(&r, 1000)).idempotency_key(k.clone())
+        .create(&create_request(&r, 1000))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     assert_eq!(created.value.reference, r);
@@ -447,7 +450,8 @@ async fn the_in_flight_conflict_423_is_retried_after_its_retry_after() {
     let started = Instant::now();
     let second = client
         .epayment()
-        .create(&request).idempotency_key(k.clone())
+        .create(&request)
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     let waited = started.elapsed();
@@ -490,18 +494,21 @@ async fn same_key_with_a_different_body_is_a_409_and_not_retried() {
     let k = key("order-k409-capture-1");
     client
         .epayment()
-        .capture(&r, nok(100)).idempotency_key(k.clone())
+        .capture(&r, nok(100))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     let again = client
         .epayment()
-        .capture(&r, nok(100)).idempotency_key(k.clone())
+        .capture(&r, nok(100))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     assert!(again.replayed);
     let err = client
         .epayment()
-        .capture(&r, nok(200)).idempotency_key(k.clone())
+        .capture(&r, nok(200))
+        .idempotency_key(k.clone())
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(409), "{err}");
@@ -543,11 +550,7 @@ async fn whole_payment_flow_and_webhooks() {
         .await
         .unwrap();
     assert_eq!(p.state, State::Authorized);
-    let c = client
-        .epayment()
-        .capture(&r, nok(1500))
-        .await
-        .unwrap();
+    let c = client.epayment().capture(&r, nok(1500)).await.unwrap();
     assert_eq!(c.value.aggregate.captured_amount.value, 1500);
     let f = client.epayment().refund(&r, nok(500)).await.unwrap();
     assert_eq!(f.value.aggregate.refunded_amount.value, 500);
@@ -579,7 +582,11 @@ async fn whole_payment_flow_and_webhooks() {
         .await
         .unwrap();
     env.user_approves(&r2).await;
-    let err = client.epayment().cancel_transaction_only(&r2).await.unwrap_err();
+    let err = client
+        .epayment()
+        .cancel_transaction_only(&r2)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.error_code(),
         Some(ErrorCode::CannotCancelAuthorized),
@@ -588,12 +595,10 @@ async fn whole_payment_flow_and_webhooks() {
 
     let reg = client
         .webhooks()
-        .register(
-            &RegisterRequest {
-                url: "https://example.com/hooks".into(),
-                events: vec!["epayments.payment.captured.v1".into()],
-            },
-        )
+        .register(&RegisterRequest {
+            url: "https://example.com/hooks".into(),
+            events: vec!["epayments.payment.captured.v1".into()],
+        })
         .await
         .unwrap();
     assert!(!reg.value.secret.is_empty());

@@ -520,8 +520,6 @@ fn create_maker(api: Arc<Api>, run: &'static str) -> MakeReq {
 // ---------------------------------------------------------------------------------------------------------------
 // Reporting
 
-
-
 struct Row {
     name: String,
     r: RunResult,
@@ -604,7 +602,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-
 // ---------------------------------------------------------------------------------------------------------------
 
 fn runtime(threads: usize, name: &str) -> Runtime {
@@ -619,7 +616,6 @@ fn runtime(threads: usize, name: &str) -> Runtime {
 fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
     rt.block_on(f)
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // Recurring setup (through the public API, with reqwest; not measured)
@@ -942,6 +938,26 @@ fn main() {
     }
     block(&server_rt, emu.shutdown());
 
+    println!();
+    print_header();
+    for row in &rows {
+        print_row(row);
+    }
+    for row in &rows {
+        report_errors(row);
+    }
+    if let Some(base) = rows.iter().find(|r| r.name.starts_with("baseline")) {
+        println!();
+        for row in rows.iter().filter(|r| !r.name.starts_with("baseline")) {
+            println!(
+                "{:<40} {:.3}x baseline",
+                row.name,
+                row.r.rps() / base.r.rps()
+            );
+        }
+    }
+    println!();
+
     if k.wants("sweep") && k.sweep > 0 {
         let tmp = tempfile::Builder::new()
             .prefix("vipps-recurring-sweep-")
@@ -989,11 +1005,11 @@ fn main() {
                                 "/recurring/v3/agreements/charges",
                                 Some(format!("bulk-{b}")),
                             )
-                            .json(&serde_json::json!({"charges": items}))
+                            .json(&items)
                             .send()
                             .await
                             .expect("bulk");
-                        assert_eq!(r.status(), 200, "bulk");
+                        assert_eq!(r.status(), 202, "bulk");
                         let v: serde_json::Value = r.json().await.expect("bulk body");
                         let failed = v["charges"]
                             .as_array()
@@ -1040,24 +1056,6 @@ fn main() {
         block(&server_rt, emu.shutdown());
     }
 
-    println!();
-    print_header();
-    for row in &rows {
-        print_row(row);
-    }
-    for row in &rows {
-        report_errors(row);
-    }
-    if let Some(base) = rows.iter().find(|r| r.name.starts_with("baseline")) {
-        println!();
-        for row in rows.iter().filter(|r| !r.name.starts_with("baseline")) {
-            println!(
-                "{:<40} {:.3}x baseline",
-                row.name,
-                row.r.rps() / base.r.rps()
-            );
-        }
-    }
     for n in notes {
         println!("{n}");
     }

@@ -562,7 +562,10 @@ pub struct CreateChargeRequest {
     pub external_id: Option<String>,
 }
 
-/// One charge of a bulk request: a charge with its agreement.
+/// One charge of a bulk request (`CreateChargeAsyncV3` in the SDK types): a charge with its agreement.
+///
+/// The SDK types require `orderId`, `due` and `retryDays`; the emulator also accepts an item without `orderId`
+/// (it makes a charge id) and `UNSCHEDULED` items without a due date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkChargeItem {
@@ -583,7 +586,7 @@ pub struct BulkChargeItem {
     /// `RECURRING` or `UNSCHEDULED`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<ChargeType>,
-    /// Used as the charge id when given.
+    /// Used as the charge id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
     /// The merchant's id for the charge.
@@ -607,9 +610,10 @@ impl BulkChargeItem {
     }
 }
 
-/// `POST /recurring/v3/agreements/charges` body: up to [`BULK_MAX`] charges.
+/// `POST /recurring/v3/agreements/charges` body: a JSON array of up to [`BULK_MAX`] charges (the SDK types'
+/// `Array<CreateChargeAsyncV3>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(transparent)]
 pub struct BulkChargesRequest {
     /// The charges.
     pub charges: Vec<BulkChargeItem>,
@@ -623,26 +627,24 @@ pub struct ChargeReference {
     pub charge_id: String,
 }
 
-/// One charge of a bulk answer: created (with its id) or not (with the reason).
+/// A charge of a bulk request that was not created, with why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BulkChargeResult {
-    /// The agreement.
-    pub agreement_id: String,
-    /// The new charge's id, when created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub charge_id: Option<String>,
-    /// Why it was not created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<RecurringProblem>,
+pub struct InvalidCharge {
+    /// The item as sent.
+    pub charge_batch_item_dto: BulkChargeItem,
+    /// Why it was refused.
+    pub errors: Vec<String>,
 }
 
-/// `200` body of the bulk create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `202` body of the bulk create (`AsyncChargeResponse` in the SDK types).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkChargesResponse {
-    /// One result per requested charge, in order.
-    pub charges: Vec<BulkChargeResult>,
+    /// The items that were not created.
+    pub invalid_charges: Vec<InvalidCharge>,
+    /// The ids of the charges created, in request order.
+    pub valid_charges: Vec<String>,
 }
 
 /// `POST .../capture` body.

@@ -814,7 +814,7 @@ async fn unscheduled_bulk_and_stop_cancels_open_charges() {
         .map(|i| json!({"agreementId": agr, "amount": 1000 + i, "transactionType": "DIRECT_CAPTURE", "description": "Bulk", "due": due, "retryDays": 1}))
         .chain(std::iter::once(json!({"agreementId": "agr_missing", "amount": 1000, "transactionType": "DIRECT_CAPTURE", "description": "Bulk", "due": due, "retryDays": 1})))
         .collect();
-    let bulk = json!({"charges": items});
+    let bulk = Value::Array(items);
     let r = send(
         &env,
         Method::POST,
@@ -823,11 +823,21 @@ async fn unscheduled_bulk_and_stop_cancels_open_charges() {
         Some(bulk.clone()),
     )
     .await;
-    let v = json_of(r, 200).await;
-    let results = v["charges"].as_array().unwrap();
-    assert_eq!(results.len(), 6);
-    assert!(results[..5].iter().all(|r| r["chargeId"].is_string()));
-    assert_eq!(results[5]["error"]["status"], 404);
+    let v = json_of(r, 202).await;
+    assert_eq!(v["validCharges"].as_array().unwrap().len(), 5);
+    let invalid = v["invalidCharges"].as_array().unwrap();
+    assert_eq!(invalid.len(), 1);
+    assert_eq!(
+        invalid[0]["chargeBatchItemDto"]["agreementId"],
+        "agr_missing"
+    );
+    assert!(
+        invalid[0]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("agreementId"),
+        "{v}"
+    );
     // A replay answers the same ids.
     let again = json_of(
         send(
@@ -838,18 +848,10 @@ async fn unscheduled_bulk_and_stop_cancels_open_charges() {
             Some(bulk),
         )
         .await,
-        200,
+        202,
     )
     .await;
-    let ids = |v: &Value| {
-        v["charges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["chargeId"].clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&again), ids(&v));
+    assert_eq!(again["validCharges"], v["validCharges"]);
     let list = json_of(
         send(
             &env,

@@ -20,10 +20,10 @@ use serde::Deserialize;
 use vipps_types::headers::{self as h, RecurringIdempotencyKey};
 use vipps_types::problem::{ErrorCode, Problem};
 use vipps_types::recurring::{
-    BULK_MAX, BulkChargeResult, BulkChargesRequest, BulkChargesResponse, CampaignResponse,
-    CampaignType, CaptureChargeRequest, ChargeType, CreateChargeRequest, DraftAgreementRequest,
-    ForceAcceptRequest, PatchAgreementRequest, PricingType, RecurringExtraDetail, RecurringProblem,
-    RefundChargeRequest, TimePeriod, TimePeriodResponse,
+    BULK_MAX, BulkChargesRequest, BulkChargesResponse, CampaignResponse, CampaignType,
+    CaptureChargeRequest, ChargeType, CreateChargeRequest, DraftAgreementRequest,
+    ForceAcceptRequest, InvalidCharge, PatchAgreementRequest, PricingType, RecurringExtraDetail,
+    RecurringProblem, RefundChargeRequest, TimePeriod, TimePeriodResponse,
 };
 
 use super::commands::{
@@ -36,7 +36,7 @@ use crate::platform::Shared as S;
 use crate::platform::aggregate::decode;
 use crate::platform::auth::AuthCtx;
 use crate::platform::extract::{JsonBody, Merchant};
-use crate::platform::http::{ApiError, ApiResult, RequestMeta};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
 use crate::platform::idempotency::{
     Idempotent, fingerprint_of, internal, run_idempotent, run_write,
 };
@@ -169,6 +169,22 @@ impl<St: Send + Sync> FromRequestParts<St> for RecurringKey {
                 .field(h::IDEMPOTENCY_KEY, e.to_string())
                 .err()
             })
+    }
+}
+
+/// A bulk body: up to 2,000 charges are larger than the general body limit, so this one allows 512 bytes per
+/// charge (or the configured limit, if larger).
+pub(super) struct BulkBody(pub(super) BulkChargesRequest);
+
+impl axum::extract::FromRequest<S> for BulkBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, s: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let meta = RequestMeta::of(&parts);
+        let limit = s.config.limits.max_body_bytes.max(BULK_MAX * 512);
+        let bytes = read_body(&meta, body, limit).await?;
+        parse_json(&meta, &bytes).map(BulkBody)
     }
 }
 
@@ -1096,14 +1112,15 @@ async fn create_charge(
     create_one(&s, &meta, &auth, &agreement_id, &key, &r, "").await
 }
 
-/// `POST /recurring/v3/agreements/charges`: up to 2,000 charges, each created as a charge of its own (with the
-/// key `<key>-<index>`, so a replay of the whole request replays each one); the answer lists each result.
+/// `POST /recurring/v3/agreements/charges`: up to 2,000 charges (a JSON array), each created as a charge of its
+/// own with the key `<key>-<index>` (so a replay of the whole request replays each one); answers 202 with the ids
+/// of the charges created and, for each one refused, the item and why (the SDK types' `AsyncChargeResponse`).
 async fn bulk_charges(
     State(s): State<S>,
     meta: RequestMeta,
     Merchant(auth): Merchant,
     RecurringKey(key): RecurringKey,
-    JsonBody(r): JsonBody<BulkChargesRequest>,
+    BulkBody(r): BulkBody,
 ) -> ApiResult {
     if r.charges.is_empty() || r.charges.len() > BULK_MAX {
         return Err(bad(
@@ -1122,28 +1139,41 @@ async fn bulk_charges(
             let one = create_one(s, &m, auth, &item.agreement_id, &k, &item.charge(), "")
                 .await
                 .unwrap_or_else(|e| e.into_response());
-            let one = recurring_problems(one).await;
             let ok = one.status() == http::StatusCode::CREATED;
             let (_, bytes) = buffered(one).await;
             if ok {
-                let c: Option<vipps_types::recurring::ChargeReference> =
-                    serde_json::from_slice(&bytes).ok();
-                BulkChargeResult {
-                    agreement_id: item.agreement_id.clone(),
-                    charge_id: c.map(|c| c.charge_id),
-                    error: None,
-                }
+                serde_json::from_slice::<vipps_types::recurring::ChargeReference>(&bytes)
+                    .map(|c| c.charge_id)
+                    .map_err(|e| e.to_string())
             } else {
-                BulkChargeResult {
-                    agreement_id: item.agreement_id.clone(),
-                    charge_id: None,
-                    error: serde_json::from_slice(&bytes).ok(),
+                let p: Option<Problem> = serde_json::from_slice(&bytes).ok();
+                let mut errors: Vec<String> = p
+                    .iter()
+                    .flat_map(|p| p.field_details())
+                    .map(|d| format!("{}: {}", d.name, d.reason))
+                    .collect();
+                if errors.is_empty() {
+                    errors.push(
+                        p.and_then(|p| p.detail)
+                            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+                    );
                 }
+                Err(errors.join("; "))
             }
         }
     }))
     .await;
-    Ok(axum::Json(BulkChargesResponse { charges: results }).into_response())
+    let mut out = BulkChargesResponse::default();
+    for (item, r) in r.charges.into_iter().zip(results) {
+        match r {
+            Ok(id) => out.valid_charges.push(id),
+            Err(e) => out.invalid_charges.push(InvalidCharge {
+                charge_batch_item_dto: item,
+                errors: vec![e],
+            }),
+        }
+    }
+    Ok((http::StatusCode::ACCEPTED, axum::Json(out)).into_response())
 }
 
 /// Query of the charge list.
