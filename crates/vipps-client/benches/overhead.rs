@@ -154,8 +154,8 @@ fn main() {
                 .capture(
                     &reference,
                     Amount::new(Currency::Nok, 1).unwrap(),
-                    Some(IdempotencyKey::new(&format!("c-{k}")).unwrap()),
                 )
+                .idempotency_key(IdempotencyKey::new(&format!("c-{k}")).unwrap())
                 .await
                 .unwrap();
             raw.capture(&reference, &format!("r-{k}")).await;
@@ -187,8 +187,8 @@ fn main() {
                         .capture(
                             &reference,
                             Amount::new(Currency::Nok, 1).unwrap(),
-                            Some(IdempotencyKey::new(&key).unwrap()),
                         )
+                        .idempotency_key(IdempotencyKey::new(&key).unwrap())
                         .await
                         .unwrap();
                     cc.0.push(t.elapsed());

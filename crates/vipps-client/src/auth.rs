@@ -234,10 +234,7 @@ impl TokenCache {
                 v.set_sensitive(true);
                 v
             });
-        let token = Token {
-            bearer,
-            generation,
-        };
+        let token = Token { bearer, generation };
         let expires_at = started + lifetime;
         let refresh_at = expires_at - refresh_margin(margin, lifetime);
         *slot.current.lock() = Some(Cached {

@@ -28,7 +28,8 @@ pub fn force_approve_path(reference: &Reference) -> String {
 /// ```no_run
 /// use vipps_client::Client;
 /// use vipps_types::epayment::{CreatePaymentRequest, UserFlow};
-/// /// use vipps_types::money::{Amount, Currency};
+/// use vipps_types::headers::IdempotencyKey;
+/// use vipps_types::money::{Amount, Currency};
 ///
 /// # async fn run(client: Client) -> Result<(), vipps_client::Error> {
 /// let reference = "acme-order-1001".parse().unwrap();
