@@ -182,7 +182,7 @@ impl TokenCache {
         {
             return Ok(c.token.clone());
         }
-        self.fill(&slot, clock, margin, fetch).await
+        self.fill(slot, clock, margin, fetch).await
     }
 
     /// Stores a token fetched outside the cache (such as by [`Client::access_token`](crate::Client::access_token)).

@@ -292,7 +292,10 @@ fn check_summary(dir: &Path, stdout: &str) -> serde_json::Value {
         "charge.cancel",
         "charge.list",
     ] {
-        assert!(recurring.contains(&m), "Recurring method {m} not exercised; summary: {summary}");
+        assert!(
+            recurring.contains(&m),
+            "Recurring method {m} not exercised; summary: {summary}"
+        );
     }
     summary
 }

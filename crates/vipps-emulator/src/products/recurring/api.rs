@@ -27,7 +27,7 @@ use vipps_types::recurring::{
 };
 
 use super::commands::{
-    self, AgreementDraft, AgreementOp, ChargeDraft, ChargeOp, Drafted, PatchData,
+    self, AgreementDraft, AgreementOp, ChargeDraft, ChargeOp, Drafted, InitialDraft, PatchData,
 };
 use super::domain::{AStatus, Agreement, Charge, DAY_MS, day_start, magic_failure};
 use super::{index, render};
@@ -41,6 +41,9 @@ use crate::platform::idempotency::{
     Idempotent, fingerprint_of, internal, run_idempotent, run_write,
 };
 use crate::platform::store::Op;
+
+/// The largest amount of a charge, in øre (2,000,000 NOK).
+const MAX_AMOUNT: i64 = 200_000_000;
 
 /// The Recurring routes.
 pub(super) fn routes() -> Router<S> {
@@ -326,7 +329,7 @@ fn validate_draft(
                 .pricing
                 .amount
                 .ok_or_else(|| bad(meta, "pricing.amount", "required with LEGACY pricing"))?;
-            if !(100..=2_000_000_00).contains(&a) {
+            if !(100..=MAX_AMOUNT).contains(&a) {
                 return Err(bad(meta, "pricing.amount", "must be at least 100 øre"));
             }
             (Some(a), None)
@@ -466,7 +469,7 @@ fn validate_draft(
     let initial = match &r.initial_charge {
         None => None,
         Some(i) => {
-            if !(100..=2_000_000_00).contains(&i.amount) {
+            if !(100..=MAX_AMOUNT).contains(&i.amount) {
                 return Err(bad(
                     meta,
                     "initialCharge.amount",
@@ -487,13 +490,13 @@ fn validate_draft(
             if let Some(e) = &i.external_id {
                 check_len(meta, "initialCharge.externalId", e, 1, 64)?;
             }
-            Some((
-                i.amount,
-                i.description.clone(),
-                i.transaction_type.as_str().to_owned(),
-                i.order_id.clone(),
-                i.external_id.clone(),
-            ))
+            Some(InitialDraft {
+                amount: i.amount,
+                description: i.description.clone(),
+                transaction_type: i.transaction_type.as_str().to_owned(),
+                order_id: i.order_id.clone(),
+                external_id: i.external_id.clone(),
+            })
         }
     };
     Ok(AgreementDraft {
@@ -552,7 +555,17 @@ async fn draft(
     let (parts, bytes) = buffered(resp).await;
     let drafted: Drafted = serde_json::from_slice(&bytes).map_err(|e| internal(&meta, &e))?;
     // Follow-ups, repeated by every replay (each is idempotent): the initial charge and the listings.
-    if let (Some(charge_id), Some((amount, desc, tt, _, ext))) = (&drafted.charge_id, initial) {
+    if let (
+        Some(charge_id),
+        Some(InitialDraft {
+            amount,
+            description: desc,
+            transaction_type: tt,
+            external_id: ext,
+            ..
+        }),
+    ) = (&drafted.charge_id, initial)
+    {
         let a = load_agreement(&s, &meta, &msn, &drafted.agreement_id).await?;
         let cd = ChargeDraft {
             msn: msn.clone(),
@@ -970,7 +983,7 @@ fn validate_charge(
             .field("agreement.status", a.status.as_str())
             .err());
     }
-    if !(100..=2_000_000_00).contains(&r.amount) {
+    if !(100..=MAX_AMOUNT).contains(&r.amount) {
         return Err(bad(meta, &f("amount"), "must be at least 100 øre"));
     }
     if a.pricing_type == "LEGACY" && a.amount.is_some_and(|max| r.amount > max) {

@@ -225,10 +225,20 @@ pub(super) struct AgreementDraft {
     pub(super) scope: Option<String>,
     pub(super) external_id: Option<String>,
     pub(super) is_app: bool,
-    /// The initial charge: (amount, description, transaction type, orderId, externalId).
-    pub(super) initial: Option<(i64, String, String, Option<String>, Option<String>)>,
+    /// The initial charge.
+    pub(super) initial: Option<InitialDraft>,
     pub(super) base_url: url::Url,
     pub(super) test: bool,
+}
+
+/// A validated initial charge of a draft.
+#[derive(Debug, Clone)]
+pub(super) struct InitialDraft {
+    pub(super) amount: i64,
+    pub(super) description: String,
+    pub(super) transaction_type: String,
+    pub(super) order_id: Option<String>,
+    pub(super) external_id: Option<String>,
 }
 
 /// The answer of a draft, with what the follow-up writes need.
@@ -263,18 +273,16 @@ pub(super) fn draft_agreement(d: AgreementDraft, agreement_id: String) -> Box<dy
         if d.is_app {
             page.query_pairs_mut().append_pair("isApp", "true");
         }
-        let initial = d
-            .initial
-            .as_ref()
-            .map(|(amount, desc, tt, order, ext)| Initial {
-                id: order
-                    .clone()
-                    .unwrap_or_else(|| short_id("chr-", ctx.ids.bytes16(), 10)),
-                amount: *amount,
-                description: desc.clone(),
-                transaction_type: tt.clone(),
-                external_id: ext.clone(),
-            });
+        let initial = d.initial.as_ref().map(|i| Initial {
+            id: i
+                .order_id
+                .clone()
+                .unwrap_or_else(|| short_id("chr-", ctx.ids.bytes16(), 10)),
+            amount: i.amount,
+            description: i.description.clone(),
+            transaction_type: i.transaction_type.clone(),
+            external_id: i.external_id.clone(),
+        });
         let a = Agreement {
             msn: d.msn.clone(),
             id: agreement_id.clone(),
