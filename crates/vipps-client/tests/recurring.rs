@@ -48,6 +48,7 @@ fn draft(initial: Option<i64>) -> DraftAgreementRequest {
         phone_number: Some("4791234567".into()),
         initial_charge: initial.map(|amount| InitialChargeRequest {
             amount,
+            currency: Some("NOK".into()),
             description: "First month".into(),
             transaction_type: TransactionType::ReserveCapture,
             order_id: None,

@@ -302,6 +302,9 @@ pub struct CampaignRequest {
 pub struct InitialChargeRequest {
     /// Amount in minor units.
     pub amount: i64,
+    /// `NOK` (not in the schema, but every example of the spec sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
     /// Shown to the user.
     pub description: String,
     /// `DIRECT_CAPTURE` or `RESERVE_CAPTURE`.

@@ -476,6 +476,9 @@ fn validate_draft(
                     "must be at least 100 øre",
                 ));
             }
+            if i.currency.as_deref().is_some_and(|c| c != "NOK") {
+                return Err(bad(meta, "initialCharge.currency", "must be NOK"));
+            }
             check_len(meta, "initialCharge.description", &i.description, 1, 45)?;
             if !i.transaction_type.is_known() {
                 return Err(bad(
