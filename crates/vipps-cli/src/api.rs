@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use vipps_client::{Client, Credentials, Idempotent, PollOptions, RetryPolicy, Timeouts};
+use vipps_client::{Client, Credentials, Idempotent, PollOptions, RetryPolicy, Timeouts, Write};
 use vipps_types::env::Environment;
 use vipps_types::epayment::{CreatePaymentRequest, Customer, ForceApprove, UserFlow};
 use vipps_types::headers::IdempotencyKey;
@@ -268,7 +268,7 @@ async fn payment(cmd: PaymentCommand) -> anyhow::Result<()> {
             let client = a.conn.client()?;
             let key = key(a.idempotency_key.as_deref())?;
             let request = create_request(&a)?;
-            print_write(client.epayment().create(&request, key).await)
+            print_write(keyed(client.epayment().create(&request), key).await)
         }
         PaymentCommand::Get(a) => {
             let client = a.conn.client()?;
@@ -282,17 +282,22 @@ async fn payment(cmd: PaymentCommand) -> anyhow::Result<()> {
         }
         PaymentCommand::Capture(a) => {
             let (client, r, amount, key) = modification(&a).await?;
-            print_write(client.epayment().capture(&r, amount, key).await)
+            print_write(keyed(client.epayment().capture(&r, amount), key).await)
         }
         PaymentCommand::Refund(a) => {
             let (client, r, amount, key) = modification(&a).await?;
-            print_write(client.epayment().refund(&r, amount, key).await)
+            print_write(keyed(client.epayment().refund(&r, amount), key).await)
         }
         PaymentCommand::Cancel(a) => {
             let client = a.conn.client()?;
             let r = reference(&a.reference)?;
             let key = key(a.idempotency_key.as_deref())?;
-            print_write(client.epayment().cancel(&r, a.transaction_only, key).await)
+            let w = if a.transaction_only {
+                client.epayment().cancel_transaction_only(&r)
+            } else {
+                client.epayment().cancel(&r)
+            };
+            print_write(keyed(w, key).await)
         }
         PaymentCommand::Approve(a) => {
             let client = a.conn.client()?;
@@ -302,7 +307,7 @@ async fn payment(cmd: PaymentCommand) -> anyhow::Result<()> {
                 customer: a.phone.map(Customer::phone),
                 token: a.token,
             };
-            print_write(client.epayment().force_approve(&r, &body, key).await)
+            print_write(keyed(client.epayment().force_approve(&r, &body), key).await)
         }
         PaymentCommand::Wait(a) => {
             let client = a.conn.client()?;
@@ -333,7 +338,7 @@ async fn webhook(cmd: WebhookCommand) -> anyhow::Result<()> {
                 a.events
             };
             let request = RegisterRequest { url: a.url, events };
-            print_write(client.webhooks().register(&request, key).await)
+            print_write(keyed(client.webhooks().register(&request), key).await)
         }
         WebhookCommand::List(conn) => {
             let client = conn.client()?;
@@ -342,13 +347,14 @@ async fn webhook(cmd: WebhookCommand) -> anyhow::Result<()> {
         WebhookCommand::Delete(a) => {
             let client = a.conn.client()?;
             let key = key(a.idempotency_key.as_deref())?;
-            print_write(client.webhooks().delete(&a.id, key).await)
+            print_write(keyed(client.webhooks().delete(&a.id), key).await)
         }
     }
 }
 
 impl Conn {
-    fn client(&self) -> anyhow::Result<Client> {
+    /// A client for these settings.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let mut b = Client::builder();
         b = match (&self.base_url, self.environment.as_deref()) {
             (Some(url), _) if !url.trim().is_empty() => b.base_url(url.trim()),
@@ -414,12 +420,20 @@ fn required<'a>(value: &'a Option<String>, what: &str) -> anyhow::Result<&'a str
     }
 }
 
-fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn usage(message: impl std::fmt::Display) -> anyhow::Error {
     classify(Class::Usage, anyhow::anyhow!("{message}"))
 }
 
 fn reference(text: &str) -> anyhow::Result<Reference> {
     Reference::new(text).map_err(usage)
+}
+
+/// A write with the caller's key, when one was given.
+pub(crate) fn keyed<T, K: Into<IdempotencyKey>>(w: Write<T, K>, key: Option<K>) -> Write<T, K> {
+    match key {
+        Some(k) => w.idempotency_key(k),
+        None => w,
+    }
 }
 
 fn key(text: Option<&str>) -> anyhow::Result<Option<IdempotencyKey>> {
@@ -447,24 +461,27 @@ fn flow(text: &str) -> anyhow::Result<UserFlow> {
     }
 }
 
+/// A whole request body from a file, or stdin for `-`.
+pub(crate) fn read_body<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> anyhow::Result<T> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the body from stdin")
+            .map_err(|e| classify(Class::Usage, e))?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(|e| classify(Class::Usage, e))?;
+    }
+    serde_json::from_str(&text).map_err(|e| usage(format!("the body is not a valid request: {e}")))
+}
+
 fn create_request(a: &CreateArgs) -> anyhow::Result<CreatePaymentRequest> {
     if let Some(path) = &a.body {
-        let mut text = String::new();
-        if path.as_os_str() == "-" {
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read the body from stdin")
-                .map_err(|e| classify(Class::Usage, e))?;
-        } else {
-            text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))
-                .map_err(|e| classify(Class::Usage, e))?;
-        }
-        return serde_json::from_str(&text).map_err(|e| {
-            usage(format!(
-                "the body is not a valid create-payment request: {e}"
-            ))
-        });
+        return read_body(path);
     }
     let (Some(r), Some(value)) = (&a.reference, a.amount) else {
         return Err(usage(
@@ -509,7 +526,7 @@ async fn modification(
 }
 
 /// Classifies a client error for the exit code.
-fn api_error(e: vipps_client::Error) -> anyhow::Error {
+pub(crate) fn api_error(e: vipps_client::Error) -> anyhow::Error {
     let class = if e.is_usage() {
         Class::Usage
     } else if e.is_network() {
@@ -520,7 +537,7 @@ fn api_error(e: vipps_client::Error) -> anyhow::Error {
     classify(class, e)
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot write JSON")?;
     println!("{text}");
     Ok(())
@@ -535,7 +552,7 @@ struct WriteOutput<'a, T> {
     result: &'a T,
 }
 
-fn print_write<T: Serialize>(
+pub(crate) fn print_write<T: Serialize>(
     result: Result<Idempotent<T>, vipps_client::Error>,
 ) -> anyhow::Result<()> {
     let done = result.map_err(api_error)?;

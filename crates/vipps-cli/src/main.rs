@@ -11,6 +11,7 @@ mod api;
 mod emulator;
 mod env;
 mod exit;
+mod recurring;
 mod watch;
 
 use std::process::ExitCode;
@@ -40,6 +41,12 @@ enum Command {
     Env(env::EnvArgs),
     #[command(flatten)]
     Api(api::ApiCommand),
+    /// Recurring API agreements.
+    #[command(subcommand)]
+    Agreement(recurring::AgreementCommand),
+    /// Recurring API charges.
+    #[command(subcommand)]
+    Charge(recurring::ChargeCommand),
     /// Keep firewall and proxy allowlists of the request servers in step with DNS.
     #[command(subcommand)]
     Allowlist(allowlist::AllowlistCommand),
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
             Command::Emulator(args) => emulator::run(args).await,
             Command::Env(args) => env::run(args).await,
             Command::Api(cmd) => api::run(cmd).await,
+            Command::Agreement(cmd) => recurring::agreement(cmd).await,
+            Command::Charge(cmd) => recurring::charge(cmd).await,
             Command::Allowlist(cmd) => allowlist::run(cmd).await,
         }
     });

@@ -423,3 +423,101 @@ async fn webhooks_register_list_delete() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recurring_agreement_and_charge_commands() {
+    let (emu, cli) = start().await;
+    let drafted = cli
+        .ok(&[
+            "agreement",
+            "create",
+            "--amount",
+            "9900",
+            "--product-name",
+            "Premium",
+            "--idempotency-key",
+            "signup-1",
+        ])
+        .await;
+    assert_eq!(drafted["idempotencyKey"], "signup-1");
+    let agr = drafted["result"]["agreementId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(drafted["result"]["vippsConfirmationUrl"].is_string());
+    let again = cli
+        .ok(&[
+            "agreement",
+            "create",
+            "--amount",
+            "9900",
+            "--product-name",
+            "Premium",
+            "--idempotency-key",
+            "signup-1",
+        ])
+        .await;
+    assert_eq!(again["replayed"], true);
+    assert_eq!(
+        cli.ok(&["agreement", "get", &agr]).await["status"],
+        "PENDING"
+    );
+    cli.ok(&["agreement", "accept", &agr]).await;
+    let list = cli.ok(&["agreement", "list"]).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let due = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let due = format!(
+        "{:04}-{:02}-{:02}",
+        due.year(),
+        u8::from(due.month()),
+        due.day()
+    );
+    let created = cli
+        .ok(&[
+            "charge",
+            "create",
+            &agr,
+            "--amount",
+            "9900",
+            "--due",
+            &due,
+            "--reserve",
+        ])
+        .await;
+    let chg = created["result"]["chargeId"].as_str().unwrap().to_owned();
+    let c = cli.ok(&["charge", "get", &chg]).await;
+    assert_eq!(c["status"], "DUE");
+    // Move the emulator's clock past the due date: the charge is reserved.
+    let r = reqwest::Client::new()
+        .post(emu.base_url().join("_emulator/clock/advance").unwrap())
+        .json(&serde_json::json!({"seconds": 3 * 86_400}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let c = cli.ok(&["charge", "get", &chg, "--agreement", &agr]).await;
+    assert_eq!(c["status"], "RESERVED");
+    cli.ok(&["charge", "capture", &agr, &chg, "--amount", "5000"])
+        .await;
+    cli.ok(&["charge", "refund", &agr, &chg, "--amount", "1000"])
+        .await;
+    let listed = cli
+        .ok(&["charge", "list", &agr, "--status", "PARTIALLY_REFUNDED"])
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Over-refund: an API error, exit 3; a bad key: usage, exit 2.
+    let out = cli
+        .run(&["charge", "refund", &agr, &chg, "--amount", "99999"])
+        .await;
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let out = cli
+        .run(&["charge", "cancel", &agr, &chg, "--idempotency-key", "a/b"])
+        .await;
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    cli.ok(&["agreement", "stop", &agr]).await;
+    assert_eq!(
+        cli.ok(&["agreement", "get", &agr]).await["status"],
+        "STOPPED"
+    );
+}

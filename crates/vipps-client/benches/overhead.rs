@@ -137,10 +137,10 @@ fn main() {
         let amount = Amount::new(Currency::Nok, 60_000_000).unwrap();
         let request = CreatePaymentRequest::new(amount, reference.clone(), UserFlow::WebRedirect)
             .with_return_url("https://example.com/return");
-        client.epayment().create(&request, None).await.unwrap();
+        client.epayment().create(&request).await.unwrap();
         client
             .epayment()
-            .force_approve(&reference, &Default::default(), None)
+            .force_approve(&reference, &Default::default())
             .await
             .unwrap();
 
@@ -154,8 +154,8 @@ fn main() {
                 .capture(
                     &reference,
                     Amount::new(Currency::Nok, 1).unwrap(),
-                    Some(IdempotencyKey::new(&format!("c-{k}")).unwrap()),
                 )
+                .idempotency_key(IdempotencyKey::new(&format!("c-{k}")).unwrap())
                 .await
                 .unwrap();
             raw.capture(&reference, &format!("r-{k}")).await;
@@ -187,8 +187,8 @@ fn main() {
                         .capture(
                             &reference,
                             Amount::new(Currency::Nok, 1).unwrap(),
-                            Some(IdempotencyKey::new(&key).unwrap()),
                         )
+                        .idempotency_key(IdempotencyKey::new(&key).unwrap())
                         .await
                         .unwrap();
                     cc.0.push(t.elapsed());

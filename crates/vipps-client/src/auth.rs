@@ -26,7 +26,8 @@ pub(crate) struct TokenKey {
 /// A token in the cache. Its generation tells a renewal after a 401 whether someone else has already renewed.
 #[derive(Clone)]
 pub(crate) struct Token {
-    pub(crate) value: SecretString,
+    /// `Bearer <token>`, built once per token (sensitive), so a call does not format it again.
+    pub(crate) bearer: Option<http::HeaderValue>,
     pub(crate) generation: u64,
 }
 
@@ -40,8 +41,13 @@ impl fmt::Debug for Token {
 }
 
 impl Token {
+    #[cfg(test)]
     pub(crate) fn expose(&self) -> &str {
-        self.value.expose_secret()
+        self.bearer
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.strip_prefix("Bearer "))
+            .unwrap_or("")
     }
 }
 
@@ -51,8 +57,9 @@ struct Cached {
     expires_at: Instant,
 }
 
+/// The cache entry of one (base URL, client id, MSN); a client keeps its own so a call skips the map lookup.
 #[derive(Default)]
-struct Slot {
+pub(crate) struct Slot {
     current: Mutex<Option<Cached>>,
     /// Held while a fetch is under way: the single flight.
     fetching: tokio::sync::Mutex<()>,
@@ -81,12 +88,13 @@ impl TokenCache {
         TokenCache::default()
     }
 
-    fn slot(&self, key: &TokenKey) -> Arc<Slot> {
+    pub(crate) fn slot(&self, key: &TokenKey) -> Arc<Slot> {
         Arc::clone(self.slots.lock().entry(key.clone()).or_default())
     }
 
     /// A usable token: the cached one while it is fresh; a cached one near expiry while someone else renews it;
     /// otherwise one fetch shared by every caller waiting at the same time.
+    #[cfg(test)]
     pub(crate) async fn get<F, Fut>(
         &self,
         key: &TokenKey,
@@ -98,7 +106,21 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(SecretString, Duration), Error>>,
     {
-        let slot = self.slot(key);
+        self.get_in(&self.slot(key), clock, margin, fetch).await
+    }
+
+    /// [`TokenCache::get`] for a slot the caller holds.
+    pub(crate) async fn get_in<F, Fut>(
+        &self,
+        slot: &Slot,
+        clock: &dyn Clock,
+        margin: Duration,
+        fetch: F,
+    ) -> Result<Token, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(SecretString, Duration), Error>>,
+    {
         let now = clock.now();
         {
             let current = slot.current.lock();
@@ -118,11 +140,12 @@ impl TokenCache {
         {
             return Ok(c.token.clone());
         }
-        self.fill(&slot, clock, margin, fetch).await
+        self.fill(slot, clock, margin, fetch).await
     }
 
     /// Renews after a 401 for the token of generation `stale`: a caller that finds it already renewed uses the
     /// new one instead of fetching again.
+    #[cfg(test)]
     pub(crate) async fn renew<F, Fut>(
         &self,
         key: &TokenKey,
@@ -135,7 +158,23 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(SecretString, Duration), Error>>,
     {
-        let slot = self.slot(key);
+        self.renew_in(&self.slot(key), stale, clock, margin, fetch)
+            .await
+    }
+
+    /// [`TokenCache::renew`] for a slot the caller holds.
+    pub(crate) async fn renew_in<F, Fut>(
+        &self,
+        slot: &Slot,
+        stale: u64,
+        clock: &dyn Clock,
+        margin: Duration,
+        fetch: F,
+    ) -> Result<Token, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(SecretString, Duration), Error>>,
+    {
         let _flight = slot.fetching.lock().await;
         if let Some(c) = slot.current.lock().as_ref()
             && c.token.generation != stale
@@ -143,7 +182,7 @@ impl TokenCache {
         {
             return Ok(c.token.clone());
         }
-        self.fill(&slot, clock, margin, fetch).await
+        self.fill(slot, clock, margin, fetch).await
     }
 
     /// Stores a token fetched outside the cache (such as by [`Client::access_token`](crate::Client::access_token)).
@@ -189,7 +228,13 @@ impl TokenCache {
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let token = Token { value, generation };
+        let bearer = http::HeaderValue::from_str(&format!("Bearer {}", value.expose_secret()))
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        let token = Token { bearer, generation };
         let expires_at = started + lifetime;
         let refresh_at = expires_at - refresh_margin(margin, lifetime);
         *slot.current.lock() = Some(Cached {

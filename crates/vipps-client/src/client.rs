@@ -22,6 +22,7 @@ use crate::auth::{DEFAULT_REFRESH_MARGIN, Token, TokenCache, TokenKey};
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock, uuid_v4};
 use crate::config::{Credentials, Timeouts};
 use crate::error::{ApiError, Error, ErrorKind, cut_body};
+use crate::request::CallOptions;
 use crate::retry::{self, RetryPolicy, parse_retry_after};
 
 /// The `User-Agent` of every request: this crate's name and version.
@@ -68,6 +69,8 @@ pub(crate) struct Inner {
     entropy: Arc<dyn Entropy>,
     tokens: TokenCache,
     token_key: TokenKey,
+    /// This client's entry in the token cache.
+    token_slot: Arc<crate::auth::Slot>,
     refresh_margin: Duration,
 }
 
@@ -311,6 +314,7 @@ impl ClientBuilder {
             client_id: credentials.client_id().to_owned(),
             msn: msn.as_str().to_owned(),
         };
+        let tokens = self.tokens.unwrap_or_default();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -325,7 +329,8 @@ impl ClientBuilder {
                 retry: self.retry,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 entropy: self.entropy.unwrap_or_else(|| Arc::new(OsEntropy)),
-                tokens: self.tokens.unwrap_or_default(),
+                token_slot: tokens.slot(&token_key),
+                tokens,
                 token_key,
                 refresh_margin: self.refresh_margin.unwrap_or(DEFAULT_REFRESH_MARGIN),
             }),
@@ -384,6 +389,7 @@ pub(crate) struct Call {
     pub(crate) key: Option<IdempotencyKey>,
     pub(crate) reference: Option<String>,
     pub(crate) auth: Auth,
+    pub(crate) options: CallOptions,
 }
 
 /// A 2xx answer.
@@ -449,6 +455,7 @@ impl Client {
             key: None,
             reference: None,
             auth: Auth::TokenRequest,
+            options: CallOptions::default(),
         };
         let started = self.inner.clock.now();
         let answer = self.execute(call).await?;
@@ -484,40 +491,6 @@ impl Client {
         })
     }
 
-    /// Runs a call and decodes the JSON body of its answer.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, Error> {
-        let op = call.operation;
-        let answer = self.execute(call).await?;
-        decode(&answer).map_err(|e| e.with_operation(op))
-    }
-
-    /// Runs a write and decodes its answer with its key.
-    pub(crate) async fn write<T: DeserializeOwned>(
-        &self,
-        call: Call,
-    ) -> Result<Idempotent<T>, Error> {
-        let op = call.operation;
-        let answer = self.execute(call).await?;
-        let value = decode(&answer).map_err(|e| e.with_operation(op))?;
-        Ok(Idempotent {
-            value,
-            idempotency_key: answer.key.expect("writes carry a key"),
-            replayed: answer.replayed,
-            attempts: answer.attempts,
-        })
-    }
-
-    /// Runs a write whose answer has no body worth reading.
-    pub(crate) async fn write_empty(&self, call: Call) -> Result<Idempotent<()>, Error> {
-        let answer = self.execute(call).await?;
-        Ok(Idempotent {
-            value: (),
-            idempotency_key: answer.key.expect("writes carry a key"),
-            replayed: answer.replayed,
-            attempts: answer.attempts,
-        })
-    }
-
     /// The pipeline: one span per call, the retry loop, the total deadline, and the key on every error.
     ///
     /// Boxed as a `Send` future: this erases the retry loop's closure types, whose higher-ranked lifetimes the
@@ -549,7 +522,8 @@ impl Client {
                     .with_operation(call.operation)
                     .with_key(call.key.clone())
             })?;
-        let deadline = i.timeouts.total.map(|t| i.clock.now() + t);
+        let total = call.options.timeout.or(i.timeouts.total);
+        let deadline = total.map(|t| i.clock.now() + t);
         let shared = Arc::new(Shared {
             call,
             url,
@@ -557,7 +531,8 @@ impl Client {
             renewed: AtomicBool::new(false),
             sent: AtomicU32::new(0),
         });
-        let attempts = retry::run(&i.retry, &i.clock, &*i.entropy, deadline, |n| {
+        let policy = shared.call.options.retry.as_ref().unwrap_or(&i.retry);
+        let attempts = retry::run(policy, &i.clock, &*i.entropy, deadline, |n| {
             let attempt_span =
                 tracing::debug_span!("vipps.attempt", attempt = n, status = tracing::field::Empty);
             // Each attempt owns what it uses, so no attempt future borrows from this closure.
@@ -569,7 +544,7 @@ impl Client {
         // The hard stop of the total deadline runs on real time: an injected clock that jumps ahead when asked
         // to sleep (like `ManualClock`) must not end every call at once. The retry loop also refuses, on the
         // injected clock, any retry that would start past the deadline.
-        let result = match i.timeouts.total {
+        let result = match total {
             Some(total) => match tokio::time::timeout(total, attempts).await {
                 Ok((r, _)) => r,
                 Err(_) => Err(Error::new(ErrorKind::Timeout {
@@ -643,17 +618,24 @@ impl Client {
             Auth::Bearer => &i.api_headers,
             Auth::TokenRequest => &i.token_headers,
         };
+        let mut headers = headers.clone();
+        if let Some(msn) = &call.options.msn {
+            headers.insert(
+                HeaderName::from_static("merchant-serial-number"),
+                HeaderValue::from_str(msn.as_str())
+                    .map_err(|_| Error::invalid_request("the MSN cannot be sent in a header"))?,
+            );
+        }
+        if let Some(t) = token {
+            let v = t.bearer.clone().ok_or_else(|| {
+                Error::invalid_request("the access token cannot be sent in a header")
+            })?;
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
         let mut req = i
             .http
             .request(call.method.clone(), url.clone())
-            .headers(headers.clone());
-        if let Some(t) = token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
-                Error::invalid_request("the access token cannot be sent in a header")
-            })?;
-            v.set_sensitive(true);
-            req = req.header(http::header::AUTHORIZATION, v);
-        }
+            .headers(headers);
         if let Some(k) = &call.key {
             req = req.header(h::IDEMPOTENCY_KEY, k.as_str());
         }
@@ -708,7 +690,7 @@ impl Client {
     async fn token(&self) -> Result<Token, Error> {
         let i = &self.inner;
         i.tokens
-            .get(&i.token_key, &*i.clock, i.refresh_margin, || {
+            .get_in(&i.token_slot, &*i.clock, i.refresh_margin, || {
                 self.fetch_token_once()
             })
             .await
@@ -717,7 +699,7 @@ impl Client {
     async fn renew_token(&self, stale: u64) -> Result<Token, Error> {
         let i = &self.inner;
         i.tokens
-            .renew(&i.token_key, stale, &*i.clock, i.refresh_margin, || {
+            .renew_in(&i.token_slot, stale, &*i.clock, i.refresh_margin, || {
                 self.fetch_token_once()
             })
             .await
@@ -734,6 +716,7 @@ impl Client {
             key: None,
             reference: None,
             auth: Auth::TokenRequest,
+            options: CallOptions::default(),
         };
         let url = self
             .inner
@@ -763,7 +746,7 @@ fn decode_token(answer: &Answer) -> Result<AccessTokenResponse, Error> {
     })
 }
 
-fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, Error> {
     let body: &[u8] = if answer.body.is_empty() {
         b"null"
     } else {

@@ -7,12 +7,12 @@ use vipps_types::epayment::{
     GetPaymentResponse, ModificationRequest, ModificationResponse, PAYMENTS_PATH, PaymentEvent,
     payment_path,
 };
-use vipps_types::headers::IdempotencyKey;
 use vipps_types::ids::Reference;
 use vipps_types::money::Amount;
 
-use crate::client::{Auth, Call, Client, Idempotent};
+use crate::client::Client;
 use crate::error::{Error, ErrorKind};
+use crate::request::{Read, Write};
 
 /// The path of force approve (test environment only).
 pub fn force_approve_path(reference: &Reference) -> String {
@@ -21,8 +21,9 @@ pub fn force_approve_path(reference: &Reference) -> String {
 
 /// The ePayment API of a [`Client`]: `client.epayment()`.
 ///
-/// Writes take an optional idempotency key; without one, a key is made once before the first attempt. Either
-/// way the key comes back in [`Idempotent::idempotency_key`] and in [`Error::idempotency_key`].
+/// Every method returns a request builder ([`Read`] or [`Write`]) that is awaited directly; a write takes the
+/// caller's key with [`Write::idempotency_key`], or makes one once before the first attempt. Either way the key
+/// comes back in [`crate::Idempotent::idempotency_key`] and in [`Error::idempotency_key`].
 ///
 /// ```no_run
 /// use vipps_client::Client;
@@ -35,13 +36,13 @@ pub fn force_approve_path(reference: &Reference) -> String {
 /// let request = CreatePaymentRequest::new(Amount::new(Currency::Nok, 49_900).unwrap(), reference,
 ///     UserFlow::WebRedirect).with_return_url("https://example.com/return");
 /// let key = IdempotencyKey::new("acme-order-1001-create").unwrap();
-/// let created = client.epayment().create(&request, Some(key)).await?;
+/// let created = client.epayment().create(&request).idempotency_key(key).await?;
 /// println!("send the user to {:?}", created.value.redirect_url);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Copy)]
-pub struct EPayment<'a> {
-    client: &'a Client,
+#[derive(Debug, Clone)]
+pub struct EPayment {
+    client: Client,
 }
 
 /// How [`EPayment::wait_for_final_state`] polls: the vendor's guidance is a first poll after 5 s, then one every
@@ -68,59 +69,45 @@ impl Default for PollOptions {
 }
 
 impl Client {
-    /// The ePayment API.
-    pub fn epayment(&self) -> EPayment<'_> {
-        EPayment { client: self }
+    /// The ePayment API (owns a clone of the client).
+    pub fn epayment(&self) -> EPayment {
+        EPayment {
+            client: self.clone(),
+        }
     }
 }
 
-impl<'a> EPayment<'a> {
+impl EPayment {
     /// `POST /epayment/v1/payments`: creates a payment.
-    pub async fn create(
-        &self,
-        request: &CreatePaymentRequest,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Idempotent<CreatePaymentResponse>, Error> {
-        let op = "epayment.create";
-        let body = self.client.body(op, request)?;
-        self.client
-            .write(Call {
-                operation: op,
-                method: http::Method::POST,
-                path: PAYMENTS_PATH.to_owned(),
-                body: Some(body),
-                key: Some(self.client.key_or_new(key)),
-                reference: Some(request.reference.to_string()),
-                auth: Auth::Bearer,
-            })
-            .await
+    pub fn create(&self, request: &CreatePaymentRequest) -> Write<CreatePaymentResponse> {
+        Write::json(
+            &self.client,
+            "epayment.create",
+            http::Method::POST,
+            PAYMENTS_PATH.to_owned(),
+            Some(request),
+        )
+        .reference(request.reference.to_string())
     }
 
     /// `GET /epayment/v1/payments/{reference}`: the payment's state and totals.
-    pub async fn get(&self, reference: &Reference) -> Result<GetPaymentResponse, Error> {
-        self.client
-            .json(read("epayment.get", payment_path(reference), reference))
-            .await
+    pub fn get(&self, reference: &Reference) -> Read<GetPaymentResponse> {
+        Read::new(&self.client, "epayment.get", payment_path(reference))
+            .reference(reference.to_string())
     }
 
     /// `GET /epayment/v1/payments/{reference}/events`: the payment's event log.
-    pub async fn events(&self, reference: &Reference) -> Result<Vec<PaymentEvent>, Error> {
-        self.client
-            .json(read(
-                "epayment.events",
-                format!("{}/events", payment_path(reference)),
-                reference,
-            ))
-            .await
+    pub fn events(&self, reference: &Reference) -> Read<Vec<PaymentEvent>> {
+        Read::new(
+            &self.client,
+            "epayment.events",
+            format!("{}/events", payment_path(reference)),
+        )
+        .reference(reference.to_string())
     }
 
     /// `POST .../capture`: captures `amount` of an authorized payment.
-    pub async fn capture(
-        &self,
-        reference: &Reference,
-        amount: Amount,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Idempotent<ModificationResponse>, Error> {
+    pub fn capture(&self, reference: &Reference, amount: Amount) -> Write<ModificationResponse> {
         self.modify(
             "epayment.capture",
             reference,
@@ -128,18 +115,11 @@ impl<'a> EPayment<'a> {
             &ModificationRequest {
                 modification_amount: amount,
             },
-            key,
         )
-        .await
     }
 
     /// `POST .../refund`: refunds `amount` of a captured payment.
-    pub async fn refund(
-        &self,
-        reference: &Reference,
-        amount: Amount,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Idempotent<ModificationResponse>, Error> {
+    pub fn refund(&self, reference: &Reference, amount: Amount) -> Write<ModificationResponse> {
         self.modify(
             "epayment.refund",
             reference,
@@ -147,53 +127,52 @@ impl<'a> EPayment<'a> {
             &ModificationRequest {
                 modification_amount: amount,
             },
-            key,
         )
-        .await
     }
 
-    /// `POST .../cancel`: cancels the payment (or only a not-yet-authorized one, with
-    /// `cancel_transaction_only`; then an authorized payment fails with code 6060).
-    pub async fn cancel(
-        &self,
-        reference: &Reference,
-        cancel_transaction_only: bool,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Idempotent<ModificationResponse>, Error> {
-        let body = CancelModificationRequest {
-            cancel_transaction_only: cancel_transaction_only.then_some(true),
-        };
-        self.modify("epayment.cancel", reference, "cancel", &body, key)
-            .await
+    /// `POST .../cancel`: cancels the payment. See [`EPayment::cancel_transaction_only`] for cancelling only a
+    /// payment that is not yet authorized.
+    pub fn cancel(&self, reference: &Reference) -> Write<ModificationResponse> {
+        self.modify(
+            "epayment.cancel",
+            reference,
+            "cancel",
+            &CancelModificationRequest {
+                cancel_transaction_only: None,
+            },
+        )
+    }
+
+    /// `POST .../cancel` with `cancelTransactionOnly`: cancels only a payment that is not yet authorized (an
+    /// authorized payment fails with code 6060).
+    pub fn cancel_transaction_only(&self, reference: &Reference) -> Write<ModificationResponse> {
+        self.modify(
+            "epayment.cancel",
+            reference,
+            "cancel",
+            &CancelModificationRequest {
+                cancel_transaction_only: Some(true),
+            },
+        )
     }
 
     /// `POST /epayment/v1/test/payments/{reference}/approve`: approves the payment as a test user. Refused
     /// before sending anything when the client is for production.
-    pub async fn force_approve(
-        &self,
-        reference: &Reference,
-        request: &ForceApprove,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Idempotent<()>, Error> {
-        let op = "epayment.force_approve";
+    pub fn force_approve(&self, reference: &Reference, request: &ForceApprove) -> Write<()> {
+        let w = Write::empty(
+            &self.client,
+            "epayment.force_approve",
+            http::Method::POST,
+            force_approve_path(reference),
+            Some(request),
+        )
+        .reference(reference.to_string());
         if self.client.environment().is_production() {
-            return Err(Error::invalid_request(
+            return w.refuse(Error::invalid_request(
                 "force approve exists only in the test environment, not in production",
-            )
-            .with_operation(op));
+            ));
         }
-        let body = self.client.body(op, request)?;
-        self.client
-            .write_empty(Call {
-                operation: op,
-                method: http::Method::POST,
-                path: force_approve_path(reference),
-                body: Some(body),
-                key: Some(self.client.key_or_new(key)),
-                reference: Some(reference.to_string()),
-                auth: Auth::Bearer,
-            })
-            .await
+        w
     }
 
     /// Polls the payment until its state is final (anything but `CREATED`): the first poll after
@@ -223,38 +202,21 @@ impl<'a> EPayment<'a> {
         }
     }
 
-    async fn modify<B: serde::Serialize>(
+    fn modify<B: serde::Serialize>(
         &self,
         op: &'static str,
         reference: &Reference,
         action: &str,
         body: &B,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Idempotent<ModificationResponse>, Error> {
-        let body = self.client.body(op, body)?;
-        self.client
-            .write(Call {
-                operation: op,
-                method: http::Method::POST,
-                path: format!("{}/{action}", payment_path(reference)),
-                body: Some(body),
-                key: Some(self.client.key_or_new(key)),
-                reference: Some(reference.to_string()),
-                auth: Auth::Bearer,
-            })
-            .await
-    }
-}
-
-fn read(op: &'static str, path: String, reference: &Reference) -> Call {
-    Call {
-        operation: op,
-        method: http::Method::GET,
-        path,
-        body: None,
-        key: None,
-        reference: Some(reference.to_string()),
-        auth: Auth::Bearer,
+    ) -> Write<ModificationResponse> {
+        Write::json(
+            &self.client,
+            op,
+            http::Method::POST,
+            format!("{}/{action}", payment_path(reference)),
+            Some(body),
+        )
+        .reference(reference.to_string())
     }
 }
 
@@ -276,7 +238,7 @@ mod tests {
         let r: Reference = "acme-order-1001".parse().unwrap();
         let err = client
             .epayment()
-            .force_approve(&r, &ForceApprove::default(), None)
+            .force_approve(&r, &ForceApprove::default())
             .await
             .unwrap_err();
         assert!(err.is_usage(), "{err}");

@@ -15,6 +15,8 @@
 //!   sends the same key and the same bytes; the key comes back in [`Idempotent`] and in [`Error`].
 //! - **Retries** ([`retry`]): connection failures, timeouts, 408, 423, 429 and 5xx, with exponential backoff and
 //!   jitter (on `backon`), honouring `Retry-After`, bounded by attempts and a total deadline. Never other 4xx.
+//! - **One request shape** ([`Read`], [`Write`]): every API method returns a builder that is awaited directly,
+//!   with per-call options (idempotency key, timeout, retry policy, MSN); handles own a clone of the client.
 //! - **One error type**, [`Error`], with predicates, the parsed [`Problem`](vipps_types::problem::Problem)
 //!   and its error code, the idempotency key and the trace id. No transport types in the public API.
 //! - **Tracing**: a `vipps.call` span per call and a `vipps.attempt` span per attempt, with operation,
@@ -44,7 +46,7 @@
 //! let request = CreatePaymentRequest::new(amount, reference, UserFlow::WebRedirect)
 //!     .with_return_url("https://example.com/return");
 //! let key = IdempotencyKey::new("acme-order-1001-create").unwrap();
-//! match client.epayment().create(&request, Some(key)).await {
+//! match client.epayment().create(&request).idempotency_key(key).await {
 //!     Ok(created) => println!("redirect to {:?}", created.value.redirect_url),
 //!     Err(e) if e.is_retryable() => {
 //!         // Persist e.idempotency_key() and try again later: the payment is created at most once.
@@ -62,6 +64,8 @@ pub mod clock;
 mod config;
 mod epayment;
 mod error;
+mod recurring;
+mod request;
 pub mod retry;
 mod webhooks;
 
@@ -70,6 +74,8 @@ pub use client::{Client, ClientBuilder, Idempotent, USER_AGENT_VALUE};
 pub use config::{Credentials, Timeouts};
 pub use epayment::{EPayment, PollOptions, force_approve_path};
 pub use error::{ApiError, Error, ErrorKind, MAX_KEPT_BODY};
+pub use recurring::{AgreementQuery, Recurring};
+pub use request::{CallFuture, Read, Write};
 pub use retry::RetryPolicy;
 pub use webhooks::Webhooks;
 

@@ -155,7 +155,7 @@ async fn response_lost_after_commit_on_create_gives_success_and_one_payment() {
     let r = reference("lost");
     let created = client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     assert_eq!(created.value.reference, r);
@@ -186,7 +186,7 @@ async fn two_503s_then_success_with_the_same_key_in_three_attempts() {
     let r = reference("c503");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     env.user_approves(&r).await;
@@ -198,7 +198,8 @@ async fn two_503s_then_success_with_the_same_key_in_three_attempts() {
     let k = key("order-c503-capture-1");
     let captured = client
         .epayment()
-        .capture(&r, nok(600), Some(k.clone()))
+        .capture(&r, nok(600))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     assert_eq!(captured.idempotency_key, k);
@@ -215,7 +216,7 @@ async fn retry_after_2_seconds_is_honoured() {
     let r = reference("r429");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     env.fault(
@@ -247,14 +248,15 @@ async fn a_400_is_never_retried_and_carries_the_problem() {
     let r = reference("b400");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     // Capture before the user approved: a real 4xx from the emulator.
     let k = key("order-b400-capture-1");
     let err = client
         .epayment()
-        .capture(&r, nok(500), Some(k.clone()))
+        .capture(&r, nok(500))
+        .idempotency_key(k.clone())
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
@@ -286,7 +288,7 @@ async fn sixty_four_concurrent_calls_on_a_cold_client_fetch_one_token() {
     let r = reference("many");
     env.client()
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     let before = env.requests(&[("path", "/accesstoken/get")]).await.len();
@@ -330,7 +332,7 @@ async fn system_headers_reach_the_server_with_plugin_fallback() {
     let r = reference("hdrs");
     env.client()
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     let records = env
@@ -367,7 +369,7 @@ async fn an_expired_token_is_renewed_once_after_a_401() {
     let r = reference("t401");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     // The emulator's clock moves past the token's life; the client's clock does not, so it still trusts it.
@@ -404,7 +406,8 @@ async fn an_attempt_timeout_is_retried_with_the_same_key() {
     let k = key("order-slow-create-1");
     let created = client
         .epayment()
-        .create(&create_request(&r, 1000), Some(k.clone()))
+        .create(&create_request(&r, 1000))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     assert_eq!(created.value.reference, r);
@@ -441,13 +444,14 @@ async fn the_in_flight_conflict_423_is_retried_after_its_retry_after() {
     let request = create_request(&r, 1000);
     let first = {
         let (c, req, k) = (client.clone(), request.clone(), k.clone());
-        tokio::spawn(async move { c.epayment().create(&req, Some(k)).await })
+        tokio::spawn(async move { c.epayment().create(&req).idempotency_key(k).await })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = Instant::now();
     let second = client
         .epayment()
-        .create(&request, Some(k.clone()))
+        .create(&request)
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     let waited = started.elapsed();
@@ -483,25 +487,28 @@ async fn same_key_with_a_different_body_is_a_409_and_not_retried() {
     let r = reference("k409");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     env.user_approves(&r).await;
     let k = key("order-k409-capture-1");
     client
         .epayment()
-        .capture(&r, nok(100), Some(k.clone()))
+        .capture(&r, nok(100))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     let again = client
         .epayment()
-        .capture(&r, nok(100), Some(k.clone()))
+        .capture(&r, nok(100))
+        .idempotency_key(k.clone())
         .await
         .unwrap();
     assert!(again.replayed);
     let err = client
         .epayment()
-        .capture(&r, nok(200), Some(k.clone()))
+        .capture(&r, nok(200))
+        .idempotency_key(k.clone())
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(409), "{err}");
@@ -521,13 +528,13 @@ async fn whole_payment_flow_and_webhooks() {
     let r = reference("flow");
     let created = client
         .epayment()
-        .create(&create_request(&r, 2000), None)
+        .create(&create_request(&r, 2000))
         .await
         .unwrap();
     assert!(created.value.redirect_url.is_some());
     client
         .epayment()
-        .force_approve(&r, &ForceApprove::default(), None)
+        .force_approve(&r, &ForceApprove::default())
         .await
         .unwrap();
     let p = client
@@ -543,15 +550,11 @@ async fn whole_payment_flow_and_webhooks() {
         .await
         .unwrap();
     assert_eq!(p.state, State::Authorized);
-    let c = client
-        .epayment()
-        .capture(&r, nok(1500), None)
-        .await
-        .unwrap();
+    let c = client.epayment().capture(&r, nok(1500)).await.unwrap();
     assert_eq!(c.value.aggregate.captured_amount.value, 1500);
-    let f = client.epayment().refund(&r, nok(500), None).await.unwrap();
+    let f = client.epayment().refund(&r, nok(500)).await.unwrap();
     assert_eq!(f.value.aggregate.refunded_amount.value, 500);
-    let x = client.epayment().cancel(&r, false, None).await.unwrap();
+    let x = client.epayment().cancel(&r).await.unwrap();
     assert_eq!(x.value.aggregate.cancelled_amount.value, 500);
     let names: Vec<PaymentEventName> = client
         .epayment()
@@ -575,11 +578,15 @@ async fn whole_payment_flow_and_webhooks() {
     let r2 = reference("cto");
     client
         .epayment()
-        .create(&create_request(&r2, 1000), None)
+        .create(&create_request(&r2, 1000))
         .await
         .unwrap();
     env.user_approves(&r2).await;
-    let err = client.epayment().cancel(&r2, true, None).await.unwrap_err();
+    let err = client
+        .epayment()
+        .cancel_transaction_only(&r2)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.error_code(),
         Some(ErrorCode::CannotCancelAuthorized),
@@ -588,19 +595,16 @@ async fn whole_payment_flow_and_webhooks() {
 
     let reg = client
         .webhooks()
-        .register(
-            &RegisterRequest {
-                url: "https://example.com/hooks".into(),
-                events: vec!["epayments.payment.captured.v1".into()],
-            },
-            None,
-        )
+        .register(&RegisterRequest {
+            url: "https://example.com/hooks".into(),
+            events: vec!["epayments.payment.captured.v1".into()],
+        })
         .await
         .unwrap();
     assert!(!reg.value.secret.is_empty());
     let list = client.webhooks().list().await.unwrap();
     assert!(list.webhooks.iter().any(|w| w.id == reg.value.id));
-    client.webhooks().delete(&reg.value.id, None).await.unwrap();
+    client.webhooks().delete(&reg.value.id).await.unwrap();
     assert!(
         !client
             .webhooks()
@@ -621,7 +625,7 @@ async fn polling_gives_up_within_its_bounds() {
     let r = reference("poll");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     let err = client
@@ -661,7 +665,7 @@ async fn nothing_listening_is_a_network_error_that_never_reached_the_server() {
         .unwrap();
     let err = client
         .epayment()
-        .capture(&reference("down"), nok(100), None)
+        .capture(&reference("down"), nok(100))
         .await
         .unwrap_err();
     assert!(err.is_network() && err.is_retryable(), "{err}");
@@ -710,7 +714,7 @@ async fn a_connection_reset_before_an_answer_is_retried() {
     let r = reference("reset");
     let created = client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     assert_eq!(created.value.reference, r);
@@ -735,14 +739,14 @@ async fn injected_clock_and_entropy_make_backoff_and_keys_deterministic() {
         .unwrap();
     let r = reference("clock");
     let request = create_request(&r, 1000);
-    let first = client.epayment().create(&request, None).await.unwrap();
+    let first = client.epayment().create(&request).await.unwrap();
     // Another client with the same seed makes the same key: the same request is answered as a replay.
     let twin = env
         .builder()
         .entropy(SeededEntropy::new(7))
         .build()
         .unwrap();
-    let second = twin.epayment().create(&request, None).await.unwrap();
+    let second = twin.epayment().create(&request).await.unwrap();
     assert_eq!(first.idempotency_key, second.idempotency_key);
     assert!(second.replayed);
 
@@ -753,7 +757,7 @@ async fn injected_clock_and_entropy_make_backoff_and_keys_deterministic() {
     )
     .await;
     let started = Instant::now();
-    let captured = client.epayment().capture(&r, nok(100), None).await.unwrap();
+    let captured = client.epayment().capture(&r, nok(100)).await.unwrap();
     assert_eq!(captured.attempts, 3);
     // 15 s of backoff on the injected clock, none in real time.
     assert_eq!(
@@ -779,7 +783,7 @@ async fn the_total_deadline_ends_the_call() {
     let r = reference("dead");
     client
         .epayment()
-        .create(&create_request(&r, 1000), None)
+        .create(&create_request(&r, 1000))
         .await
         .unwrap();
     env.fault(json!({"method": "GET", "path": "/epayment/v1/payments/*", "times": 1, "action": "delay", "ms": 3000}))

@@ -20,6 +20,8 @@ mod delivery;
 mod epayment;
 #[path = "it/idempotency.rs"]
 mod idempotency;
+#[path = "it/recurring.rs"]
+mod recurring;
 #[path = "it/tls.rs"]
 mod tls;
 #[path = "it/webhooks.rs"]

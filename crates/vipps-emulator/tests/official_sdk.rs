@@ -1,5 +1,7 @@
 //! The unmodified official npm SDK, `@vippsmobilepay/sdk` (pinned in `tests/official-sdk/package.json`), against
-//! an in-process emulator: access token, a webhook registered, listed and deleted, create (WEB_REDIRECT), force
+//! an in-process emulator: access token, a webhook registered, listed and deleted, the 13 Recurring methods
+//! (agreement create, list, info, update, force accept; charge create, create multiple, info, info by id, list,
+//! capture, refund, cancel), create (WEB_REDIRECT), force
 //! approve, partial capture, refund, an over-refund refused with a problem body, a second payment cancelled before
 //! approval, the aggregate and the event log, and every event's signed delivery received and verified. The flow and
 //! its assertions live in `tests/official-sdk/run.mjs`; this test installs the package from the committed lockfile
@@ -273,6 +275,28 @@ fn check_summary(dir: &Path, stdout: &str) -> serde_json::Value {
         serde_json::json!(["CREATED", "TERMINATED"]),
         "signed deliveries of the cancelled payment; summary: {summary}"
     );
+    // The SDK's 13 Recurring methods (`info` of agreements and charges twice, `infoById` inside `refund`).
+    let recurring: Vec<&str> = summary["recurring"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    for m in [
+        "agreement.create",
+        "agreement.list",
+        "agreement.forceAccept",
+        "agreement.update",
+        "charge.create",
+        "charge.createMultiple",
+        "charge.capture",
+        "charge.refund",
+        "charge.cancel",
+        "charge.list",
+    ] {
+        assert!(
+            recurring.contains(&m),
+            "Recurring method {m} not exercised; summary: {summary}"
+        );
+    }
     summary
 }
 

@@ -7,6 +7,7 @@
 //! | `Vipps-System-Name`, `-Version`, `-Plugin-Name`, `-Plugin-Version` | 1 to 30 characters of printable ASCII (`0x20..=0x7E`), no leading or trailing space |
 //! | `Merchant-Serial-Number` | 4 to 7 ASCII digits (the spec says 4 to 6, the official SDK 4 to 7; we accept 4 to 7) |
 //! | `Idempotency-Key` | 1 to 50 characters of visible ASCII (`0x21..=0x7E`), no comma |
+//! | `Idempotency-Key` (Recurring) | 1 to 40 of those characters, none of `#`, `?`, `/`, `\` |
 //!
 //! **Empty system values.** The official SDKs send `Vipps-System-*` headers as empty strings when they are not
 //! configured. An empty string is not a valid value ([`ValueError::Empty`]), but
@@ -494,6 +495,76 @@ impl<'de> serde::Deserialize<'de> for IdempotencyKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         IdempotencyKey::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Maximum length of a Recurring `Idempotency-Key`.
+pub const RECURRING_IDEMPOTENCY_KEY_MAX_LEN: usize = 40;
+
+/// A valid Recurring API `Idempotency-Key`: 1 to 40 characters, none of `#`, `?`, `/` or `\` (the Recurring
+/// spec's rule), and visible ASCII (`!` to `~`) without a comma, as every key this crate sends.
+///
+/// ```
+/// use vipps_types::headers::RecurringIdempotencyKey;
+///
+/// assert!(RecurringIdempotencyKey::new("49ca711a-acee-4d01-993b-9487112e1def").is_ok());
+/// assert!(RecurringIdempotencyKey::new(&"k".repeat(40)).is_ok());
+/// assert!(RecurringIdempotencyKey::new(&"k".repeat(41)).is_err());
+/// assert!(RecurringIdempotencyKey::new("a/b").is_err());
+/// assert!(RecurringIdempotencyKey::new("a#b").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecurringIdempotencyKey(String);
+
+impl RecurringIdempotencyKey {
+    /// Validates a key.
+    pub fn new(value: &str) -> Result<Self, ValueError> {
+        let field = IDEMPOTENCY_KEY;
+        check_len(field, value, 1, RECURRING_IDEMPOTENCY_KEY_MAX_LEN)?;
+        check_chars(
+            field,
+            value,
+            |c| ('!'..='~').contains(&c),
+            "only visible ASCII characters are allowed",
+        )?;
+        check_chars(
+            field,
+            value,
+            |c| !matches!(c, '#' | '?' | '/' | '\\' | ','),
+            "the characters #, ?, /, \\ and , are not allowed",
+        )?;
+        Ok(RecurringIdempotencyKey(value.to_owned()))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RecurringIdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecurringIdempotencyKey({})", self.0)
+    }
+}
+
+impl fmt::Display for RecurringIdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for RecurringIdempotencyKey {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RecurringIdempotencyKey::new(s)
+    }
+}
+
+impl From<RecurringIdempotencyKey> for IdempotencyKey {
+    fn from(k: RecurringIdempotencyKey) -> Self {
+        // Every Recurring key is also a valid general key (a stricter rule).
+        IdempotencyKey(k.0)
     }
 }
 

@@ -37,6 +37,7 @@ pub mod ids;
 pub mod money;
 pub mod problem;
 pub mod receipt;
+pub mod recurring;
 pub mod servers;
 pub mod signing;
 pub mod token;

@@ -2,6 +2,7 @@
 //! [`crate::platform::product::Product`]; products never import each other's internals.
 
 mod epayment;
+mod recurring;
 
 use std::sync::Arc;
 
@@ -9,5 +10,8 @@ use crate::platform::product::Registry;
 
 /// Every product API the emulator serves.
 pub(crate) fn registry() -> Registry {
-    Registry::new(vec![Arc::new(epayment::EPayment)])
+    Registry::new(vec![
+        Arc::new(epayment::EPayment),
+        Arc::new(recurring::Recurring),
+    ])
 }

@@ -13,5 +13,6 @@ mod delivery;
 mod epayment;
 mod idempotency;
 mod postgres;
+mod recurring;
 mod tls;
 mod webhooks;

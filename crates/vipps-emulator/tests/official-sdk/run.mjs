@@ -1,5 +1,6 @@
 // Drives the unmodified official SDK (@vippsmobilepay/sdk, pinned in package.json) against a running
-// vipps-emulator: the ePayment flow and the Webhooks API, with the signed deliveries received and verified.
+// vipps-emulator: the ePayment flow, the Recurring API and the Webhooks API, with the signed deliveries received
+// and verified.
 // Started by crates/vipps-emulator/tests/official_sdk.rs; can also be run by hand, two ways:
 //
 //   VIPPS_EMULATOR_URL=http://127.0.0.1:8080/ node run.mjs
@@ -418,6 +419,127 @@ const webhookEvents = await step("webhooks: signed deliveries of every event", a
   return got;
 });
 
+// --- Recurring: the SDK's 13 Recurring methods ---------------------------------------------------------------
+const isoDate = (days) => new Date(Date.now() + days * 86400000).toISOString().slice(0, 10);
+const recurringCalls = [];
+const recurring = async (name, fn) => {
+  const out = await step(`recurring.${name}`, fn);
+  recurringCalls.push(name);
+  return out;
+};
+
+const agreement = await recurring("agreement.create", async () => {
+  const data = okData(
+    await client.recurring.agreement.create(token, {
+      pricing: { type: "LEGACY", amount: 5000, currency: "NOK" },
+      interval: { unit: "MONTH", count: 1 },
+      merchantRedirectUrl: "https://example.com/redirect",
+      merchantAgreementUrl: "https://example.com/agreement",
+      phoneNumber: "4791234567",
+      productName: "SDK subscription",
+      initialCharge: { amount: 5000, description: "First month", transactionType: "RESERVE_CAPTURE" },
+    }),
+    "agreement.create",
+  );
+  check(typeof data.agreementId === "string" && data.agreementId !== "", "agreement.create: agreementId", data);
+  check(typeof data.vippsConfirmationUrl === "string", "agreement.create: vippsConfirmationUrl", data);
+  check(typeof data.chargeId === "string", "agreement.create: the initial chargeId", data);
+  return data;
+});
+const agr = agreement.agreementId;
+
+await recurring("agreement.info (PENDING)", async () => {
+  const data = okData(await client.recurring.agreement.info(token, agr), "agreement.info");
+  eq(data.id, agr, "agreement.info: id");
+  eq(data.status, "PENDING", "agreement.info: status");
+  eq(data.pricing, { type: "LEGACY", currency: "NOK", amount: 5000 }, "agreement.info: pricing");
+});
+
+await recurring("agreement.forceAccept", async () => {
+  okData(await client.recurring.agreement.forceAccept(token, agr, { phoneNumber: "4791234567" }), "forceAccept");
+});
+
+await recurring("agreement.list", async () => {
+  const data = okData(await client.recurring.agreement.list(token, "ACTIVE", undefined, 1, 100), "agreement.list");
+  check(Array.isArray(data) && data.some((a) => a.id === agr), "agreement.list: the accepted agreement is listed", data);
+});
+
+await recurring("agreement.update", async () => {
+  okData(await client.recurring.agreement.update(token, agr, { productName: "SDK subscription, renamed" }), "update");
+  const data = okData(await client.recurring.agreement.info(token, agr), "agreement.info");
+  eq(data.productName, "SDK subscription, renamed", "agreement.update: productName");
+  eq(data.status, "ACTIVE", "agreement.update: status");
+});
+
+await recurring("charge.info (initial, RESERVED)", async () => {
+  const data = okData(await client.recurring.charge.info(token, agr, agreement.chargeId), "charge.info");
+  eq(data.status, "RESERVED", "charge.info: the initial charge is reserved on acceptance");
+  eq(data.type, "INITIAL", "charge.info: type");
+});
+
+await recurring("charge.capture", async () => {
+  okData(await client.recurring.charge.capture(token, agr, agreement.chargeId, { amount: 5000, description: "full" }), "capture");
+});
+
+await recurring("charge.refund", async () => {
+  okData(await client.recurring.charge.refund(token, agr, agreement.chargeId, { amount: 1000, description: "goodwill" }), "refund");
+  const data = okData(await client.recurring.charge.infoById(token, agreement.chargeId), "charge.infoById");
+  eq(data.status, "PARTIALLY_REFUNDED", "charge.infoById: status");
+  eq(data.summary, { captured: 5000, refunded: 1000, cancelled: 0 }, "charge.infoById: summary");
+});
+
+const chargeId = await recurring("charge.create", async () => {
+  const data = okData(
+    await client.recurring.charge.create(token, agr, {
+      amount: 4000,
+      transactionType: "DIRECT_CAPTURE",
+      description: "Next month",
+      due: isoDate(2),
+      retryDays: 3,
+    }),
+    "charge.create",
+  );
+  check(typeof data.chargeId === "string", "charge.create: chargeId", data);
+  return data.chargeId;
+});
+
+await recurring("charge.createMultiple", async () => {
+  const run2 = run.replace(/[^a-zA-Z0-9-]/g, "");
+  const data = okData(
+    await client.recurring.charge.createMultiple(token, [1, 2].map((i) => ({
+      agreementId: agr,
+      amount: 1000 + i,
+      transactionType: "DIRECT_CAPTURE",
+      description: `Bulk ${i}`,
+      due: isoDate(40),
+      retryDays: 0,
+      orderId: `sdk-${run2}-${i}`,
+    }))),
+    "charge.createMultiple",
+  );
+  eq(data.validCharges, [`sdk-${run2}-1`, `sdk-${run2}-2`], "createMultiple: validCharges");
+  eq(data.invalidCharges, [], "createMultiple: invalidCharges");
+});
+
+await recurring("charge.cancel", async () => {
+  okData(await client.recurring.charge.cancel(token, agr, chargeId), "charge.cancel");
+});
+
+await recurring("charge.list", async () => {
+  const all = okData(await client.recurring.charge.list(token, agr), "charge.list");
+  eq(all.length, 4, "charge.list: initial, one, and two from the bulk request");
+  const cancelled = okData(await client.recurring.charge.list(token, agr, "CANCELLED"), "charge.list CANCELLED");
+  eq(cancelled.map((c) => c.id), [chargeId], "charge.list: status filter");
+});
+
+await recurring("error path: a charge on an unknown agreement", async () => {
+  const res = await client.recurring.charge.create(token, "agr_unknown", {
+    amount: 1000, transactionType: "DIRECT_CAPTURE", description: "x", due: isoDate(2), retryDays: 0,
+  });
+  check(res.ok === false, "a charge on an unknown agreement must fail", res);
+  check(res.error && typeof res.error === "object" && typeof res.error.detail === "string", "the Recurring problem body", res.error);
+});
+
 await step("webhook.delete", async () => {
   const res = await client.webhook.delete(token, hook.id);
   check(res.ok === true, `delete: the SDK reported ok=false: ${safeJson(res.error)}`, res);
@@ -440,6 +562,7 @@ process.stdout.write(
     aggregate: final.aggregate,
     events: eventNames,
     webhookEvents,
+    recurring: recurringCalls,
     unwrapped: !wrapped,
     steps: steps.map((s) => s.step),
     requests,

@@ -27,6 +27,9 @@ use vipps_types::ids::Reference;
 use vipps_types::money::Currency;
 use vipps_types::problem::{ExtraDetail, Problem};
 use vipps_types::receipt::{BottomLine, OrderLine, PaymentSources, Receipt, UnitInfo};
+use vipps_types::recurring::{
+    AgreementStatus, ChargeStatus, ChargeType, DraftAgreementRequest, PeriodUnit, TransactionType,
+};
 use vipps_types::token::AccessTokenResponse;
 use vipps_types::webhooks::{QueryResponse, RegisterRequest, RegisterResponse, Webhook};
 
@@ -56,6 +59,24 @@ fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> 
 
 /// File-name prefix -> the type the fixture must round-trip through.
 const ROUND_TRIPS: &[(&str, Check)] = &[
+    // recurring.v3.yml (v3 only)
+    (
+        "recurring.v3__DraftAgreementV3-request__",
+        round_trip::<DraftAgreementRequest>,
+    ),
+    (
+        "recurring.v3__AgreementStatus__",
+        round_trip::<AgreementStatus>,
+    ),
+    ("recurring.v3__ChargeStatus__", round_trip::<ChargeStatus>),
+    ("recurring.v3__ChargeType__", round_trip::<ChargeType>),
+    ("recurring.v3__Currency__", round_trip::<String>),
+    ("recurring.v3__CurrencyV3__", round_trip::<String>),
+    ("recurring.v3__Interval__", round_trip::<PeriodUnit>),
+    (
+        "recurring.v3__transactionType__",
+        round_trip::<TransactionType>,
+    ),
     // epayment.v1.yml
     (
         "epayment.v1__CreatePaymentResponse__",

@@ -23,6 +23,7 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
     ("epayment.v1.yml", "epayment.v1"),
     ("order-management.v2.yml", "order-management.v2"),
     ("webhooks.v1.yml", "webhooks.v1"),
+    ("recurring.v3.yml", "recurring.v3"),
 ];
 
 /// The example-name part of every assembled fixture.
@@ -30,6 +31,30 @@ pub const ASSEMBLED_MARK: &str = "assembled-from-property-examples";
 
 /// Spec examples that belong to schemas this crate does not model, with the reason.
 pub const NOT_MODELED: &[(&str, &str)] = &[
+    (
+        "recurring.v3__DraftAgreement-request__Minimal.json",
+        "Recurring v2 (discontinued); only v3 is implemented",
+    ),
+    (
+        "recurring.v3__DraftAgreement-request__With-Initial-Charge.json",
+        "Recurring v2 (discontinued); only v3 is implemented",
+    ),
+    (
+        "recurring.v3__DraftAgreement-request__With-Price-Campaign.json",
+        "Recurring v2 (discontinued); only v3 is implemented",
+    ),
+    (
+        "recurring.v3__DraftAgreement-request__With-Price-Campaign-and-Initial-Charge.json",
+        "Recurring v2 (discontinued); only v3 is implemented",
+    ),
+    (
+        "recurring.v3__DraftAgreement-request__With-Variable-Amount.json",
+        "Recurring v2 (discontinued); only v3 is implemented",
+    ),
+    (
+        "recurring.v3__DraftAgreement-request__With-Profile-Flow.json",
+        "Recurring v2 (discontinued); only v3 is implemented",
+    ),
     (
         "epayment.v1__Address__Vipps.json",
         "the ePayment Address schema is referenced by no body this crate models",

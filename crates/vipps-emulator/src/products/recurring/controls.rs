@@ -1,0 +1,318 @@
+//! Recurring test controls under `/_emulator/recurring/`: the confirmation page a `vippsConfirmationUrl` opens
+//! (accept or reject as the user), acting as the user through JSON (accept, reject, stop in the app), making a
+//! charge's next attempts fail, and the number of due agreements and charges (for benchmarks and tests that wait
+//! for the sweeper).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::api::{agreement_follow_up, load_agreement, load_charge, recurring_problems};
+use super::commands::{self, AgreementOp, ChargeOp};
+use super::domain::{Agreement, Charge};
+use crate::platform::Shared as S;
+use crate::platform::aggregate::{Aggregate, decode};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta};
+use crate::platform::idempotency::{internal, run_write};
+use crate::platform::store::Op;
+
+/// The Recurring controls.
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route(
+            "/_emulator/recurring/confirm",
+            get(confirm_page).post(confirm_action),
+        )
+        .route(
+            "/_emulator/recurring/agreements/{agreement_id}/accept",
+            post(user_accept),
+        )
+        .route(
+            "/_emulator/recurring/agreements/{agreement_id}/reject",
+            post(user_reject),
+        )
+        .route(
+            "/_emulator/recurring/agreements/{agreement_id}/stop",
+            post(user_stop),
+        )
+        .route(
+            "/_emulator/recurring/charges/{charge_id}/fail",
+            post(fail_charge),
+        )
+        .route("/_emulator/recurring/due", get(due))
+        .layer(axum::middleware::map_response(recurring_problems))
+}
+
+#[derive(Deserialize, Default)]
+struct MsnQuery {
+    msn: Option<String>,
+}
+
+/// Finds the MSN that owns a document: the one given, or the only configured sales unit that has it.
+async fn resolve_msn<A: Aggregate>(
+    s: &S,
+    meta: &RequestMeta,
+    key: impl Fn(&str) -> crate::platform::aggregate::AggregateKey,
+    id: &str,
+    msn: Option<String>,
+) -> Result<String, ApiError> {
+    if let Some(m) = msn {
+        return Ok(m);
+    }
+    let mut found = Vec::new();
+    for m in s.auth.msns.keys() {
+        if s.store
+            .aggregate(&key(m), decode::<A>)
+            .await
+            .map_err(|e| internal(meta, &e))?
+            .is_some()
+        {
+            found.push(m.clone());
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(meta
+            .problem(
+                404,
+                "Not Found",
+                format!("No document with id `{id}` exists"),
+            )
+            .field("id", "not found")
+            .err()),
+        _ => Err(meta
+            .problem(
+                400,
+                "Bad Request",
+                format!("`{id}` exists for several sales units; add ?msn="),
+            )
+            .field("msn", "required when the id is ambiguous")
+            .err()),
+    }
+}
+
+async fn agreement_msn(
+    s: &S,
+    meta: &RequestMeta,
+    id: &str,
+    msn: Option<String>,
+) -> Result<String, ApiError> {
+    resolve_msn::<Agreement>(s, meta, |m| commands::agreement_key(m, id), id, msn).await
+}
+
+/// Acts as the user on an agreement, then makes (or cancels) its charges as the new status requires.
+async fn act(s: &S, meta: &RequestMeta, msn: &str, id: &str, op: AgreementOp) -> ApiResult {
+    let resp = run_write(
+        s,
+        meta,
+        Op::Execute(commands::modify_agreement(msn, id, op)),
+    )
+    .await?;
+    if resp.status().is_success() {
+        agreement_follow_up(s, meta, msn, id).await?;
+    }
+    Ok(resp)
+}
+
+async fn user_accept(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    Query(q): Query<MsnQuery>,
+) -> ApiResult {
+    let msn = agreement_msn(&s, &meta, &id, q.msn).await?;
+    act(&s, &meta, &msn, &id, AgreementOp::UserAccept).await
+}
+
+async fn user_reject(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    Query(q): Query<MsnQuery>,
+) -> ApiResult {
+    let msn = agreement_msn(&s, &meta, &id, q.msn).await?;
+    act(&s, &meta, &msn, &id, AgreementOp::UserReject).await
+}
+
+async fn user_stop(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    Query(q): Query<MsnQuery>,
+) -> ApiResult {
+    let msn = agreement_msn(&s, &meta, &id, q.msn).await?;
+    act(&s, &meta, &msn, &id, AgreementOp::UserStop).await
+}
+
+#[derive(Deserialize, Default)]
+struct FailQuery {
+    msn: Option<String>,
+    /// How many of the next attempts fail (default: all).
+    times: Option<i32>,
+}
+
+/// `POST /_emulator/recurring/charges/{chargeId}/fail?times=n`: the next `n` attempts (default all) fail with
+/// `user_action_required`; answers the charge.
+async fn fail_charge(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    Query(q): Query<FailQuery>,
+) -> ApiResult {
+    let msn =
+        resolve_msn::<Charge>(&s, &meta, |m| commands::charge_key(m, &id), &id, q.msn).await?;
+    load_charge(&s, &meta, &msn, None, &id).await?;
+    let times = q.times.unwrap_or(-1).max(-1);
+    run_write(
+        &s,
+        &meta,
+        Op::Execute(commands::modify_charge(
+            &msn,
+            None,
+            &id,
+            ChargeOp::ForceFail { times },
+        )),
+    )
+    .await
+}
+
+/// `GET /_emulator/recurring/due`: how many agreements and charges are due for a time-driven change now (up to
+/// 10,000), so a caller can wait until the sweeper has caught up.
+async fn due(State(s): State<S>, meta: RequestMeta) -> ApiResult {
+    let now = s.clock.unix_ms();
+    let due = s
+        .store
+        .due(now, 10_000)
+        .await
+        .map_err(|e| internal(&meta, &e))?;
+    let n = due
+        .iter()
+        .filter(|d| d.kind == Agreement::KIND || d.kind == Charge::KIND)
+        .count();
+    Ok(axum::Json(serde_json::json!({ "due": n, "now_ms": now })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfirmQuery {
+    msn: String,
+    agreement_id: String,
+    token: String,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn confirm_agreement(
+    s: &S,
+    meta: &RequestMeta,
+    q: &ConfirmQuery,
+) -> Result<std::sync::Arc<Agreement>, ApiError> {
+    let a = load_agreement(s, meta, &q.msn, &q.agreement_id).await?;
+    if a.token != q.token {
+        return Err(meta
+            .problem(
+                403,
+                "Forbidden",
+                "The token does not belong to this agreement",
+            )
+            .field("token", "mismatch")
+            .err());
+    }
+    Ok(a)
+}
+
+fn kr(ore: i64) -> String {
+    format!("{}.{:02} NOK", ore / 100, ore % 100)
+}
+
+/// The confirmation page: what the agreement asks for, and Accept / Reject.
+async fn confirm_page(
+    State(s): State<S>,
+    meta: RequestMeta,
+    Query(q): Query<ConfirmQuery>,
+) -> ApiResult {
+    let a = confirm_agreement(&s, &meta, &q).await?;
+    let price = match (a.pricing_type.as_str(), a.amount, a.suggested_max) {
+        ("LEGACY", Some(v), _) => kr(v),
+        ("VARIABLE", _, Some(m)) => format!("up to {} (suggested maximum)", kr(m)),
+        _ => "a flexible amount".to_owned(),
+    };
+    let interval = match &a.interval {
+        Some((u, c)) => format!("every {c} {}", u.to_ascii_lowercase()),
+        None => "when the merchant charges".to_owned(),
+    };
+    let initial = a
+        .initial
+        .as_ref()
+        .map(|i| {
+            format!(
+                "<p>Paid now: <strong>{}</strong> ({})</p>",
+                kr(i.amount),
+                escape(&i.description)
+            )
+        })
+        .unwrap_or_default();
+    let buttons = if a.status.as_str() == "PENDING" {
+        format!(
+            "<form method=\"post\"><input type=\"hidden\" name=\"msn\" value=\"{msn}\">\
+             <input type=\"hidden\" name=\"agreementId\" value=\"{id}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <button name=\"action\" value=\"accept\">Accept</button> <button name=\"action\" value=\"reject\">Reject</button></form>",
+            msn = escape(&a.msn),
+            id = escape(&a.id),
+            token = escape(&a.token),
+        )
+    } else {
+        format!(
+            "<p><a href=\"{}\">Back to the merchant</a></p>",
+            escape(&a.merchant_redirect_url)
+        )
+    };
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Vipps emulator: confirm agreement</title></head><body>\
+         <h1>{product}</h1><p>Merchant {msn} asks for <strong>{price}</strong>, {interval}.</p>{initial}\
+         <p>Status: {status}</p>{buttons}</body></html>",
+        product = escape(&a.product_name),
+        msn = escape(&a.msn),
+        price = escape(&price),
+        interval = escape(&interval),
+        status = a.status.as_str(),
+    );
+    Ok(Html(page).into_response())
+}
+
+async fn confirm_action(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> ApiResult {
+    let mut fields = std::collections::HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&bytes) {
+        fields.insert(k.into_owned(), v.into_owned());
+    }
+    let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let q = ConfirmQuery {
+        msn: get("msn"),
+        agreement_id: get("agreementId"),
+        token: get("token"),
+    };
+    let a = confirm_agreement(&s, &meta, &q).await?;
+    let op = match get("action").as_str() {
+        "accept" => AgreementOp::UserAccept,
+        "reject" => AgreementOp::UserReject,
+        _ => {
+            return Err(meta
+                .problem(400, "Bad Request", "action must be accept or reject")
+                .field("action", "accept | reject")
+                .err());
+        }
+    };
+    let resp = act(&s, &meta, &a.msn, &a.id, op).await?;
+    if !resp.status().is_success() {
+        return Ok(resp);
+    }
+    Ok(Redirect::to(&a.merchant_redirect_url).into_response())
+}

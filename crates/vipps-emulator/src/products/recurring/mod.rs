@@ -1,0 +1,67 @@
+//! The Recurring API v3: agreements from draft to acceptance, stop and expiry, charges from creation through
+//! due, processing and retries on emulator time to charged, reserved, captured, refunded, cancelled or failed, and
+//! the `recurring.*.v1` webhook events.
+//!
+//! - `api.rs`: routes, authentication and validation, handing commands to the platform; Recurring problems.
+//! - `commands.rs`: what each operation does to a stored agreement or charge, and which events it emits (pure).
+//! - `domain.rs`: the two state machines and the magic amounts (pure).
+//! - `index.rs`: the listing pages (agreements of a sales unit, charges of an agreement).
+//! - `render.rs`: stored documents to wire bodies (pure).
+//! - `controls.rs`: the confirmation page, acting as the user, failing a charge, the due count.
+
+mod api;
+mod commands;
+mod controls;
+mod domain;
+mod index;
+mod render;
+
+use axum::Router;
+
+use self::commands::{AgreementOp, ChargeOp, IndexPage};
+use self::domain::{Agreement, Charge};
+use crate::platform::Shared;
+use crate::platform::aggregate::{Aggregate, Command};
+use crate::platform::product::Product;
+
+/// The Recurring product.
+#[derive(Debug, Default)]
+pub(crate) struct Recurring;
+
+impl Product for Recurring {
+    fn name(&self) -> &'static str {
+        "recurring"
+    }
+
+    fn routes(&self) -> Router<Shared> {
+        api::routes()
+    }
+
+    fn controls(&self) -> Router<Shared> {
+        controls::routes()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vipps_types::recurring::recurring_event_types()
+    }
+
+    fn kinds(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (Agreement::KIND, "agreements"),
+            (Charge::KIND, "charges"),
+            (IndexPage::KIND, "recurring_index_pages"),
+        ]
+    }
+
+    fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {
+        match kind {
+            k if k == Agreement::KIND => {
+                Some(commands::modify_agreement(tenant, id, AgreementOp::Settle))
+            }
+            k if k == Charge::KIND => {
+                Some(commands::modify_charge(tenant, None, id, ChargeOp::Settle))
+            }
+            _ => None,
+        }
+    }
+}
