@@ -395,3 +395,84 @@ async fn resend_delivers_the_event_again_as_a_new_attempt() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn recurring_agreements_and_charges_are_listed() {
+    let env = start().await;
+    let t = env.token().await;
+    let body = json!({
+        "pricing": {"type": "LEGACY", "amount": 2500, "currency": "NOK"},
+        "interval": {"unit": "MONTH", "count": 1},
+        "merchantRedirectUrl": "https://example.com/redirect",
+        "merchantAgreementUrl": "https://example.com/agreement",
+        "phoneNumber": "4791234567",
+        "productName": "<b>MyNews</b> Digital",
+        "initialCharge": {"amount": 1000, "description": "First month", "transactionType": "DIRECT_CAPTURE"}
+    });
+    let r = env
+        .authed(Method::POST, "/recurring/v3/agreements", &t)
+        .header("Idempotency-Key", "dash-agr-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let d: Value = r.json().await.unwrap();
+    let agr = d["agreementId"].as_str().unwrap().to_owned();
+    let chr = d["chargeId"].as_str().unwrap().to_owned();
+    let confirm = d["vippsConfirmationUrl"].as_str().unwrap().to_owned();
+
+    let (status, ct, list) = html(&env, "/_emulator/ui/aggregates/recurring.agreement").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(ct, "text/html; charset=utf-8");
+    assert!(list.contains(&agr), "{list}");
+    assert!(
+        list.contains("every 1 MONTH") && list.contains("4791234567"),
+        "{list}"
+    );
+    assert!(
+        !list.contains("<b>MyNews"),
+        "merchant input unescaped: {list}"
+    );
+
+    let (status, _, filtered) = html(
+        &env,
+        "/_emulator/ui/aggregates/recurring.agreement?state=ACTIVE",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!filtered.contains(&agr), "{filtered}");
+
+    let detail = format!("/_emulator/ui/aggregates/recurring.agreement/{MSN}/{agr}");
+    let (status, _, page) = html(&env, &detail).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&agr) && page.contains(&chr), "{page}");
+    assert!(page.contains("&lt;b&gt;MyNews&lt;/b&gt; Digital"), "{page}");
+    let confirm_html = confirm.replace('&', "&amp;");
+    assert!(
+        page.contains(&confirm_html) || page.contains(&confirm),
+        "the confirmation page is linked: {page}"
+    );
+
+    let (status, _, charges) = html(&env, "/_emulator/ui/aggregates/recurring.charge").await;
+    assert_eq!(status, 200, "{charges}");
+    assert!(
+        charges.contains(&chr) && charges.contains(&agr),
+        "{charges}"
+    );
+    assert!(charges.contains("INITIAL"), "{charges}");
+    let (status, _, c) = html(
+        &env,
+        &format!("/_emulator/ui/aggregates/recurring.charge/{MSN}/{chr}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert!(
+        c.contains("First month") && c.contains("Event timeline"),
+        "{c}"
+    );
+
+    // The listing index stays unlisted.
+    let (status, _, _) = html(&env, "/_emulator/ui/aggregates/recurring.index").await;
+    assert_eq!(status, 404);
+}

@@ -233,6 +233,19 @@ async fn draft_accept_and_get() {
         page.contains("MyNews Digital") && page.contains("25.00 NOK"),
         "{page}"
     );
+    // The payer pages' look, the terms, and the two buttons.
+    assert!(
+        page.contains("class=\"phone\"") && page.contains("Vipps MobilePay emulator"),
+        "{page}"
+    );
+    assert!(
+        page.contains("every month") && page.contains("10.00 NOK") && page.contains("First month"),
+        "{page}"
+    );
+    assert!(
+        page.contains("value=\"accept\"") && page.contains("value=\"reject\""),
+        "{page}"
+    );
     let q: std::collections::HashMap<String, String> = url::Url::parse(url)
         .unwrap()
         .query_pairs()
@@ -259,6 +272,14 @@ async fn draft_accept_and_get() {
     let a = agreement(&env, id).await;
     assert_eq!(a["status"], "ACTIVE");
     assert!(a["start"].is_string());
+    // Once accepted, the page says so and offers no buttons.
+    let after = env.http.get(url).send().await.unwrap();
+    assert_eq!(after.headers()["content-type"], "text/html; charset=utf-8");
+    let after = after.text().await.unwrap();
+    assert!(
+        after.contains("This agreement is active") && !after.contains("value=\"accept\""),
+        "{after}"
+    );
     assert!(a["sub"].is_string() && a["userinfoUrl"].is_string());
     let c = charge(&env, id, charge_id).await;
     assert_eq!(c["status"], "CHARGED");

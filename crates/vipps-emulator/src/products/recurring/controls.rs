@@ -6,8 +6,9 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, IntoResponse, Redirect};
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
+use maud::html;
 use serde::Deserialize;
 
 use super::api::{agreement_follow_up, load_agreement, load_charge, recurring_problems};
@@ -15,6 +16,7 @@ use super::commands::{self, AgreementOp, ChargeOp};
 use super::domain::{Agreement, Charge};
 use crate::platform::Shared as S;
 use crate::platform::aggregate::{Aggregate, decode};
+use crate::platform::html::{money, page, respond};
 use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
 use crate::platform::store::Op;
@@ -203,13 +205,6 @@ struct ConfirmQuery {
     token: String,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn confirm_agreement(
     s: &S,
     meta: &RequestMeta,
@@ -229,63 +224,70 @@ async fn confirm_agreement(
     Ok(a)
 }
 
-fn kr(ore: i64) -> String {
-    format!("{}.{:02} NOK", ore / 100, ore % 100)
+fn kr(ore: i64, currency: &str) -> String {
+    money(ore, currency)
 }
 
-/// The confirmation page: what the agreement asks for, and Accept / Reject.
+/// The confirmation page, in the payer pages' look: the agreement's terms (product, price, interval, the initial
+/// charge) and Accept / Reject while it is pending.
 async fn confirm_page(
     State(s): State<S>,
     meta: RequestMeta,
     Query(q): Query<ConfirmQuery>,
 ) -> ApiResult {
     let a = confirm_agreement(&s, &meta, &q).await?;
+    let cur = a.currency.as_str();
     let price = match (a.pricing_type.as_str(), a.amount, a.suggested_max) {
-        ("LEGACY", Some(v), _) => kr(v),
-        ("VARIABLE", _, Some(m)) => format!("up to {} (suggested maximum)", kr(m)),
+        ("LEGACY", Some(v), _) => kr(v, cur),
+        ("VARIABLE", _, Some(m)) => format!("up to {} (suggested maximum)", kr(m, cur)),
         _ => "a flexible amount".to_owned(),
     };
     let interval = match &a.interval {
-        Some((u, c)) => format!("every {c} {}", u.to_ascii_lowercase()),
+        Some((u, 1)) => format!("every {}", u.to_ascii_lowercase()),
+        Some((u, c)) => format!("every {c} {}s", u.to_ascii_lowercase()),
         None => "when the merchant charges".to_owned(),
     };
-    let initial = a
-        .initial
-        .as_ref()
-        .map(|i| {
-            format!(
-                "<p>Paid now: <strong>{}</strong> ({})</p>",
-                kr(i.amount),
-                escape(&i.description)
-            )
-        })
-        .unwrap_or_default();
-    let buttons = if a.status.as_str() == "PENDING" {
-        format!(
-            "<form method=\"post\"><input type=\"hidden\" name=\"msn\" value=\"{msn}\">\
-             <input type=\"hidden\" name=\"agreementId\" value=\"{id}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
-             <button name=\"action\" value=\"accept\">Accept</button> <button name=\"action\" value=\"reject\">Reject</button></form>",
-            msn = escape(&a.msn),
-            id = escape(&a.id),
-            token = escape(&a.token),
-        )
-    } else {
-        format!(
-            "<p><a href=\"{}\">Back to the merchant</a></p>",
-            escape(&a.merchant_redirect_url)
-        )
+    let status = a.status.as_str();
+    let pending = status == "PENDING";
+    let content = html! {
+        div class="phone" {
+            div class="appbar" { "Vipps MobilePay · recurring agreement" }
+            p class="merchant" { "Merchant " (a.msn) }
+            h1 data-testid="product" { (a.product_name) }
+            @if let Some(d) = &a.product_description { p class="description" { (d) } }
+            p class="amount" data-testid="price" { (price) }
+            dl class="fields" data-testid="terms" {
+                dt { "Pricing" } dd { (a.pricing_type) }
+                dt { "Interval" } dd { (interval) }
+                @if let Some(i) = &a.initial {
+                    dt { "Paid now" } dd data-testid="initial" { strong { (kr(i.amount, cur)) } " (" (i.description) ")" }
+                }
+                @if let Some(scope) = &a.scope {
+                    dt { "The merchant asks for" } dd { (scope) }
+                }
+                dt { "Manage it at" } dd { a href=(a.merchant_agreement_url) { (a.merchant_agreement_url) } }
+            }
+            p class="muted" { "Agreement " span class="mono" { (a.id) } " · " span class={"state state-" (status)} { "Status: " (status) } }
+            @if pending {
+                form method="post" action="/_emulator/recurring/confirm" {
+                    input type="hidden" name="msn" value=(a.msn);
+                    input type="hidden" name="agreementId" value=(a.id);
+                    input type="hidden" name="token" value=(a.token);
+                    div class="actions" {
+                        button type="submit" name="action" value="reject" { "Reject" }
+                        button class="primary" type="submit" name="action" value="accept" { "Accept" }
+                    }
+                }
+            } @else {
+                div class=@if status == "ACTIVE" { "notice ok" } @else { "notice" } role="status" { "This agreement is " (status.to_ascii_lowercase()) "." }
+                p { a class="button primary" href=(a.merchant_redirect_url) { "Back to the merchant" } }
+            }
+        }
     };
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Vipps emulator: confirm agreement</title></head><body>\
-         <h1>{product}</h1><p>Merchant {msn} asks for <strong>{price}</strong>, {interval}.</p>{initial}\
-         <p>Status: {status}</p>{buttons}</body></html>",
-        product = escape(&a.product_name),
-        msn = escape(&a.msn),
-        price = escape(&price),
-        interval = escape(&interval),
-        status = a.status.as_str(),
-    );
-    Ok(Html(page).into_response())
+    Ok(respond(
+        200,
+        page("Confirm agreement", "payer", None, content),
+    ))
 }
 
 async fn confirm_action(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> ApiResult {

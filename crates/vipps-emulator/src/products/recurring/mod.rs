@@ -8,6 +8,7 @@
 //! - `index.rs`: the listing pages (agreements of a sales unit, charges of an agreement).
 //! - `render.rs`: stored documents to wire bodies (pure).
 //! - `controls.rs`: the confirmation page, acting as the user, failing a charge, the due count.
+//! - `view.rs`: how the dashboard shows an agreement and a charge.
 
 mod api;
 mod commands;
@@ -15,14 +16,15 @@ mod controls;
 mod domain;
 mod index;
 mod render;
+mod view;
 
 use axum::Router;
 
 use self::commands::{AgreementOp, ChargeOp, IndexPage};
 use self::domain::{Agreement, Charge};
 use crate::platform::Shared;
-use crate::platform::aggregate::{Aggregate, Command};
-use crate::platform::product::Product;
+use crate::platform::aggregate::{Aggregate, Command, Decoded, Decoder, decode};
+use crate::platform::product::{AggregateView, Product};
 
 /// The Recurring product.
 #[derive(Debug, Default)]
@@ -61,6 +63,43 @@ impl Product for Recurring {
             k if k == Charge::KIND => {
                 Some(commands::modify_charge(tenant, None, id, ChargeOp::Settle))
             }
+            _ => None,
+        }
+    }
+
+    fn decoder(&self, kind: &str) -> Option<Decoder> {
+        match kind {
+            k if k == Agreement::KIND => Some(decode::<Agreement> as Decoder),
+            k if k == Charge::KIND => Some(decode::<Charge> as Decoder),
+            _ => None,
+        }
+    }
+
+    fn states(&self, kind: &str) -> &'static [&'static str] {
+        match kind {
+            k if k == Agreement::KIND => &["PENDING", "ACTIVE", "STOPPED", "EXPIRED"],
+            k if k == Charge::KIND => &[
+                "PENDING",
+                "DUE",
+                "PROCESSING",
+                "RESERVED",
+                "CHARGED",
+                "PARTIALLY_CAPTURED",
+                "FAILED",
+                "CANCELLED",
+                "PARTIALLY_REFUNDED",
+                "REFUNDED",
+            ],
+            _ => &[],
+        }
+    }
+
+    fn view(&self, kind: &str, doc: &Decoded, base: &url::Url) -> Option<AggregateView> {
+        match kind {
+            k if k == Agreement::KIND => doc
+                .downcast_ref::<Agreement>()
+                .map(|a| view::agreement(a, base)),
+            k if k == Charge::KIND => doc.downcast_ref::<Charge>().map(|c| view::charge(c, base)),
             _ => None,
         }
     }
