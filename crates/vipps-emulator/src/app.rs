@@ -147,12 +147,19 @@ impl Emulator {
             }
             .background(0)
         };
+        // Insert if absent, then read back: instances starting at once on an empty shared store all end up with
+        // the first key stored, so a token from one is valid on every other.
         let jwt_key = match store.meta("jwt_key").await? {
             Some(k) => k,
             None => {
                 let k = crate::platform::ids::hex(&[ids.bytes16(), ids.bytes16()].concat());
-                store.write(write_meta("jwt_key", k.clone())).await?;
-                k
+                let init = Op::InitMeta {
+                    key: "jwt_key".into(),
+                    value: k.clone(),
+                }
+                .background(0);
+                store.write(init).await?;
+                store.meta("jwt_key").await?.unwrap_or(k)
             }
         };
         let offset = store

@@ -45,6 +45,33 @@ where
     panic!("timed out: {what}");
 }
 
+/// Instances that start at the same moment on an empty database agree on one token signing key (the first one
+/// stored wins), so a token from either works on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_share_one_signing_key() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let (a, b, c) = tokio::join!(
+        on(&db, Config::ephemeral()),
+        on(&db, Config::ephemeral()),
+        on(&db, Config::ephemeral())
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM meta WHERE key = 'jwt_key'").await,
+        1
+    );
+    for (from, to) in [(&a, &b), (&b, &c), (&c, &a)] {
+        let t = from.token().await;
+        let r = to.get(&t, "/epayment/v1/payments/order-unknown-0001").await;
+        assert_eq!(
+            r.status(),
+            404,
+            "a token from one instance is valid on another"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simultaneous_identical_creates_on_two_instances_make_one_payment() {
     let Some(db) = PgDb::create().await else {
