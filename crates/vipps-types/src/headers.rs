@@ -18,6 +18,44 @@
 
 use std::fmt;
 
+/// The impls every validated string value shares: `Debug` as `Name(value)`, `Display` as the value, and
+/// `FromStr` and serde through the type's `new`, so a parsed or deserialized value is as valid as a constructed one.
+macro_rules! validated_string {
+    ($name:ident) => {
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ValueError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::new(s)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::new(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// `Authorization`.
 pub const AUTHORIZATION: &str = "Authorization";
 /// `Ocp-Apim-Subscription-Key`: the Azure API Management subscription key.
@@ -396,37 +434,7 @@ impl MerchantSerialNumber {
     }
 }
 
-impl fmt::Debug for MerchantSerialNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MerchantSerialNumber({})", self.0)
-    }
-}
-
-impl fmt::Display for MerchantSerialNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::str::FromStr for MerchantSerialNumber {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MerchantSerialNumber::new(s)
-    }
-}
-
-impl serde::Serialize for MerchantSerialNumber {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MerchantSerialNumber {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        MerchantSerialNumber::new(&s).map_err(serde::de::Error::custom)
-    }
-}
+validated_string!(MerchantSerialNumber);
 
 /// A valid `Idempotency-Key`: 1 to 50 characters of visible ASCII (`!` to `~`), no comma.
 ///
@@ -466,37 +474,7 @@ impl IdempotencyKey {
     }
 }
 
-impl fmt::Debug for IdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IdempotencyKey({})", self.0)
-    }
-}
-
-impl fmt::Display for IdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::str::FromStr for IdempotencyKey {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IdempotencyKey::new(s)
-    }
-}
-
-impl serde::Serialize for IdempotencyKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for IdempotencyKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        IdempotencyKey::new(&s).map_err(serde::de::Error::custom)
-    }
-}
+validated_string!(IdempotencyKey);
 
 /// Maximum length of a Recurring `Idempotency-Key`.
 pub const RECURRING_IDEMPOTENCY_KEY_MAX_LEN: usize = 40;
@@ -542,24 +520,7 @@ impl RecurringIdempotencyKey {
     }
 }
 
-impl fmt::Debug for RecurringIdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecurringIdempotencyKey({})", self.0)
-    }
-}
-
-impl fmt::Display for RecurringIdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::str::FromStr for RecurringIdempotencyKey {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RecurringIdempotencyKey::new(s)
-    }
-}
+validated_string!(RecurringIdempotencyKey);
 
 impl From<RecurringIdempotencyKey> for IdempotencyKey {
     fn from(k: RecurringIdempotencyKey) -> Self {

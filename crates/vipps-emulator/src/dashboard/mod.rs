@@ -59,7 +59,8 @@ pub(crate) fn routes() -> Router<S> {
 /// The navigation bar; `current` is the path of the page shown.
 fn nav(s: &S, current: &str) -> Markup {
     let mut items: Vec<(String, String)> = vec![("/_emulator/ui".into(), "Overview".into())];
-    for (kind, label) in s.products.kinds() {
+    // Only kinds with a list page: an internal kind (Recurring's index pages) would lead to a 404.
+    for (kind, label) in s.products.listed_kinds() {
         items.push((
             format!("/_emulator/ui/aggregates/{kind}"),
             capitalize(label),
@@ -190,7 +191,11 @@ async fn overview(State(s): State<S>, meta: RequestMeta) -> Response {
                 h2 id="h-counts" { "Counts" }
                 dl class="fields" {
                     @for (kind, label) in s.products.kinds() {
-                        dt { a href={"/_emulator/ui/aggregates/" (kind)} { (capitalize(label)) } }
+                        @if s.products.listed_kinds().any(|(k, _)| k == kind) {
+                            dt { a href={"/_emulator/ui/aggregates/" (kind)} { (capitalize(label)) } }
+                        } @else {
+                            dt { (capitalize(label)) }
+                        }
                         dd data-testid={"count-" (label)} { (count_of(kind)) }
                     }
                     dt { "Idempotency records" } dd { (counts.idempotency) }

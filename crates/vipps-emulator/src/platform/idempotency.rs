@@ -11,6 +11,7 @@ use vipps_types::headers as h;
 use vipps_types::problem::ErrorCode;
 
 use super::Shared;
+use super::aggregate::{Aggregate, AggregateKey, Command, decode};
 use super::http::{ApiError, ApiResult, RequestMeta, stored_to_response};
 use super::store::{IdemClaim, Op, WriteRequest, WriteResult};
 
@@ -153,6 +154,37 @@ pub(crate) async fn run_write(s: &Shared, meta: &RequestMeta, op: Op) -> ApiResu
             Err(internal(meta, &"unexpected idempotency answer"))
         }
     }
+}
+
+/// Reads an aggregate, first persisting the change time has made to it if it is due (expiry and the like), so a
+/// read never shows a state the store does not have. `settle` is the product's settle command for it.
+pub(crate) async fn read_settled<A: Aggregate>(
+    s: &Shared,
+    meta: &RequestMeta,
+    key: &AggregateKey,
+    settle: impl FnOnce() -> Box<dyn Command>,
+) -> Result<Option<std::sync::Arc<A>>, ApiError> {
+    let read = || async {
+        s.store
+            .aggregate(key, decode::<A>)
+            .await
+            .map_err(|e| internal(meta, &e))?
+            .map(|d| {
+                d.downcast::<A>()
+                    .map_err(|_| internal(meta, &format!("stored document is not {}", A::KIND)))
+            })
+            .transpose()
+    };
+    let current = read().await?;
+    let due = current
+        .as_ref()
+        .and_then(|a| a.due_ms())
+        .is_some_and(|due| due <= s.clock.unix_ms());
+    if !due {
+        return Ok(current);
+    }
+    run_write(s, meta, Op::Execute(settle())).await?;
+    read().await
 }
 
 /// A 500 problem for an internal failure (the cause is logged, not sent).

@@ -116,6 +116,16 @@ impl Registry {
         self.0.iter().flat_map(|p| p.kinds().iter().copied())
     }
 
+    /// The kinds the dashboard lists (those whose product gives a decoder), with their labels.
+    pub(crate) fn listed_kinds(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.0.iter().flat_map(|p| {
+            p.kinds()
+                .iter()
+                .copied()
+                .filter(|(k, _)| p.decoder(k).is_some())
+        })
+    }
+
     /// The health label of an aggregate kind.
     pub(crate) fn label(&self, kind: &str) -> Option<&'static str> {
         self.0

@@ -472,7 +472,17 @@ async fn recurring_agreements_and_charges_are_listed() {
         "{c}"
     );
 
-    // The listing index stays unlisted.
+    // The listing index stays unlisted, and no page links to it.
     let (status, _, _) = html(&env, "/_emulator/ui/aggregates/recurring.index").await;
     assert_eq!(status, 404);
+    let (status, _, overview) = html(&env, "/_emulator/ui").await;
+    assert_eq!(status, 200);
+    assert!(
+        overview.contains("/_emulator/ui/aggregates/recurring.agreement"),
+        "{overview}"
+    );
+    assert!(
+        !overview.contains("/_emulator/ui/aggregates/recurring.index"),
+        "{overview}"
+    );
 }

@@ -19,12 +19,11 @@ use super::domain::Payment;
 use super::render;
 use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
-use crate::platform::aggregate::decode;
 use crate::platform::auth::AuthCtx;
 use crate::platform::extract::{IdemKey, JsonBody, Merchant, OptionalIdemKey, OptionalJson};
 use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{
-    Idempotent, fingerprint_of, internal, run_idempotent, run_write,
+    Idempotent, fingerprint_of, read_settled, run_idempotent, run_write,
 };
 use crate::platform::store::Op;
 
@@ -512,29 +511,10 @@ pub(super) async fn load_settled(
     reference: &str,
 ) -> Result<Arc<Payment>, ApiError> {
     let key = commands::key(msn, reference);
-    let read = || async {
-        s.store
-            .aggregate(&key, decode::<Payment>)
-            .await
-            .map_err(|e| internal(meta, &e))?
-            .map(|d| {
-                d.downcast::<Payment>()
-                    .map_err(|_| internal(meta, &"not a payment"))
-            })
-            .transpose()
-    };
-    let mut p = read().await?;
-    if let Some(due) = p.as_ref().and_then(|p| p.due_ms()) {
-        if due <= s.clock.unix_ms() {
-            run_write(
-                s,
-                meta,
-                Op::Execute(commands::modify(msn, reference, Modification::Settle)),
-            )
-            .await?;
-            p = read().await?;
-        }
-    }
+    let p = read_settled::<Payment>(s, meta, &key, || {
+        commands::modify(msn, reference, Modification::Settle)
+    })
+    .await?;
     p.ok_or_else(|| {
         meta.problem(
             404,

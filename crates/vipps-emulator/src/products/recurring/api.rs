@@ -33,12 +33,11 @@ use super::domain::{AStatus, Agreement, Charge, DAY_MS, day_start, magic_failure
 use super::{index, render};
 use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
-use crate::platform::aggregate::decode;
 use crate::platform::auth::AuthCtx;
 use crate::platform::extract::{JsonBody, Merchant};
 use crate::platform::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
 use crate::platform::idempotency::{
-    Idempotent, fingerprint_of, internal, run_idempotent, run_write,
+    Idempotent, fingerprint_of, internal, read_settled, run_idempotent, run_write,
 };
 use crate::platform::store::Op;
 
@@ -657,30 +656,10 @@ pub(super) async fn load_agreement(
     id: &str,
 ) -> Result<std::sync::Arc<Agreement>, ApiError> {
     let key = commands::agreement_key(msn, id);
-    let read = || async {
-        s.store
-            .aggregate(&key, decode::<Agreement>)
-            .await
-            .map_err(|e| internal(meta, &e))?
-            .map(|d| {
-                d.downcast::<Agreement>()
-                    .map_err(|_| internal(meta, &"not an agreement"))
-            })
-            .transpose()
-    };
-    let mut a = read().await?;
-    if a.as_ref()
-        .and_then(|a| a.due_ms())
-        .is_some_and(|due| due <= s.clock.unix_ms())
-    {
-        run_write(
-            s,
-            meta,
-            Op::Execute(commands::modify_agreement(msn, id, AgreementOp::Settle)),
-        )
-        .await?;
-        a = read().await?;
-    }
+    let a = read_settled::<Agreement>(s, meta, &key, || {
+        commands::modify_agreement(msn, id, AgreementOp::Settle)
+    })
+    .await?;
     a.ok_or_else(|| agreement_not_found(meta, id))
 }
 
@@ -693,30 +672,10 @@ pub(super) async fn load_charge(
     id: &str,
 ) -> Result<std::sync::Arc<Charge>, ApiError> {
     let key = commands::charge_key(msn, id);
-    let read = || async {
-        s.store
-            .aggregate(&key, decode::<Charge>)
-            .await
-            .map_err(|e| internal(meta, &e))?
-            .map(|d| {
-                d.downcast::<Charge>()
-                    .map_err(|_| internal(meta, &"not a charge"))
-            })
-            .transpose()
-    };
-    let mut c = read().await?;
-    if c.as_ref()
-        .and_then(|c| c.due_ms())
-        .is_some_and(|due| due <= s.clock.unix_ms())
-    {
-        run_write(
-            s,
-            meta,
-            Op::Execute(commands::modify_charge(msn, None, id, ChargeOp::Settle)),
-        )
-        .await?;
-        c = read().await?;
-    }
+    let c = read_settled::<Charge>(s, meta, &key, || {
+        commands::modify_charge(msn, None, id, ChargeOp::Settle)
+    })
+    .await?;
     c.filter(|c| agreement.is_none_or(|a| a == c.agreement_id))
         .ok_or_else(|| charge_not_found(meta, id))
 }
@@ -1271,21 +1230,21 @@ async fn capture_charge(
     RecurringKey(key): RecurringKey,
     JsonBody(r): JsonBody<CaptureChargeRequest>,
 ) -> ApiResult {
-    if r.amount < 1 {
-        return Err(bad(&meta, "amount", "must be positive"));
-    }
-    check_len(&meta, "description", &r.description, 1, 100)?;
-    let cid = ids.charge_id.unwrap_or_default();
-    let cmd = commands::modify_charge(
-        auth.msn_str(),
-        Some(&ids.agreement_id),
-        &cid,
-        ChargeOp::Capture {
-            amount: r.amount,
-            key: key.clone(),
-        },
-    );
-    run_idempotent(&s, &meta, idem(&auth, &key, &r), Op::Execute(cmd)).await
+    let op = ChargeOp::Capture {
+        amount: r.amount,
+        key: key.clone(),
+    };
+    move_money(
+        &s,
+        &meta,
+        &auth,
+        ids,
+        &key,
+        &r,
+        (r.amount, &r.description),
+        op,
+    )
+    .await
 }
 
 /// `POST .../refund`.
@@ -1297,19 +1256,41 @@ async fn refund_charge(
     RecurringKey(key): RecurringKey,
     JsonBody(r): JsonBody<RefundChargeRequest>,
 ) -> ApiResult {
-    if r.amount < 1 {
-        return Err(bad(&meta, "amount", "must be positive"));
+    let op = ChargeOp::Refund {
+        amount: r.amount,
+        key: key.clone(),
+    };
+    move_money(
+        &s,
+        &meta,
+        &auth,
+        ids,
+        &key,
+        &r,
+        (r.amount, &r.description),
+        op,
+    )
+    .await
+}
+
+/// Capture and refund: the same body rules (`amount` positive, `description` 1 to 100 characters), then the
+/// operation on the charge, idempotently.
+#[allow(clippy::too_many_arguments)]
+async fn move_money<T: serde::Serialize>(
+    s: &S,
+    meta: &RequestMeta,
+    auth: &AuthCtx,
+    ids: Ids,
+    key: &str,
+    body: &T,
+    (amount, description): (i64, &str),
+    op: ChargeOp,
+) -> ApiResult {
+    if amount < 1 {
+        return Err(bad(meta, "amount", "must be positive"));
     }
-    check_len(&meta, "description", &r.description, 1, 100)?;
+    check_len(meta, "description", description, 1, 100)?;
     let cid = ids.charge_id.unwrap_or_default();
-    let cmd = commands::modify_charge(
-        auth.msn_str(),
-        Some(&ids.agreement_id),
-        &cid,
-        ChargeOp::Refund {
-            amount: r.amount,
-            key: key.clone(),
-        },
-    );
-    run_idempotent(&s, &meta, idem(&auth, &key, &r), Op::Execute(cmd)).await
+    let cmd = commands::modify_charge(auth.msn_str(), Some(&ids.agreement_id), &cid, op);
+    run_idempotent(s, meta, idem(auth, key, body), Op::Execute(cmd)).await
 }
