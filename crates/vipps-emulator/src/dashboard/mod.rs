@@ -59,7 +59,7 @@ pub(crate) fn routes() -> Router<S> {
 /// The navigation bar; `current` is the path of the page shown.
 fn nav(s: &S, current: &str) -> Markup {
     let mut items: Vec<(String, String)> = vec![("/_emulator/ui".into(), "Overview".into())];
-    // Only kinds with a list page: an internal kind (Recurring's index pages) would lead to a 404.
+    // Only kinds with a list page: an internal kind (one without a decoder) would lead to a 404.
     for (kind, label) in s.products.listed_kinds() {
         items.push((
             format!("/_emulator/ui/aggregates/{kind}"),
@@ -392,6 +392,7 @@ async fn list(
         created_to_ms: to.as_deref().and_then(parse_local),
         after: after.clone(),
         limit: PAGE_SIZE,
+        parent: None,
     };
     let rows = match s.store.list_aggregates(&query).await {
         Ok(r) => r,

@@ -64,6 +64,8 @@ pub(crate) struct Put {
     pub state: &'static str,
     /// When the document changes by itself next, if ever.
     pub due_ms: Option<i64>,
+    /// The aggregate it belongs to (see [`Aggregate::parent`]).
+    pub parent: Option<String>,
     /// Insert only: if a document with this key appeared meanwhile, the backend runs the command again on it.
     pub create: bool,
 }
@@ -115,6 +117,12 @@ pub(crate) trait Aggregate: Serialize + DeserializeOwned + Send + Sync + 'static
     fn state_label(&self) -> &'static str;
     /// When it changes by itself next, if ever.
     fn due_ms(&self) -> Option<i64>;
+    /// The aggregate it belongs to, if any (an id of the same tenant), so that a product lists an aggregate's
+    /// children with one indexed query instead of keeping an index document that every create must rewrite.
+    /// Fixed at creation.
+    fn parent(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Decodes stored bytes as `A`.
@@ -179,6 +187,7 @@ where
             Put {
                 state: a.state_label(),
                 due_ms: a.due_ms(),
+                parent: a.parent().map(str::to_owned),
                 data,
                 value: Arc::new(a),
                 create: out.create,

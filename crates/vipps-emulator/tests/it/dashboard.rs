@@ -472,7 +472,7 @@ async fn recurring_agreements_and_charges_are_listed() {
         "{c}"
     );
 
-    // The listing index stays unlisted, and no page links to it.
+    // A kind no product has (the listing index of earlier versions) is 404, and no page links to it.
     let (status, _, _) = html(&env, "/_emulator/ui/aggregates/recurring.index").await;
     assert_eq!(status, 404);
     let (status, _, overview) = html(&env, "/_emulator/ui").await;

@@ -1377,6 +1377,26 @@ async fn every_event_is_delivered_signed() {
     )
     .await;
     json_of(r, 201).await;
+    // A bulk item refused after the request is accepted: charge-creation-failed, once, also when replayed.
+    let refused = json!([{"agreementId": agr, "amount": 900, "transactionType": "DIRECT_CAPTURE",
+        "description": "Bulk", "due": due, "retryDays": 20, "orderId": "ev-bulk-refused-1"}]);
+    for _ in 0..2 {
+        let r = send(
+            &env,
+            Method::POST,
+            "/recurring/v3/agreements/charges",
+            Some("ev-bulk"),
+            Some(refused.clone()),
+        )
+        .await;
+        assert_eq!(
+            json_of(r, 202).await["invalidCharges"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
     advance(&env, 3 * DAY).await;
     send(
         &env,
@@ -1409,6 +1429,7 @@ async fn every_event_is_delivered_signed() {
         "recurring.charge-refunded.v1",
         "recurring.charge-canceled.v1",
         "recurring.charge-failed.v1",
+        "recurring.charge-creation-failed.v1",
         "recurring.agreement-stopped.v1",
         "recurring.agreement-rejected.v1",
         "recurring.agreement-expired.v1",
@@ -1460,6 +1481,29 @@ async fn every_event_is_delivered_signed() {
             "recurring.agreement-expired.v1" => assert_eq!(body["agreementId"], expired.as_str()),
             "recurring.charge-failed.v1" => {
                 assert_eq!(body["failureReason"], "user_action_required")
+            }
+            "recurring.charge-creation-failed.v1" => {
+                assert_eq!(
+                    (
+                        body["chargeId"].as_str(),
+                        body["agreementId"].as_str(),
+                        body["failureReason"].as_str()
+                    ),
+                    (
+                        Some("ev-bulk-refused-1"),
+                        Some(agr.as_str()),
+                        Some("non_technical_error")
+                    )
+                );
+                assert!(
+                    body["failureDescription"]
+                        .as_str()
+                        .unwrap()
+                        .contains("retryDays"),
+                    "{body}"
+                );
+                let n = got.iter().filter(|g| g.json()["eventType"] == w).count();
+                assert_eq!(n, 1, "reported once, not per replay");
             }
             "recurring.charge-captured.v1" => {
                 assert_eq!(

@@ -243,6 +243,8 @@ pub(crate) struct AggregateQuery {
     pub tenant: Option<String>,
     /// Only ids starting with this.
     pub id_prefix: Option<String>,
+    /// Only the children of this aggregate (their [`Aggregate::parent`](crate::platform::aggregate::Aggregate::parent)).
+    pub parent: Option<String>,
     /// Only created at or after this time (ms).
     pub created_from_ms: Option<i64>,
     /// Only created before this time (ms).

@@ -146,6 +146,13 @@ CREATE INDEX aggregates_created ON aggregates (kind, created_ms, tenant, id);
 CREATE INDEX aggregates_state_created ON aggregates (kind, state, created_ms, tenant, id);
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE aggregates ADD COLUMN parent TEXT;
+CREATE INDEX aggregates_parent ON aggregates (kind, tenant, parent, created_ms, id) WHERE parent IS NOT NULL;
+"#,
+    ),
 ];
 
 /// The database's wall clock in Unix milliseconds (leases are measured on it, so instances agree).
@@ -166,10 +173,10 @@ const SQL_TENANT_HOOKS: &str = "SELECT id, events FROM webhooks WHERE owner = 'm
      OR owner IN (SELECT owner FROM partner_owners WHERE msn = $1) ORDER BY created_ms, id";
 /// Inserts a new aggregate (no row changed: it exists).
 const SQL_CREATE: &str =
-    "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+    "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (kind, tenant, id) DO NOTHING";
 /// Saves an aggregate.
-const SQL_UPSERT: &str = "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+const SQL_UPSERT: &str = "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data";
 /// Puts one event for one webhook in the outbox.
 const SQL_DELIVERY: &str = "INSERT INTO deliveries (webhook_id, tenant, subject, event_type, event_id, event_name, payload, state, attempts, next_ms, created_ms)
@@ -511,6 +518,7 @@ async fn execute(
                         &p.due_ms,
                         &p.data,
                         &req.now_ms,
+                        &p.parent,
                     ],
                 )
                 .await
@@ -1018,6 +1026,9 @@ impl Store for PostgresStore {
             }
             if let Some(t) = &q.tenant {
                 arg(&mut sql, " AND tenant = ?", Box::new(t.clone()));
+            }
+            if let Some(p) = &q.parent {
+                arg(&mut sql, " AND parent = ?", Box::new(p.clone()));
             }
             if let Some(p) = &q.id_prefix {
                 arg(&mut sql, " AND starts_with(id, ?)", Box::new(p.clone()));

@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS aggregates (
     due_ms INTEGER,
     data BLOB NOT NULL,
     created_ms INTEGER NOT NULL DEFAULT 0,
+    parent TEXT,
     PRIMARY KEY (kind, tenant, id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aggregates_parent ON aggregates (kind, tenant, parent, created_ms, id) WHERE parent IS NOT NULL;
 CREATE INDEX IF NOT EXISTS aggregates_due ON aggregates (due_ms) WHERE due_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS aggregates_created ON aggregates (kind, created_ms, tenant, id);
 CREATE INDEX IF NOT EXISTS aggregates_state_created ON aggregates (kind, state, created_ms, tenant, id);
@@ -93,7 +95,10 @@ CREATE INDEX IF NOT EXISTS webhooks_owner ON webhooks (owner);
 "#;
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
+
+/// From version 3: aggregates may name the aggregate they belong to (listed by it).
+const MIGRATE_V3: &str = "ALTER TABLE aggregates ADD COLUMN parent TEXT;";
 
 /// From version 2: aggregates get their creation time (for the dashboard's lists, newest first, and their time
 /// filter), taken from the documents that carry one.
@@ -232,6 +237,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if has_aggregates && !has_created {
         tracing::info!("migrating the SQLite database from schema 2");
         tx.execute_batch(MIGRATE_V2).map_err(err)?;
+    }
+    let has_parent: bool = tx
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('aggregates') WHERE name = 'parent'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if has_aggregates && !has_parent {
+        tracing::info!("migrating the SQLite database from schema 3");
+        tx.execute_batch(MIGRATE_V3).map_err(err)?;
     }
     tx.execute_batch(SCHEMA).map_err(err)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -522,6 +539,9 @@ impl Store for SqliteStore {
             if let Some(t) = &q.tenant {
                 arg(&mut sql, " AND tenant = ?", t.clone().into());
             }
+            if let Some(p) = &q.parent {
+                arg(&mut sql, " AND parent = ?", p.clone().into());
+            }
             if let Some(p) = &q.id_prefix {
                 arg(&mut sql, " AND id >= ?", p.clone().into());
                 arg(&mut sql, " AND id < ?", super::prefix_end(p).into());
@@ -746,14 +766,15 @@ fn execute(
         let effect = cmd.apply(current.as_ref(), &ctx);
         if let Some(put) = effect.put {
             let sql = if put.create {
-                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms, parent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (kind, tenant, id) DO NOTHING"
             } else {
-                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO aggregates (kind, tenant, id, state, due_ms, data, created_ms, parent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (kind, tenant, id) DO UPDATE SET state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
             };
             let n = c.prepare_cached(sql)?.execute(params![
-                key.kind, key.tenant, key.id, put.state, put.due_ms, put.data, req.now_ms
+                key.kind, key.tenant, key.id, put.state, put.due_ms, put.data, req.now_ms,
+                put.parent
             ])?;
             if n == 0 {
                 if attempt < CREATE_ATTEMPTS {

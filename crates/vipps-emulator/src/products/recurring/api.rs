@@ -30,7 +30,7 @@ use super::commands::{
     self, AgreementDraft, AgreementOp, ChargeDraft, ChargeOp, Drafted, InitialDraft, PatchData,
 };
 use super::domain::{AStatus, Agreement, Charge, DAY_MS, day_start, magic_failure};
-use super::{index, render};
+use super::{list, render};
 use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
 use crate::platform::auth::AuthCtx;
@@ -556,7 +556,7 @@ async fn draft(
     }
     let (parts, bytes) = buffered(resp).await;
     let drafted: Drafted = serde_json::from_slice(&bytes).map_err(|e| internal(&meta, &e))?;
-    // Follow-ups, repeated by every replay (each is idempotent): the initial charge and the listings.
+    // The follow-up, repeated by every replay (it is idempotent): the initial charge.
     if let (
         Some(charge_id),
         Some(InitialDraft {
@@ -590,29 +590,8 @@ async fn draft(
             Op::Execute(commands::create_charge(cd, charge_id.clone())),
         )
         .await?;
-        list_add(&s, &meta, &msn, Some(&a.id), charge_id).await?;
     }
-    list_add(&s, &meta, &msn, None, &drafted.agreement_id).await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
-}
-
-/// Adds an id to an index unless it is there already.
-async fn list_add(
-    s: &S,
-    meta: &RequestMeta,
-    msn: &str,
-    agreement: Option<&str>,
-    id: &str,
-) -> Result<(), ApiError> {
-    let there = index::contains(s, msn, agreement, id)
-        .await
-        .map_err(|e| internal(meta, &e))?;
-    if !there {
-        index::append(s, msn, agreement, vec![id.to_owned()])
-            .await
-            .map_err(|e| internal(meta, &e))?;
-    }
-    Ok(())
 }
 
 /// The failure every attempt of a charge meets: a magic amount on a test merchant, or above the user's maximum.
@@ -726,7 +705,7 @@ async fn list_agreements(
         return Err(bad(&meta, "pageSize", "must be 1 to 1000"));
     }
     let msn = auth.msn_str();
-    let ids = index::list(&s, msn, None)
+    let ids = list::agreements(&s, msn)
         .await
         .map_err(|e| internal(&meta, &e))?;
     let mut out = Vec::new();
@@ -786,7 +765,7 @@ pub(super) async fn agreement_follow_up(
             }
         }
         AStatus::Stopped | AStatus::Expired => {
-            let ids = index::list(s, msn, Some(id))
+            let ids = list::charges(s, msn, id)
                 .await
                 .map_err(|e| internal(meta, &e))?;
             for cid in ids {
@@ -1034,7 +1013,7 @@ fn validate_charge(
     })
 }
 
-/// Creates one charge idempotently and lists it; the answer as the client gets it.
+/// Creates one charge idempotently (one write: the store lists it by its agreement); the answer as the client gets it.
 async fn create_one(
     s: &S,
     meta: &RequestMeta,
@@ -1058,21 +1037,7 @@ async fn create_one(
         Op::Execute(commands::create_charge(d, id)),
     )
     .await?;
-    if resp.status() != http::StatusCode::CREATED {
-        return Ok(resp);
-    }
-    let replayed = resp.headers().contains_key(h::IDEMPOTENT_REPLAYED);
-    let (parts, bytes) = buffered(resp).await;
-    let created: vipps_types::recurring::ChargeReference =
-        serde_json::from_slice(&bytes).map_err(|e| internal(meta, &e))?;
-    if replayed {
-        list_add(s, meta, msn, Some(agreement_id), &created.charge_id).await?;
-    } else {
-        index::append(s, msn, Some(agreement_id), vec![created.charge_id])
-            .await
-            .map_err(|e| internal(meta, &e))?;
-    }
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    Ok(resp)
 }
 
 /// `POST /recurring/v3/agreements/{agreementId}/charges`.
@@ -1139,16 +1104,57 @@ async fn bulk_charges(
     }))
     .await;
     let mut out = BulkChargesResponse::default();
-    for (item, r) in r.charges.into_iter().zip(results) {
+    for (i, (item, r)) in r.charges.into_iter().zip(results).enumerate() {
         match r {
             Ok(id) => out.valid_charges.push(id),
-            Err(e) => out.invalid_charges.push(InvalidCharge {
-                charge_batch_item_dto: item,
-                errors: vec![e],
-            }),
+            Err(e) => {
+                creation_failed(&s, &meta, &auth, &format!("{key}-{i}"), &item, &e).await?;
+                out.invalid_charges.push(InvalidCharge {
+                    charge_batch_item_dto: item,
+                    errors: vec![e],
+                });
+            }
         }
     }
     Ok((http::StatusCode::ACCEPTED, axum::Json(out)).into_response())
+}
+
+/// Reports a refused bulk item by webhook (`recurring.charge-creation-failed.v1`), as the vendor does for
+/// charges of an asynchronous creation, once: the write has a key of its own derived from the item's, so a replay
+/// of the bulk request (or a retry after a crash between the refusal and the report) reports nothing twice.
+async fn creation_failed(
+    s: &S,
+    meta: &RequestMeta,
+    auth: &AuthCtx,
+    item_key: &str,
+    item: &vipps_types::recurring::BulkChargeItem,
+    why: &str,
+) -> Result<(), ApiError> {
+    let key = format!("{item_key}-creation-failed");
+    let f = commands::CreationFailure {
+        order_id: item.order_id.clone(),
+        external_id: item.external_id.clone(),
+        amount: item.amount,
+        charge_type: item
+            .type_
+            .as_ref()
+            .map_or("RECURRING", |t| t.as_str())
+            .to_owned(),
+        description: why.to_owned(),
+    };
+    // 404 (an agreement this merchant does not have) reports nothing: there is no agreement to report on.
+    run_idempotent(
+        s,
+        meta,
+        idem(auth, &key, item),
+        Op::Execute(commands::charge_creation_failed(
+            auth.msn_str(),
+            &item.agreement_id,
+            f,
+        )),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Query of the charge list.
@@ -1167,7 +1173,7 @@ async fn list_charges(
 ) -> ApiResult {
     let msn = auth.msn_str();
     load_agreement(&s, &meta, msn, &agreement_id).await?;
-    let ids = index::list(&s, msn, Some(&agreement_id))
+    let ids = list::charges(&s, msn, &agreement_id)
         .await
         .map_err(|e| internal(&meta, &e))?;
     let mut out = Vec::with_capacity(ids.len());

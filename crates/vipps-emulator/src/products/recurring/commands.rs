@@ -1,10 +1,10 @@
 //! The Recurring commands: what drafting, accepting, rejecting, stopping and updating do to an agreement, what
-//! creating, capturing, refunding, cancelling and the passing of time do to a charge, the listing indexes, and
+//! creating, capturing, refunding, cancelling and the passing of time do to a charge, and
 //! the webhook events they emit. Pure functions the platform runs inside its transaction.
 //!
 //! **One document per charge.** A charge is its own aggregate (`recurring.charge`, id = charge id), so creating
-//! one writes a small new document instead of rewriting a growing agreement. Listing uses small index pages
-//! (`recurring.index`, at most [`PAGE`] ids each): the agreements of a sales unit, and the charges of an agreement.
+//! one writes a small new document instead of rewriting a growing agreement; it names its agreement as its
+//! parent, which is how the store lists an agreement's charges (`list.rs`), so a create is one write.
 
 use vipps_types::recurring::{Actor, RecurringEventType};
 
@@ -41,29 +41,11 @@ impl Aggregate for Charge {
     fn due_ms(&self) -> Option<i64> {
         Charge::due_ms(self)
     }
-}
 
-/// One page of a listing index.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) struct IndexPage {
-    /// Ids, in the order they were added.
-    pub ids: Vec<String>,
-}
-
-impl Aggregate for IndexPage {
-    const KIND: &'static str = "recurring.index";
-
-    fn state_label(&self) -> &'static str {
-        "INDEX"
-    }
-
-    fn due_ms(&self) -> Option<i64> {
-        None
+    fn parent(&self) -> Option<&str> {
+        Some(&self.agreement_id)
     }
 }
-
-/// Ids per index page.
-pub(super) const PAGE: usize = 100;
 
 /// The store key of an agreement.
 pub(super) fn agreement_key(msn: &str, id: &str) -> AggregateKey {
@@ -80,18 +62,6 @@ pub(super) fn charge_key(msn: &str, id: &str) -> AggregateKey {
         kind: Charge::KIND,
         tenant: msn.to_owned(),
         id: id.to_owned(),
-    }
-}
-
-/// The index of a sales unit's agreements (`None`) or of an agreement's charges.
-pub(super) fn index_key(msn: &str, agreement: Option<&str>, page: usize) -> AggregateKey {
-    AggregateKey {
-        kind: IndexPage::KIND,
-        tenant: msn.to_owned(),
-        id: match agreement {
-            None => format!("agreements#{page}"),
-            Some(a) => format!("charges:{a}#{page}"),
-        },
     }
 }
 
@@ -677,30 +647,46 @@ fn from_of(c: &Charge, _before: usize, changes: &[ChargeChange]) -> usize {
     c.history.len().saturating_sub(changes.len())
 }
 
-/// Adds ids to one index page (creating it); answers how many of `ids` it took (the rest go to the next page).
-pub(super) fn index_append(key: AggregateKey, ids: Vec<String>) -> Box<dyn Command> {
-    change::<IndexPage, _>(key, move |current, _ctx| {
-        let mut page = current.cloned().unwrap_or_default();
-        let create = current.is_none();
-        let mut taken = 0usize;
-        for id in &ids {
-            if page.ids.len() >= PAGE {
-                break;
-            }
-            if !page.ids.contains(id) {
-                page.ids.push(id.clone());
-            }
-            taken += 1;
-        }
-        let answer = StoredResponse::json(200, &taken);
-        if !create && current.is_some_and(|c| c.ids.len() == page.ids.len()) {
-            return Outcome::answer(answer);
-        }
+/// A charge of an asynchronous (bulk) creation that was refused after the request was accepted.
+#[derive(Debug, Clone)]
+pub(super) struct CreationFailure {
+    /// The merchant's `orderId`, if it gave one (otherwise the event names a fresh id, as no charge exists).
+    pub(super) order_id: Option<String>,
+    pub(super) external_id: Option<String>,
+    pub(super) amount: i64,
+    pub(super) charge_type: String,
+    /// Why, in words (the refusal's field and rule).
+    pub(super) description: String,
+}
+
+/// Reports a refused bulk item as `recurring.charge-creation-failed.v1` on its agreement, which it leaves
+/// unchanged; 404 (and no event) when the agreement does not exist for this merchant.
+pub(super) fn charge_creation_failed(
+    msn: &str,
+    agreement_id: &str,
+    f: CreationFailure,
+) -> Box<dyn Command> {
+    let agreement = agreement_id.to_owned();
+    change::<Agreement, _>(agreement_key(msn, agreement_id), move |current, ctx| {
+        let Some(a) = current else {
+            return Outcome::answer(not_found("agreement", &agreement, ctx));
+        };
+        let charge_id = f
+            .order_id
+            .clone()
+            .unwrap_or_else(|| new_charge_id(ctx.ids.bytes16()));
+        let t = RecurringEventType::ChargeCreationFailed;
+        let body = render::creation_failed_event(a, &charge_id, &f, ctx.now_ms);
         Outcome {
-            save: Some(page),
-            create,
-            events: Vec::new(),
-            answer,
+            save: None,
+            create: false,
+            events: vec![json_event(
+                t,
+                format!("{charge_id}:creation-failed"),
+                "CREATION_FAILED",
+                &body,
+            )],
+            answer: StoredResponse::empty(204),
         }
     })
 }

@@ -5,7 +5,7 @@
 //! - `api.rs`: routes, authentication and validation, handing commands to the platform; Recurring problems.
 //! - `commands.rs`: what each operation does to a stored agreement or charge, and which events it emits (pure).
 //! - `domain.rs`: the two state machines and the magic amounts (pure).
-//! - `index.rs`: the listing pages (agreements of a sales unit, charges of an agreement).
+//! - `list.rs`: listing (agreements of a sales unit, charges of an agreement), by the store's index.
 //! - `render.rs`: stored documents to wire bodies (pure).
 //! - `controls.rs`: the confirmation page, acting as the user, failing a charge, the due count.
 //! - `view.rs`: how the dashboard shows an agreement and a charge.
@@ -14,13 +14,13 @@ mod api;
 mod commands;
 mod controls;
 mod domain;
-mod index;
+mod list;
 mod render;
 mod view;
 
 use axum::Router;
 
-use self::commands::{AgreementOp, ChargeOp, IndexPage};
+use self::commands::{AgreementOp, ChargeOp};
 use self::domain::{Agreement, Charge};
 use crate::platform::Shared;
 use crate::platform::aggregate::{Aggregate, Command, Decoded, Decoder, decode};
@@ -48,11 +48,7 @@ impl Product for Recurring {
     }
 
     fn kinds(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            (Agreement::KIND, "agreements"),
-            (Charge::KIND, "charges"),
-            (IndexPage::KIND, "recurring_index_pages"),
-        ]
+        &[(Agreement::KIND, "agreements"), (Charge::KIND, "charges")]
     }
 
     fn settle(&self, kind: &str, tenant: &str, id: &str) -> Option<Box<dyn Command>> {

@@ -161,3 +161,26 @@ pub(super) fn charge_event(
         },
     }
 }
+
+/// The body of `recurring.charge-creation-failed.v1`: what the refused charge would have been, on its agreement.
+pub(super) fn creation_failed_event(
+    a: &Agreement,
+    charge_id: &str,
+    f: &super::commands::CreationFailure,
+    at_ms: i64,
+) -> ChargeWebhookEvent {
+    ChargeWebhookEvent {
+        agreement_id: a.id.clone(),
+        agreement_external_id: a.external_id.clone(),
+        charge_id: charge_id.to_owned(),
+        charge_external_id: f.external_id.clone(),
+        amount: f.amount,
+        currency: a.currency.clone(),
+        charge_type: ChargeType::from_wire(&f.charge_type),
+        event_type: RecurringEventType::ChargeCreationFailed,
+        occurred: ts(at_ms),
+        msn: a.msn.clone(),
+        failure_reason: Some(FailureReason::NonTechnicalError),
+        failure_description: Some(f.description.clone()),
+    }
+}

@@ -342,7 +342,7 @@ async fn save(
             let key = command(reqs[i]).key();
             let st = if put.create { &create } else { &upsert };
             Some(async move {
-                let p: [&(dyn ToSql + Sync); 7] = [
+                let p: [&(dyn ToSql + Sync); 8] = [
                     &key.kind,
                     &key.tenant,
                     &key.id,
@@ -350,6 +350,7 @@ async fn save(
                     &put.due_ms,
                     &put.data,
                     &reqs[i].now_ms,
+                    &put.parent,
                 ];
                 tx.execute(st, &p).await.map(|n| (pos, n))
             })
