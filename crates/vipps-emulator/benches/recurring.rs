@@ -7,7 +7,7 @@
 //! 2. `epayment get` and `epayment create`: the reference ratios (as in `benches/emulator.rs`);
 //! 3. `agreement get`: `GET /recurring/v3/agreements/{id}` over pre-created, accepted agreements;
 //! 4. `charge create`: `POST /recurring/v3/agreements/{id}/charges`, a fresh key per request, spread over the
-//!    pre-created agreements (each charge is its own document plus an index append);
+//!    pre-created agreements (each charge is its own document, listed by its agreement as parent: one write);
 //! 5. `sweep`: `BENCH_SWEEP` (100,000) charges created through the bulk endpoint, due the next day; the clock is
 //!    moved past their due date and the time until the sweeper has charged every one is measured.
 //!
