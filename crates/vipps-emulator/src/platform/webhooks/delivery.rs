@@ -203,6 +203,9 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
     }
 }
 
+/// How long the dispatcher waits for a wake-up when every due delivery is already under way.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+
 /// How many due deliveries one read of the queue takes.
 const DUE_PAGE: usize = 1024;
 
@@ -258,6 +261,11 @@ pub(crate) async fn dispatcher(s: S, shutdown: CancellationToken) {
             }
         }
         let wait = match s.store.next_delivery_ms().await {
+            // Due now, yet not started by the pass that just ended: in flight, behind one in flight, or attempted
+            // and not yet recorded. Each of those ends with a recorded attempt, which wakes the dispatcher, so
+            // this is only a safety poll. (Polling every millisecond instead re-read the whole in-flight window
+            // a thousand times a second: most of the store's reads in a burst.)
+            Ok(Some(next)) if next <= s.clock.unix_ms() => IN_FLIGHT_POLL,
             Ok(Some(next)) => {
                 Duration::from_millis((next - s.clock.unix_ms()).clamp(1, 1000) as u64)
             }
