@@ -108,8 +108,9 @@ impl RawRecord {
 }
 
 /// Filters for [`RequestLog::query`].
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RequestFilter {
     /// Only this MSN.
     pub msn: Option<String>,

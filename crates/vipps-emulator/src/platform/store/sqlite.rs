@@ -149,6 +149,8 @@ struct Inner {
     cache: AggregateCache,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Told about every commit of the writer (see [`Store::on_commit`]).
+    commit_hook: std::sync::OnceLock<super::CommitHook>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -289,6 +291,7 @@ impl SqliteStore {
             cache: AggregateCache::new(CACHE_CAPACITY),
             readers: Mutex::new(Vec::new()),
             path,
+            commit_hook: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
@@ -573,6 +576,18 @@ impl Store for SqliteStore {
             })
         })
     }
+
+    fn state_counts(&self) -> BoxFut<'static, Result<Vec<(String, String, u64)>, StoreError>> {
+        self.read(|c| {
+            c.prepare("SELECT kind, state, count(*) FROM aggregates GROUP BY kind, state")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect()
+        })
+    }
+
+    fn on_commit(&self, hook: super::CommitHook) {
+        let _ = self.inner.commit_hook.set(hook);
+    }
 }
 
 fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
@@ -612,6 +627,7 @@ fn writer_loop(
         }
         let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
         let mut fx = BatchEffects::default();
+        let started = std::time::Instant::now();
         let committed = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Savepoints through cached statements: rusqlite's `Savepoint` parses its SQL anew every time, twice
@@ -637,6 +653,9 @@ fn writer_loop(
         })();
         match committed {
             Ok(()) => {
+                if let Some(hook) = inner.commit_hook.get() {
+                    hook(batch.len(), started.elapsed());
+                }
                 inner.cache.publish(fx.saved);
                 for (job, r) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(r);
