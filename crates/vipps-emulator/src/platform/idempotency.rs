@@ -12,8 +12,8 @@ use vipps_types::problem::ErrorCode;
 
 use super::Shared;
 use super::aggregate::{Aggregate, AggregateKey, Command, decode};
-use super::metrics::IdempotencyOutcome;
 use super::http::{ApiError, ApiResult, RequestMeta, stored_to_response};
+use super::metrics::IdempotencyOutcome;
 use super::store::{IdemClaim, Op, WriteRequest, WriteResult};
 
 /// Claims of an in-flight idempotent request, so a concurrent duplicate is answered 423 instead of waiting.

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format (version 0.0.4).
 //!
-//! Every label value comes from a bounded set: route templates as the router matched them (never raw paths,
-//! references or keys), the standard methods, status codes, aggregate kinds and states as products declare them,
+//! Every label value comes from a bounded set: route templates as the router matched them, parameters written
+//! `:name` (never raw paths, references or keys), the standard methods, status codes, aggregate kinds and states as products declare them,
 //! fixed outcome names. The aggregate gauges follow writes (each product command notes the state it left and
 //! the state it saved, [`observe`]), so a scrape never counts a table; they are read from the store once at start
 //! and, on a shared store where other instances write too, recounted now and then in the background.
@@ -239,7 +239,9 @@ impl Metrics {
             IdempotencyOutcome::Conflict => "conflict",
             IdempotencyOutcome::InFlight => "in_flight",
         };
-        self.idempotency.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.idempotency
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Counts a delivery attempt and its time.
@@ -249,7 +251,9 @@ impl Metrics {
             DeliveryLabel::Retry => "retry",
             DeliveryLabel::GivenUp => "given_up",
         };
-        self.deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         self.delivery_latency.observe(took.as_secs_f64());
     }
 
@@ -343,6 +347,20 @@ fn intern(s: &str) -> &'static str {
     v
 }
 
+/// A route template as a label, parameters written `:name` (`/epayment/v1/payments/:reference`): braces in
+/// label values trip simple exposition parsers. Converted once per route, then interned.
+fn route_label(template: &str) -> &'static str {
+    static LABELS: OnceLock<RwLock<std::collections::HashMap<&'static str, &'static str>>> =
+        OnceLock::new();
+    let map = LABELS.get_or_init(RwLock::default);
+    if let Some(l) = map.read().get(template) {
+        return l;
+    }
+    let label = intern(&template.replace('{', ":").replace('}', ""));
+    map.write().insert(intern(template), label);
+    label
+}
+
 /// The method as a bounded label (`OTHER` for extension methods).
 fn method_label(m: &http::Method) -> &'static str {
     match *m {
@@ -367,7 +385,7 @@ pub(crate) async fn layer(State(s): State<Shared>, req: Request, next: Next) -> 
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or(UNMATCHED, |p| intern(p.as_str()));
+        .map_or(UNMATCHED, |p| route_label(p.as_str()));
     let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;

@@ -165,7 +165,10 @@ pub(crate) async fn spec(
 ) -> ApiResult {
     match specs(&s).into_iter().find(|(n, _)| *n == name) {
         Some((_, text)) => Ok((
-            [(http::header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+            [(
+                http::header::CONTENT_TYPE,
+                "application/yaml; charset=utf-8",
+            )],
             text,
         )
             .into_response()),

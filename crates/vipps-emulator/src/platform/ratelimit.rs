@@ -127,7 +127,9 @@ pub(crate) async fn layer(
     let mut bytes = None;
     let params = if limit.key.iter().any(|k| matches!(k, KeyPart::Path(_))) {
         use axum::extract::FromRequestParts;
-        RawPathParams::from_request_parts(&mut parts, &()).await.ok()
+        RawPathParams::from_request_parts(&mut parts, &())
+            .await
+            .ok()
     } else {
         None
     };

@@ -580,7 +580,9 @@ impl Store for SqliteStore {
     fn state_counts(&self) -> BoxFut<'static, Result<Vec<(String, String, u64)>, StoreError>> {
         self.read(|c| {
             c.prepare("SELECT kind, state, count(*) FROM aggregates GROUP BY kind, state")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })?
                 .collect()
         })
     }

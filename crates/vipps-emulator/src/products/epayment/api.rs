@@ -56,12 +56,42 @@ pub(super) fn rate_limits() -> Vec<RateLimit> {
         key,
     };
     vec![
-        limit(Method::POST, "/epayment/v1/payments", 5, &[Body("reference"), Merchant]),
-        limit(Method::POST, "/epayment/v1/payments/{reference}/capture", 5, &[Path("reference"), Merchant]),
-        limit(Method::POST, "/epayment/v1/payments/{reference}/refund", 5, &[Path("reference"), Merchant]),
-        limit(Method::POST, "/epayment/v1/payments/{reference}/cancel", 5, &[Path("reference"), Merchant]),
-        limit(Method::GET, "/epayment/v1/payments/{reference}", 120, &[Path("reference"), SubscriptionKey]),
-        limit(Method::GET, "/epayment/v1/payments/{reference}/events", 120, &[Path("reference"), SubscriptionKey]),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments",
+            5,
+            &[Body("reference"), Merchant],
+        ),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments/{reference}/capture",
+            5,
+            &[Path("reference"), Merchant],
+        ),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments/{reference}/refund",
+            5,
+            &[Path("reference"), Merchant],
+        ),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments/{reference}/cancel",
+            5,
+            &[Path("reference"), Merchant],
+        ),
+        limit(
+            Method::GET,
+            "/epayment/v1/payments/{reference}",
+            120,
+            &[Path("reference"), SubscriptionKey],
+        ),
+        limit(
+            Method::GET,
+            "/epayment/v1/payments/{reference}/events",
+            120,
+            &[Path("reference"), SubscriptionKey],
+        ),
     ]
 }
 

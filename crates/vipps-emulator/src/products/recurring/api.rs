@@ -96,15 +96,50 @@ pub(super) fn rate_limits() -> Vec<RateLimit> {
     vec![
         limit(Method::POST, "/recurring/v3/agreements", 300, &[Merchant]),
         limit(Method::GET, "/recurring/v3/agreements", 5, &[Merchant]),
-        limit(Method::GET, "/recurring/v3/agreements/{agreement_id}", 120, &[AGREEMENT]),
-        limit(Method::PATCH, "/recurring/v3/agreements/{agreement_id}", 5, &[AGREEMENT]),
-        limit(Method::POST, "/recurring/v3/agreements/{agreement_id}/charges", 2, &[AGREEMENT, IdempotencyKey]),
-        limit(Method::GET, "/recurring/v3/agreements/{agreement_id}/charges", 10, &[AGREEMENT]),
+        limit(
+            Method::GET,
+            "/recurring/v3/agreements/{agreement_id}",
+            120,
+            &[AGREEMENT],
+        ),
+        limit(
+            Method::PATCH,
+            "/recurring/v3/agreements/{agreement_id}",
+            5,
+            &[AGREEMENT],
+        ),
+        limit(
+            Method::POST,
+            "/recurring/v3/agreements/{agreement_id}/charges",
+            2,
+            &[AGREEMENT, IdempotencyKey],
+        ),
+        limit(
+            Method::GET,
+            "/recurring/v3/agreements/{agreement_id}/charges",
+            10,
+            &[AGREEMENT],
+        ),
         limit(Method::GET, charge, 10, &[AGREEMENT, CHARGE]),
         limit(Method::DELETE, charge, 5, &[AGREEMENT, CHARGE]),
-        limit(Method::POST, "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}/capture", 5, &[AGREEMENT, CHARGE]),
-        limit(Method::POST, "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}/refund", 5, &[AGREEMENT, CHARGE]),
-        limit(Method::GET, "/recurring/v3/charges/{charge_id}", 100, &[CHARGE]),
+        limit(
+            Method::POST,
+            "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}/capture",
+            5,
+            &[AGREEMENT, CHARGE],
+        ),
+        limit(
+            Method::POST,
+            "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}/refund",
+            5,
+            &[AGREEMENT, CHARGE],
+        ),
+        limit(
+            Method::GET,
+            "/recurring/v3/charges/{charge_id}",
+            100,
+            &[CHARGE],
+        ),
     ]
 }
 

@@ -8,10 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use maud::html;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api::{agreement_follow_up, load_agreement, load_charge, recurring_problems};
 use super::commands::{self, AgreementOp, ChargeOp};
