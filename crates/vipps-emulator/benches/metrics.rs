@@ -23,9 +23,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,8 +36,6 @@ use tokio::runtime::Runtime;
 use vipps_emulator::{Config, Durability, Emulator, Storage};
 
 include!("common/loadgen.rs");
-
-type Bf<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A started emulator with its API client and store directory.
 struct Running {
@@ -96,6 +93,7 @@ fn main() {
     let client_rt = runtime(k.client_threads, "loadgen");
     std::fs::create_dir_all(&k.dir).expect("BENCH_DIR");
     println!("vipps-emulator metrics benchmark");
+    println!("stores under {} — {}", k.dir.display(), mount_of(&k.dir));
     println!(
         "{} CPUs ({}); {} keep-alive connections; {} s per round after {} s warm-up; {} rounds per emulator",
         std::thread::available_parallelism()

@@ -27,8 +27,8 @@ use tokio_postgres::NoTls;
 
 use super::{
     AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
-    DueAggregate, DueDelivery, Op, SharedFaults, Store, StoreError, WebhookRow, WriteRequest,
-    WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
+    DueAggregate, DueDelivery, Op, SharedFaults, StateCounts, Store, StoreError, WebhookRow,
+    WriteRequest, WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::platform::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder};
 use crate::platform::faults::{FaultAction, FaultRule, path_matches};
@@ -1093,7 +1093,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn state_counts(&self) -> BoxFut<'static, Result<Vec<(String, String, u64)>, StoreError>> {
+    fn state_counts(&self) -> BoxFut<'static, Result<StateCounts, StoreError>> {
         let pool = self.pool.clone();
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_err)?;

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use super::{
     AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
-    DueAggregate, DueDelivery, Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult,
-    fan_out, stored_answer, too_many_webhooks, webhook_not_found,
+    DueAggregate, DueDelivery, Op, StateCounts, Store, StoreError, WebhookRow, WriteRequest,
+    WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::config::Durability;
 use crate::platform::aggregate::{AggregateKey, Ctx, Decoded, Decoder};
@@ -577,7 +577,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn state_counts(&self) -> BoxFut<'static, Result<Vec<(String, String, u64)>, StoreError>> {
+    fn state_counts(&self) -> BoxFut<'static, Result<StateCounts, StoreError>> {
         self.read(|c| {
             c.prepare("SELECT kind, state, count(*) FROM aggregates GROUP BY kind, state")?
                 .query_map([], |r| {
