@@ -857,10 +857,20 @@ async fn the_emulators_rate_limit_is_waited_out_as_retry_after_says() {
     let waited = clock.sleeps();
     assert_eq!(waited.len(), 1, "{waited:?}");
     let asked = err.api().unwrap().retry_after.expect("Retry-After");
-    assert!(asked >= Duration::from_secs(59) && asked <= Duration::from_secs(60), "{asked:?}");
-    assert!(waited[0] >= Duration::from_secs(59), "waited {:?}, asked {asked:?}", waited[0]);
+    assert!(
+        asked >= Duration::from_secs(59) && asked <= Duration::from_secs(60),
+        "{asked:?}"
+    );
+    assert!(
+        waited[0] >= Duration::from_secs(59),
+        "waited {:?}, asked {asked:?}",
+        waited[0]
+    );
     // A minute of emulator time later the window has passed.
     env.advance_clock(60).await;
-    assert_eq!(client.epayment().get(&r).await.unwrap().state, State::Created);
+    assert_eq!(
+        client.epayment().get(&r).await.unwrap().state,
+        State::Created
+    );
     env.emu.shutdown().await;
 }
