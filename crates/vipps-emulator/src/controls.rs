@@ -334,7 +334,7 @@ pub(crate) async fn clear_fault_rules(s: &S, meta: &RequestMeta) -> Result<(), A
     tag = "platform",
     params(RequestFilter),
     responses(
-        (status = 200, description = "Recorded API requests, newest first", body = Vec<JsonObject>),
+        (status = 200, description = "Recorded API requests, newest first", body = Vec<crate::platform::reqlog::RequestRecord>),
         (status = 400, description = "An invalid filter", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
