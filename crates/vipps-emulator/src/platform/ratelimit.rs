@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use vipps_types::headers as h;
 
 use super::Shared;
-use super::http::RequestMeta;
+use super::http::{RequestMeta, read_body};
 
 /// One part of what a limit counts per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,12 +145,12 @@ pub(crate) async fn layer(
             KeyPart::Body(field) => {
                 if bytes.is_none() {
                     let b = body.take().unwrap_or_default();
-                    // A body too large to read is refused by the handler anyway; it counts under an empty value.
-                    bytes = Some(
-                        axum::body::to_bytes(b, s.config.limits.max_body_bytes)
-                            .await
-                            .unwrap_or_default(),
-                    );
+                    // Read as the handler would (413 above the limit), and handed on to it as read.
+                    let meta = RequestMeta::of(&parts);
+                    match read_body(&meta, b, s.config.limits.max_body_bytes).await {
+                        Ok(b) => bytes = Some(b),
+                        Err(e) => return e.into_response(),
+                    }
                 }
                 let v = bytes
                     .as_ref()

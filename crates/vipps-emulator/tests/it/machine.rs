@@ -730,6 +730,12 @@ async fn the_documented_rate_limits_answer_429_with_retry_after_and_reset_on_emu
     .await;
     // The 429s are in the request record, like any answer.
     assert!(!env.requests("status=429").await.is_empty());
+    // A create whose reference the limiter reads from the body: a body over the size limit is refused as the
+    // handler would refuse it.
+    let huge = json!({"reference": "limited-huge-1", "padding": "x".repeat(2 * 1024 * 1024)});
+    let r = env.post_json(&token, "/epayment/v1/payments", Some("huge-key"), huge).await;
+    let p = problem(r, 413, None).await;
+    assert_eq!(fields(&p), vec!["body"]);
 }
 
 #[tokio::test]
