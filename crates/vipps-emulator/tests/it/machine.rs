@@ -86,6 +86,25 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
         200
     );
     assert_eq!(env.get(&token, "/no/such/route").await.status(), 404);
+    // An in-flight duplicate (the first create is slowed down by a fault): 423.
+    let fault = json!({"method": "POST", "path": "/epayment/v1/payments", "times": 1, "action": "delay", "ms": 500});
+    assert_eq!(
+        env.control(Method::POST, "/_emulator/faults", Some(fault))
+            .await
+            .status(),
+        201
+    );
+    let slow = env.create(&token, "metrics-slow-0001", 1000, "k-slow");
+    let duplicate = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        env.create(&token, "metrics-slow-0001", 1000, "k-slow")
+            .await
+    };
+    let (first, second) = tokio::join!(slow, duplicate);
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (201, 423)
+    );
     let rotated = env
         .control(
             Method::POST,
@@ -95,14 +114,14 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
         .await;
     assert_eq!(rotated.status(), 200);
 
-    // Deliveries are asynchronous: wait (bounded) for the two `created` events to be recorded.
+    // Deliveries are asynchronous: wait (bounded) for the three `created` events to be recorded.
     let mut after = scrape(&env).await;
     for _ in 0..100 {
         if count(
             &after.1,
             "vipps_emulator_webhook_deliveries_total",
             &[("outcome", "delivered")],
-        ) >= 2.0
+        ) >= 3.0
         {
             break;
         }
@@ -121,7 +140,12 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
         (
             "create 201",
             route("/epayment/v1/payments", "POST", "201"),
-            3.0,
+            4.0,
+        ),
+        (
+            "create 423",
+            route("/epayment/v1/payments", "POST", "423"),
+            1.0,
         ),
         (
             "create 409",
@@ -151,7 +175,7 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
                 "vipps_emulator_aggregates",
                 &[("kind", "payments"), ("state", "CREATED")],
             ),
-            1.0,
+            2.0,
         ),
         (
             "replayed",
@@ -178,7 +202,7 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
                 "vipps_emulator_idempotency_total",
                 &[("outcome", "in_flight")],
             ),
-            0.0,
+            1.0,
         ),
         (
             "delivered",
@@ -187,7 +211,7 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
                 "vipps_emulator_webhook_deliveries_total",
                 &[("outcome", "delivered")],
             ),
-            2.0,
+            3.0,
         ),
         (
             "delivery latency observations",
@@ -196,7 +220,7 @@ async fn metrics_move_with_real_requests_and_carry_only_bounded_labels() {
                 "vipps_emulator_webhook_delivery_duration_seconds_count",
                 &[],
             ),
-            2.0,
+            3.0,
         ),
         (
             "rotation of the test pool",
@@ -733,7 +757,9 @@ async fn the_documented_rate_limits_answer_429_with_retry_after_and_reset_on_emu
     // A create whose reference the limiter reads from the body: a body over the size limit is refused as the
     // handler would refuse it.
     let huge = json!({"reference": "limited-huge-1", "padding": "x".repeat(2 * 1024 * 1024)});
-    let r = env.post_json(&token, "/epayment/v1/payments", Some("huge-key"), huge).await;
+    let r = env
+        .post_json(&token, "/epayment/v1/payments", Some("huge-key"), huge)
+        .await;
     let p = problem(r, 413, None).await;
     assert_eq!(fields(&p), vec!["body"]);
 }
