@@ -126,30 +126,47 @@ async fn env(State(s): State<S>) -> impl IntoResponse {
     get,
     path = "/_emulator/health",
     tag = "platform",
-    responses((status = 200, description = "`status` (`ok`), `now` (emulator time), `idempotency_records`, \
-        `webhooks`, `requests_recorded`, and a count per aggregate kind (`payments`, `agreements`...)",
-        body = JsonObject)),
+    responses((status = 200, description = "Counts, and a count per aggregate kind", body = HealthView)),
 )]
 async fn health(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     let counts = s.store.counts().await.map_err(|e| internal(&meta, &e))?;
-    let mut body = serde_json::json!({
-        "status": "ok",
-        "now": crate::platform::clock::rfc3339(s.clock.now()),
-        "idempotency_records": counts.idempotency,
-        "webhooks": counts.webhooks,
-        "requests_recorded": s.requests.len(),
-    });
     // Every product's kinds are listed, with 0 until the first one exists.
-    for p in s.products.iter() {
-        for (_, label) in p.kinds() {
-            body[*label] = 0.into();
-        }
-    }
+    let mut aggregates: std::collections::BTreeMap<String, u64> = s
+        .products
+        .iter()
+        .flat_map(|p| p.kinds().iter().map(|(_, label)| ((*label).to_owned(), 0)))
+        .collect();
     for (kind, n) in counts.aggregates {
         let label = s.products.label(&kind).unwrap_or(&kind).to_owned();
-        body[label] = n.into();
+        aggregates.insert(label, n);
     }
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(HealthView {
+        status: "ok",
+        now: crate::platform::clock::rfc3339(s.clock.now()),
+        idempotency_records: counts.idempotency,
+        webhooks: counts.webhooks,
+        requests_recorded: s.requests.len(),
+        aggregates,
+    })
+    .into_response())
+}
+
+/// What `GET /_emulator/health` answers.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct HealthView {
+    /// Always `ok`.
+    status: &'static str,
+    /// Emulator time, RFC 3339.
+    now: String,
+    /// Stored idempotency answers.
+    idempotency_records: u64,
+    /// Webhook registrations.
+    webhooks: u64,
+    /// Requests in the request record.
+    requests_recorded: usize,
+    /// Stored aggregates per kind, under the kind's name (`payments`, `agreements`, `charges`...).
+    #[serde(flatten)]
+    aggregates: std::collections::BTreeMap<String, u64>,
 }
 
 /// The clock as `GET /_emulator/clock` shows it.
