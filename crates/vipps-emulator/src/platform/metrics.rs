@@ -95,6 +95,8 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 
 /// The metrics of one emulator.
 pub(crate) struct Metrics {
+    /// Tells this emulator's handles apart in the per-thread caches (several emulators may share a process).
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -203,7 +205,9 @@ impl Metrics {
         for &(kind, state) in &declared {
             let _ = aggregates.get_or_create(&AggregateLabels { kind, state });
         }
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Metrics {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registry,
             requests,
             latency,
@@ -315,19 +319,40 @@ impl Metrics {
         }
     }
 
-    /// Records a request.
+    /// Records a request. The counter and histogram of each (route, method, status) are looked up in the
+    /// families once per thread and kept in a thread-local map, so a request takes none of the families' locks.
     fn request(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method,
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels { route, method })
-            .observe(took.as_secs_f64());
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            let (counter, latency) =
+                h.entry((self.id, route, method, status))
+                    .or_insert_with(|| {
+                        (
+                            self.requests.get_or_create_owned(&RequestLabels {
+                                route,
+                                method,
+                                status,
+                            }),
+                            self.latency
+                                .get_or_create_owned(&RouteLabels { route, method }),
+                        )
+                    });
+            counter.inc();
+            latency.observe(took.as_secs_f64());
+        });
     }
+}
+
+/// The request metrics' handles per (emulator, route label, method, status); see [`Metrics::request`]. A stopped
+/// emulator's entries stay until the thread ends: one per route, method and status it answered, a few kilobytes.
+type Handles =
+    std::collections::HashMap<(u64, &'static str, &'static str, u16), (Counter, Histogram)>;
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::default();
+    /// Route templates as the router names them → their labels, per thread (no shared lock per request).
+    static ROUTES: std::cell::RefCell<std::collections::HashMap<Box<str>, &'static str>> =
+        std::cell::RefCell::default();
 }
 
 /// Route templates and states as `&'static str`, each leaked once: the set is bounded by the routes and states
@@ -350,15 +375,14 @@ fn intern(s: &str) -> &'static str {
 /// A route template as a label, parameters written `:name` (`/epayment/v1/payments/:reference`): braces in
 /// label values trip simple exposition parsers. Converted once per route, then interned.
 fn route_label(template: &str) -> &'static str {
-    static LABELS: OnceLock<RwLock<std::collections::HashMap<&'static str, &'static str>>> =
-        OnceLock::new();
-    let map = LABELS.get_or_init(RwLock::default);
-    if let Some(l) = map.read().get(template) {
-        return l;
-    }
-    let label = intern(&template.replace('{', ":").replace('}', ""));
-    map.write().insert(intern(template), label);
-    label
+    ROUTES.with(|r| {
+        if let Some(l) = r.borrow().get(template) {
+            return *l;
+        }
+        let label = intern(&template.replace('{', ":").replace('}', ""));
+        r.borrow_mut().insert(template.into(), label);
+        label
+    })
 }
 
 /// The method as a bounded label (`OTHER` for extension methods).
