@@ -534,7 +534,22 @@ pub(crate) fn api_error(e: vipps_client::Error) -> anyhow::Error {
     } else {
         Class::Api
     };
-    classify(class, e)
+    // A rate-limited call was already retried as the server's `Retry-After` asked; say so, and how long it asks
+    // to wait now, so the user does not retry at once.
+    let rate_limited = e.api().filter(|a| a.status == 429).map(|a| {
+        let wait = a
+            .retry_after
+            .map(|d| format!("; the server asks to wait {} s", d.as_secs().max(1)))
+            .unwrap_or_default();
+        format!(
+            "rate limited after {} attempt(s), each retry waiting as Retry-After said{wait}",
+            e.attempts()
+        )
+    });
+    match rate_limited {
+        Some(note) => classify(class, anyhow::Error::new(e).context(note)),
+        None => classify(class, e),
+    }
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {

@@ -47,6 +47,12 @@ pub struct EmulatorArgs {
     /// Turn off the /_emulator test controls.
     #[arg(long)]
     no_controls: bool,
+    /// Turn off the Prometheus metrics (GET /metrics).
+    #[arg(long)]
+    no_metrics: bool,
+    /// Enforce the vendor's documented rate limits (ePayment, Recurring): 429 with Retry-After, on emulator time.
+    #[arg(long)]
+    rate_limits: bool,
     /// Acknowledge writes once they reach the OS instead of after fsync (survives a process crash, not power loss).
     #[arg(long)]
     no_fsync: bool,
@@ -101,6 +107,12 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
     }
     if a.no_controls {
         cfg.controls = false;
+    }
+    if a.no_metrics {
+        cfg.metrics = false;
+    }
+    if a.rate_limits {
+        cfg.rate_limits = true;
     }
     if a.no_fsync {
         cfg.durability = Durability::Process;
@@ -243,6 +255,20 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         say!(
             "  test controls:    {}_emulator/ (clock, faults, requests, approve/reject)",
             emu.base_url()
+        );
+        say!(
+            "  control API:      {}_emulator/openapi.json (OpenAPI 3.1); official specs under {}_emulator/specs/",
+            emu.base_url(),
+            emu.base_url()
+        );
+    }
+    if emu.config().metrics {
+        say!("  metrics:          {}metrics (Prometheus)", emu.base_url());
+    }
+    if emu.config().rate_limits {
+        say!(
+            "  rate limits:      on, as the vendor documents them: 429 with Retry-After, on emulator time \
+             (vipps-client and the vipps commands wait as Retry-After says, then retry)"
         );
     }
     use std::io::Write as _;

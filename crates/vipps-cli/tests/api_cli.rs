@@ -521,3 +521,45 @@ async fn recurring_agreement_and_charge_commands() {
         "STOPPED"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_stays_rate_limited_says_it_waited_as_retry_after_asked() {
+    let emu = Emulator::start(Config {
+        rate_limits: true,
+        ..Config::ephemeral()
+    })
+    .await
+    .unwrap();
+    let cli = Cli {
+        base_url: emu.base_url().to_string(),
+        merchant: emu.demo_merchant().expect("the demo merchant").clone(),
+    };
+    // ePayment allows 5 creates per minute per reference and MSN (replays included: the gateway counts requests).
+    let create = [
+        "payment",
+        "create",
+        "--reference",
+        "cli-limited-0001",
+        "--amount",
+        "1000",
+        "--return-url",
+        "https://example.com/return",
+        "--idempotency-key",
+        "cli-limited-0001-create",
+        "--max-attempts",
+        "1",
+    ];
+    for _ in 0..5 {
+        cli.ok(&create).await;
+    }
+    let out = cli.run(&create).await;
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("HTTP 429"), "{err}");
+    assert!(
+        err.contains("rate limited after 1 attempt(s), each retry waiting as Retry-After said")
+            && err.contains("the server asks to wait"),
+        "{err}"
+    );
+    emu.shutdown().await;
+}

@@ -811,3 +811,66 @@ async fn the_total_deadline_ends_the_call() {
     assert!(started.elapsed() < Duration::from_secs(1));
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_emulators_rate_limit_is_waited_out_as_retry_after_says() {
+    // The vendor's limits on: 120 reads per minute per reference and subscription key.
+    let emu = Emulator::start(Config {
+        rate_limits: true,
+        ..Config::ephemeral()
+    })
+    .await
+    .expect("emulator starts");
+    let env = Env {
+        emu,
+        http: reqwest::Client::new(),
+    };
+    let clock = ManualClock::new();
+    let client = env
+        .builder()
+        .clock(clock.clone())
+        .retry_policy(
+            RetryPolicy::default()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(10))
+                .with_jitter(false)
+                .with_max_retry_after(Duration::from_secs(120)),
+        )
+        .timeouts(Timeouts::default().with_total(Duration::from_secs(600)))
+        .build()
+        .unwrap();
+    let r = reference("limit");
+    client
+        .epayment()
+        .create(&create_request(&r, 1000))
+        .await
+        .unwrap();
+    for _ in 0..120 {
+        client.epayment().get(&r).await.unwrap();
+    }
+    assert!(clock.sleeps().is_empty(), "{:?}", clock.sleeps());
+    // The 121st read is refused with Retry-After: the client waits that long (on its clock) before its retry,
+    // which the emulator refuses too, since emulator time has not moved.
+    let err = client.epayment().get(&r).await.unwrap_err();
+    assert_eq!(err.status(), Some(429), "{err}");
+    assert_eq!(err.attempts(), 2);
+    let waited = clock.sleeps();
+    assert_eq!(waited.len(), 1, "{waited:?}");
+    let asked = err.api().unwrap().retry_after.expect("Retry-After");
+    assert!(
+        asked >= Duration::from_secs(59) && asked <= Duration::from_secs(60),
+        "{asked:?}"
+    );
+    assert!(
+        waited[0] >= Duration::from_secs(59),
+        "waited {:?}, asked {asked:?}",
+        waited[0]
+    );
+    // A minute of emulator time later the window has passed.
+    env.advance_clock(60).await;
+    assert_eq!(
+        client.epayment().get(&r).await.unwrap().state,
+        State::Created
+    );
+    env.emu.shutdown().await;
+}

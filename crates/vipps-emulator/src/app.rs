@@ -292,6 +292,14 @@ impl Emulator {
             ca_file: tls.as_ref().and_then(|(_, _, f)| f.clone()),
             dns_api_address,
         };
+        let products = crate::products::registry();
+        let metrics = config
+            .metrics
+            .then(|| Arc::new(crate::platform::metrics::Metrics::new(&products)));
+        if let Some(m) = &metrics {
+            let m = m.clone();
+            store.on_commit(Arc::new(move |writes, took| m.commit(writes, took)));
+        }
         let state: Shared = Arc::new(Platform {
             requests: RequestLog::new(config.limits.request_log_capacity),
             auth: Authenticator::new(&config, jwt_key.into_bytes()),
@@ -309,13 +317,15 @@ impl Emulator {
             dns_answers,
             dns_addr,
             edge,
-            products: crate::products::registry(),
+            products,
             changes: tokio::sync::watch::Sender::new(0),
+            metrics,
         });
+        crate::platform::metrics::recount(&state).await;
         let shutdown = CancellationToken::new();
         let router = crate::platform::middleware::router(
             state.clone(),
-            crate::controls::routes().merge(crate::dashboard::routes()),
+            crate::controls::routes().merge(crate::dashboard::routes().into()),
             axum::routing::get(crate::controls::ca_pem),
         );
         let mut tasks = vec![tokio::spawn(crate::serve::serve(

@@ -296,6 +296,10 @@ pub struct Config {
     pub validation: Validation,
     /// Whether `/_emulator/*` test controls are served.
     pub controls: bool,
+    /// Whether Prometheus metrics are kept and served at `GET /metrics` (on by default).
+    pub metrics: bool,
+    /// Whether the vendor's documented rate limits apply (429 with `Retry-After`; off by default).
+    pub rate_limits: bool,
     /// Demand `https` and public addresses for webhook URLs (off by default for local use).
     pub strict_webhook_urls: bool,
     /// How long idempotency records are kept (24 hours by default).
@@ -338,6 +342,8 @@ impl Default for Config {
             tokens: TokenLifetimes::default(),
             validation: Validation::Strict,
             controls: true,
+            metrics: true,
+            rate_limits: false,
             strict_webhook_urls: false,
             idempotency_retention: Duration::from_secs(24 * 3600),
             payment_expiry: Duration::from_secs(600),
@@ -459,6 +465,12 @@ impl Config {
         }
         if let Some(c) = f.controls {
             self.controls = c;
+        }
+        if let Some(m) = f.metrics {
+            self.metrics = m;
+        }
+        if let Some(r) = f.rate_limits {
+            self.rate_limits = r;
         }
         if let Some(c) = f.strict_webhook_urls {
             self.strict_webhook_urls = c;
@@ -652,6 +664,8 @@ struct FileConfig {
     durability: Option<Durability>,
     validation: Option<Validation>,
     controls: Option<bool>,
+    metrics: Option<bool>,
+    rate_limits: Option<bool>,
     strict_webhook_urls: Option<bool>,
     tokens: Option<FileTokens>,
     retention: Option<FileRetention>,

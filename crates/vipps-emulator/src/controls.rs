@@ -4,36 +4,47 @@
 //! through [`crate::platform::product::Product::controls`]. The local certificate authority's certificate
 //! (`/_emulator/tls/ca.pem`) is served even without the controls: it is public, and clients need it.
 
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::platform::Shared as S;
 use crate::platform::extract::{JsonBody, OptionalJson};
 use crate::platform::faults::FaultSpec;
 use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
+use crate::platform::openapi::{self, JsonObject, ProblemDoc};
 use crate::platform::reqlog::RequestFilter;
 use crate::platform::store::Op;
 
-/// The control routes.
-pub(crate) fn routes() -> Router<S> {
-    Router::new()
-        .route("/_emulator/health", get(health))
-        .route("/_emulator/clock", get(clock))
-        .route("/_emulator/clock/advance", post(advance))
-        .route(
-            "/_emulator/faults",
-            post(add_fault).get(list_faults).delete(clear_faults),
-        )
-        .route("/_emulator/requests", get(requests))
-        .route("/_emulator/deliveries", get(deliveries))
-        .route("/_emulator/request-servers", get(request_servers))
-        .route("/_emulator/request-servers/rotate", post(rotate))
-        .route("/_emulator/request-servers/failover", post(failover))
-        .route("/_emulator/env", get(env))
+/// The control routes, each registered with its OpenAPI operation (`#[utoipa::path]` on the handler).
+pub(crate) fn routes() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(clock))
+        .routes(routes!(advance))
+        .routes(routes!(add_fault, list_faults, clear_faults))
+        .routes(routes!(requests))
+        .routes(routes!(deliveries))
+        .routes(routes!(request_servers))
+        .routes(routes!(rotate))
+        .routes(routes!(failover))
+        .routes(routes!(env))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::spec_index))
+        .routes(routes!(openapi::spec))
+}
+
+/// The emulator clock as `GET /_emulator/clock` shows it.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct ClockView {
+    /// Emulator time, RFC 3339.
+    pub now: String,
+    /// How far it is ahead of the base clock, in seconds.
+    pub offset_seconds: f64,
 }
 
 /// `GET /_emulator/tls/ca.pem`: the local certificate authority's certificate, for clients to trust.
@@ -60,6 +71,14 @@ pub(crate) async fn ca_pem(State(s): State<S>, meta: RequestMeta) -> ApiResult {
 
 /// `GET /_emulator/env`: what a client needs to reach this emulator (listeners, the certificate authority, the
 /// demo merchant's well-known test credentials); `vipps env` turns it into shell exports.
+#[utoipa::path(
+    get,
+    path = "/_emulator/env",
+    tag = "platform",
+    responses((status = 200, description = "`base_url`, `tls`, `proxy` and `dns` (each null when off: listen \
+        address, API hostnames, the CA certificate's URL and file) and `demo_merchant` (the demo merchant's public \
+        test credentials, null when a configured merchant took its place)", body = JsonObject)),
+)]
 async fn env(State(s): State<S>) -> impl IntoResponse {
     let ca_url = s.base_url.join("_emulator/tls/ca.pem").ok();
     let tls = s.edge.tls_addr.map(|a| {
@@ -103,46 +122,90 @@ async fn env(State(s): State<S>) -> impl IntoResponse {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/health",
+    tag = "platform",
+    responses((status = 200, description = "Counts, and a count per aggregate kind", body = HealthView)),
+)]
 async fn health(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     let counts = s.store.counts().await.map_err(|e| internal(&meta, &e))?;
-    let mut body = serde_json::json!({
-        "status": "ok",
-        "now": crate::platform::clock::rfc3339(s.clock.now()),
-        "idempotency_records": counts.idempotency,
-        "webhooks": counts.webhooks,
-        "requests_recorded": s.requests.len(),
-    });
     // Every product's kinds are listed, with 0 until the first one exists.
-    for p in s.products.iter() {
-        for (_, label) in p.kinds() {
-            body[*label] = 0.into();
-        }
-    }
+    let mut aggregates: std::collections::BTreeMap<String, u64> = s
+        .products
+        .iter()
+        .flat_map(|p| p.kinds().iter().map(|(_, label)| ((*label).to_owned(), 0)))
+        .collect();
     for (kind, n) in counts.aggregates {
         let label = s.products.label(&kind).unwrap_or(&kind).to_owned();
-        body[label] = n.into();
+        aggregates.insert(label, n);
     }
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(HealthView {
+        status: "ok",
+        now: crate::platform::clock::rfc3339(s.clock.now()),
+        idempotency_records: counts.idempotency,
+        webhooks: counts.webhooks,
+        requests_recorded: s.requests.len(),
+        aggregates,
+    })
+    .into_response())
+}
+
+/// What `GET /_emulator/health` answers.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct HealthView {
+    /// Always `ok`.
+    status: &'static str,
+    /// Emulator time, RFC 3339.
+    now: String,
+    /// Stored idempotency answers.
+    idempotency_records: u64,
+    /// Webhook registrations.
+    webhooks: u64,
+    /// Requests in the request record.
+    requests_recorded: usize,
+    /// Stored aggregates per kind, under the kind's name (`payments`, `agreements`, `charges`...).
+    #[serde(flatten)]
+    aggregates: std::collections::BTreeMap<String, u64>,
 }
 
 /// The clock as `GET /_emulator/clock` shows it.
 pub(crate) fn clock_body(s: &S) -> serde_json::Value {
-    serde_json::json!({
-        "now": crate::platform::clock::rfc3339(s.clock.now()),
-        "offset_seconds": s.clock.offset_ms() as f64 / 1000.0,
+    serde_json::to_value(ClockView {
+        now: crate::platform::clock::rfc3339(s.clock.now()),
+        offset_seconds: s.clock.offset_ms() as f64 / 1000.0,
     })
+    .unwrap_or_default()
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/clock",
+    tag = "platform",
+    responses((status = 200, description = "The emulator clock", body = ClockView)),
+)]
 async fn clock(State(s): State<S>) -> impl IntoResponse {
     axum::Json(clock_body(&s))
 }
 
-#[derive(Deserialize)]
+/// How far to move the clock.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Advance {
+    /// Seconds, 0 to 10 years (time never moves backwards).
     seconds: f64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/_emulator/clock/advance",
+    tag = "platform",
+    request_body = Advance,
+    responses(
+        (status = 200, description = "The clock after the move; what became due is persisted", body = ClockView),
+        (status = 400, description = "`seconds` out of range", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn advance(
     State(s): State<S>,
     meta: RequestMeta,
@@ -198,6 +261,16 @@ pub(crate) async fn advance_clock(s: &S, meta: &RequestMeta, seconds: f64) -> Re
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/_emulator/faults",
+    tag = "platform",
+    request_body = FaultSpec,
+    responses(
+        (status = 201, description = "The rule, with its id", body = crate::platform::faults::FaultRule),
+        (status = 400, description = "An invalid rule", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn add_fault(
     State(s): State<S>,
     meta: RequestMeta,
@@ -230,6 +303,12 @@ pub(crate) async fn add_fault_rule(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/faults",
+    tag = "platform",
+    responses((status = 200, description = "The active rules", body = Vec<crate::platform::faults::FaultRule>)),
+)]
 async fn list_faults(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     Ok(axum::Json(fault_rules(&s, &meta).await?).into_response())
 }
@@ -245,6 +324,12 @@ pub(crate) async fn fault_rules(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/_emulator/faults",
+    tag = "platform",
+    responses((status = 204, description = "Every rule removed")),
+)]
 async fn clear_faults(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     clear_fault_rules(&s, &meta).await?;
     Ok(http::StatusCode::NO_CONTENT.into_response())
@@ -260,6 +345,16 @@ pub(crate) async fn clear_fault_rules(s: &S, meta: &RequestMeta) -> Result<(), A
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/requests",
+    tag = "platform",
+    params(RequestFilter),
+    responses(
+        (status = 200, description = "Recorded API requests, newest first", body = Vec<crate::platform::reqlog::RequestRecord>),
+        (status = 400, description = "An invalid filter", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn requests(State(s): State<S>, meta: RequestMeta, RawQuery(q): RawQuery) -> ApiResult {
     let q = q.as_deref().unwrap_or("");
     let f: RequestFilter = serde_urlencoded_lite(q).map_err(|e| {
@@ -286,6 +381,17 @@ fn serde_urlencoded_lite(q: &str) -> Result<RequestFilter, String> {
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/deliveries",
+    tag = "platform",
+    params(crate::platform::store::AttemptFilter),
+    responses(
+        (status = 200, description = "Webhook delivery attempts, oldest first: event, attempt number, request \
+            headers, response status or error, latency, source address and hostname, outcome", body = Vec<JsonObject>),
+        (status = 400, description = "An invalid filter", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn deliveries(State(s): State<S>, meta: RequestMeta, RawQuery(q): RawQuery) -> ApiResult {
     let q = q.as_deref().unwrap_or("");
     let mut map = serde_json::Map::new();
@@ -326,17 +432,35 @@ pub(crate) fn servers_view(s: &S) -> serde_json::Value {
     v
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/request-servers",
+    tag = "platform",
+    responses((status = 200, description = "The active request server per side (`test`, `production`), every \
+        pool's servers and addresses, the rotation schedule and the embedded DNS server", body = JsonObject)),
+)]
 async fn request_servers(State(s): State<S>) -> impl IntoResponse {
     axum::Json(servers_view(&s))
 }
 
-#[derive(Deserialize, Default)]
+/// Which pool to rotate.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     /// `test`, `production`, `disaster-recovery` or `all` (default `all`).
     pool: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/_emulator/request-servers/rotate",
+    tag = "platform",
+    request_body(content = Option<RotateBody>, description = "Optional; without it every pool rotates"),
+    responses(
+        (status = 200, description = "The request servers after the rotation", body = JsonObject),
+        (status = 400, description = "An unknown pool", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn rotate(
     State(s): State<S>,
     meta: RequestMeta,
@@ -370,19 +494,33 @@ pub(crate) async fn rotate_pools(
         let mut rs = s.request_servers.write();
         for p in pools {
             rs.rotate(p);
+            if let Some(m) = &s.metrics {
+                m.rotation(p, false);
+            }
         }
     }
     crate::platform::jobs::request_servers_changed(s).await;
     Ok(())
 }
 
-#[derive(Deserialize, Default)]
+/// Where production callbacks come from.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FailoverBody {
     /// `disaster-recovery` or `production`; without it, the serving pool toggles.
     to: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/_emulator/request-servers/failover",
+    tag = "platform",
+    request_body(content = Option<FailoverBody>, description = "Optional; without it the serving pool toggles"),
+    responses(
+        (status = 200, description = "The request servers after the switch", body = JsonObject),
+        (status = 400, description = "An unknown target", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn failover(
     State(s): State<S>,
     meta: RequestMeta,

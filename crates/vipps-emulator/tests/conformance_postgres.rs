@@ -20,6 +20,8 @@ mod delivery;
 mod epayment;
 #[path = "it/idempotency.rs"]
 mod idempotency;
+#[path = "it/machine.rs"]
+mod machine;
 #[path = "it/recurring.rs"]
 mod recurring;
 #[path = "it/tls.rs"]

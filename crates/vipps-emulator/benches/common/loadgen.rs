@@ -342,6 +342,7 @@ async fn load(
 // Servers
 
 /// The baseline: one axum JSON handler behind the same hyper-util accept loop the emulator uses.
+#[allow(dead_code)]
 async fn start_baseline() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     use axum::Json;
     use axum::routing::get;

@@ -101,6 +101,10 @@ pub(crate) trait Command: Send + Sync + 'static {
     fn decoder(&self) -> Decoder;
     /// Computes the change from the current document (`None`: it does not exist).
     fn apply(&self, current: Option<&Decoded>, ctx: &Ctx<'_>) -> Effect;
+    /// The state label of a document of its kind (`None`: not one), so a write can tell which state it left.
+    fn state_of(&self, _doc: &Decoded) -> Option<&'static str> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn Command {
@@ -198,6 +202,10 @@ where
             events: out.events,
             answer: out.answer,
         }
+    }
+
+    fn state_of(&self, doc: &Decoded) -> Option<&'static str> {
+        downcast::<A>(doc).map(|a| a.state_label())
     }
 }
 

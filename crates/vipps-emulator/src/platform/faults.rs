@@ -4,7 +4,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// What a fault does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum FaultAction {
     /// Answer this status with a problem body instead of executing (`Retry-After` if given).
@@ -26,7 +26,7 @@ pub(crate) enum FaultAction {
 
 /// A rule as posted to `POST /_emulator/faults`. Unknown fields are refused (by the action, which receives
 /// every field the rule itself does not know).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub(crate) struct FaultSpec {
     /// Method to match (any when absent).
     pub method: Option<String>,
@@ -40,7 +40,7 @@ pub(crate) struct FaultSpec {
 }
 
 /// A rule with its remaining count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct FaultRule {
     /// Rule id.
     pub id: u64,

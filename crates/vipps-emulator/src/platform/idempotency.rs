@@ -13,6 +13,7 @@ use vipps_types::problem::ErrorCode;
 use super::Shared;
 use super::aggregate::{Aggregate, AggregateKey, Command, decode};
 use super::http::{ApiError, ApiResult, RequestMeta, stored_to_response};
+use super::metrics::IdempotencyOutcome;
 use super::store::{IdemClaim, Op, WriteRequest, WriteResult};
 
 /// Claims of an in-flight idempotent request, so a concurrent duplicate is answered 423 instead of waiting.
@@ -98,16 +99,26 @@ pub(crate) async fn run_idempotent(
         }
         let mut req = req;
         req.now_ms = s2.clock.unix_ms();
-        let r = s2.store.write(req).await;
+        let r = super::metrics::observe(&s2, req).await;
         s2.changed();
         Some(r)
     });
     let result = match task.await {
         Ok(Some(r)) => r,
-        Ok(None) => return Err(locked(meta)),
+        Ok(None) => {
+            count(s, IdempotencyOutcome::InFlight);
+            return Err(locked(meta));
+        }
         Err(e) => return Err(internal(meta, &e)),
     };
-    match result.map_err(|e| internal(meta, &e))? {
+    let result = result.map_err(|e| internal(meta, &e))?;
+    match &result {
+        WriteResult::Fresh(_) => {}
+        WriteResult::Replayed(_) => count(s, IdempotencyOutcome::Replayed),
+        WriteResult::InProgress => count(s, IdempotencyOutcome::InFlight),
+        WriteResult::Mismatch(_) => count(s, IdempotencyOutcome::Conflict),
+    }
+    match result {
         WriteResult::Fresh(r) => Ok(stored_to_response(r, false)),
         WriteResult::Replayed(r) => Ok(stored_to_response(r, true)),
         WriteResult::InProgress => Err(locked(meta)),
@@ -120,6 +131,13 @@ pub(crate) async fn run_idempotent(
             .code(code)
             .field(h::IDEMPOTENCY_KEY, "reused with a different request")
             .err()),
+    }
+}
+
+/// Counts what an idempotency key did, when metrics are on.
+fn count(s: &Shared, o: IdempotencyOutcome) {
+    if let Some(m) = &s.metrics {
+        m.idempotency(o);
     }
 }
 
@@ -146,7 +164,9 @@ pub(crate) async fn run_write(s: &Shared, meta: &RequestMeta, op: Op) -> ApiResu
         now_ms: s.clock.unix_ms(),
         request: meta.info(),
     };
-    let written = s.store.write(req).await.map_err(|e| internal(meta, &e));
+    let written = super::metrics::observe(s, req)
+        .await
+        .map_err(|e| internal(meta, &e));
     s.changed();
     match written? {
         WriteResult::Fresh(r) | WriteResult::Replayed(r) => Ok(stored_to_response(r, false)),

@@ -96,6 +96,11 @@ pub(crate) async fn rotate_if_due(s: &Shared) {
         let mut rs = s.request_servers.write();
         if period > 0 && now - rs.last_rotation_ms >= period {
             rs.rotate_all(now);
+            if let Some(m) = &s.metrics {
+                for p in vipps_types::servers::Pool::ALL {
+                    m.rotation(p, true);
+                }
+            }
             true
         } else {
             false
@@ -138,7 +143,7 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 }
                 cmd
             })
-            .map(|cmd| s.store.write(Op::Execute(cmd).background(now)))
+            .map(|cmd| super::metrics::observe(s, Op::Execute(cmd).background(now)))
             .collect();
         let written = futures::future::join_all(writes).await;
         s.changed();
@@ -198,6 +203,10 @@ pub(crate) fn spawn(s: &Shared, shutdown: &CancellationToken) -> Vec<tokio::task
     ];
     if s.store.shared() {
         tasks.push(tokio::spawn(sync_shared(s.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(super::metrics::recount_shared(
+            s.clone(),
+            shutdown.clone(),
+        )));
     }
     tasks
 }

@@ -58,7 +58,7 @@ fn request_environment(req: &Request) -> Option<MerchantEnvironment> {
 /// record and fault injection, and the controls under `/_emulator/` (platform and products) beside them.
 pub(crate) fn router(
     state: Shared,
-    platform_controls: Router<Shared>,
+    platform_controls: utoipa_axum::router::OpenApiRouter<Shared>,
     ca_pem: axum::routing::MethodRouter<Shared>,
 ) -> Router {
     let mut api = Router::new()
@@ -68,6 +68,16 @@ pub(crate) fn router(
         .merge(super::webhooks::routes());
     for p in state.products.iter() {
         api = api.merge(p.routes());
+    }
+    if state.config.rate_limits {
+        // Inside the record (a 429 is recorded) and after routing (limits are keyed by route template).
+        let limiter = Arc::new(super::ratelimit::Limiter::new(
+            state.products.iter().flat_map(|p| p.rate_limits()),
+        ));
+        api = api.route_layer(middleware::from_fn_with_state(
+            (state.clone(), limiter),
+            super::ratelimit::layer,
+        ));
     }
     let api = api
         .fallback(not_found)
@@ -85,7 +95,24 @@ pub(crate) fn router(
         for p in state.products.iter() {
             controls = controls.merge(p.controls());
         }
-        app = app.merge(controls.layer(middleware::from_fn_with_state(state.clone(), meta_mw)));
+        // The document is built from the routes just registered, once, and served as it is.
+        let (controls, doc) = controls.split_for_parts();
+        let doc = super::openapi::document(doc);
+        let json = serde_json::to_string(&doc).unwrap_or_default();
+        app = app.merge(
+            controls
+                .layer(axum::Extension(super::openapi::Document(json.into())))
+                .layer(middleware::from_fn_with_state(state.clone(), meta_mw)),
+        );
+    }
+    // Without metrics the layer is not there at all, so turning them off measures their whole cost.
+    if state.metrics.is_some() {
+        app = app
+            .route("/metrics", axum::routing::get(super::metrics::serve))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                super::metrics::layer,
+            ));
     }
     app.with_state(state)
 }

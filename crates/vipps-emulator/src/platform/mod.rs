@@ -13,8 +13,11 @@ pub(crate) mod http;
 pub(crate) mod idempotency;
 pub(crate) mod ids;
 pub(crate) mod jobs;
+pub(crate) mod metrics;
 pub(crate) mod middleware;
+pub(crate) mod openapi;
 pub(crate) mod product;
+pub(crate) mod ratelimit;
 pub(crate) mod reqlog;
 pub(crate) mod store;
 pub(crate) mod token;
@@ -79,6 +82,8 @@ pub(crate) struct Platform {
     /// Counts changes (writes, recorded requests, delivery attempts, request-server moves), so that open dashboard
     /// pages update themselves (server-sent events).
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// The Prometheus metrics (`None`: turned off).
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 impl Platform {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::Shared;
 use super::aggregate::{Command, Decoded, Decoder};
@@ -16,9 +17,16 @@ pub(crate) trait Product: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The API routes (behind authentication, the header contract, the request record and fault injection).
     fn routes(&self) -> Router<Shared>;
-    /// Test controls under `/_emulator/` (acting as the user and similar).
-    fn controls(&self) -> Router<Shared> {
-        Router::new()
+    /// Test controls under `/_emulator/` (acting as the user and similar). JSON controls are registered with
+    /// their OpenAPI operation (`utoipa_axum::routes!`), so `/_emulator/openapi.json` lists them; HTML pages
+    /// are merged in as plain routes.
+    fn controls(&self) -> OpenApiRouter<Shared> {
+        OpenApiRouter::new()
+    }
+    /// The vendor's official OpenAPI specs of this product's API: (file name, YAML), served under
+    /// `/_emulator/specs/`.
+    fn specs(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
     }
     /// Webhook event types this product emits.
     fn event_types(&self) -> Vec<String>;
@@ -39,6 +47,10 @@ pub(crate) trait Product: Send + Sync + 'static {
     /// event timeline, links to its payer pages). `base` is the emulator's base URL.
     fn view(&self, _kind: &str, _doc: &Decoded, _base: &url::Url) -> Option<AggregateView> {
         None
+    }
+    /// The vendor's documented rate limits of this product's routes, applied with `--rate-limits`.
+    fn rate_limits(&self) -> Vec<super::ratelimit::RateLimit> {
+        Vec::new()
     }
 }
 

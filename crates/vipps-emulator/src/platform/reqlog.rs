@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// One recorded request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct RequestRecord {
     /// Emulator time when the request arrived (RFC 3339, UTC).
     pub time: String,
@@ -108,8 +108,9 @@ impl RawRecord {
 }
 
 /// Filters for [`RequestLog::query`].
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RequestFilter {
     /// Only this MSN.
     pub msn: Option<String>,

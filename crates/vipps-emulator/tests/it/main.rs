@@ -12,6 +12,7 @@ mod dashboard;
 mod delivery;
 mod epayment;
 mod idempotency;
+mod machine;
 mod postgres;
 mod recurring;
 mod tls;

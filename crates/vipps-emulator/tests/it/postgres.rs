@@ -407,3 +407,49 @@ async fn a_delivery_of_a_dead_instance_is_taken_over_after_its_lease() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(delivered.load(Ordering::SeqCst), 1, "not delivered twice");
 }
+
+/// The aggregate gauges of an instance follow the writes of the others too (a background recount), and a scrape
+/// never counts the table itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_state_gauges_of_one_instance_see_the_writes_of_another() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = on(&db, Config::ephemeral()).await;
+    let b = on(&db, Config::ephemeral()).await;
+    let t = a.token().await;
+    assert_eq!(
+        a.create(&t, "order-pg-gauge-0001", 1000, "gauge-key")
+            .await
+            .status(),
+        201
+    );
+    let created = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("vipps_emulator_aggregates{")
+                    && l.contains("kind=\"payments\"")
+                    && l.contains("state=\"CREATED\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let scrape = |env: &Env| {
+        let req = env.http.get(env.url("/metrics"));
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(
+        created(&scrape(&a).await),
+        Some(1),
+        "the writing instance counts at once"
+    );
+    for _ in 0..200 {
+        if created(&scrape(&b).await) == Some(1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the other instance never counted the payment: {}",
+        scrape(&b).await
+    );
+}

@@ -218,8 +218,9 @@ impl std::fmt::Debug for DueDelivery {
 }
 
 /// Filters for delivery attempts.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AttemptFilter {
     /// Only this subject (payment reference, say).
     pub reference: Option<String>,
@@ -387,7 +388,19 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> BoxFut<'static, Result<Vec<AggregateRow>, StoreError>>;
     /// Counts for diagnostics.
     fn counts(&self) -> BoxFut<'static, Result<Counts, StoreError>>;
+    /// How many aggregates there are of each kind in each state: `(kind, state, count)`, on the state index.
+    /// The metrics read it once at start (and, on a shared store, now and then), never per scrape.
+    fn state_counts(&self) -> BoxFut<'static, Result<StateCounts, StoreError>>;
+    /// Sets what is called after every commit of writes (the metrics' commit latency and batch size). At most
+    /// one hook; a backend without group commit may ignore it.
+    fn on_commit(&self, _hook: CommitHook) {}
 }
+
+/// Aggregates per kind and state: `(kind, state, count)`.
+pub(crate) type StateCounts = Vec<(String, String, u64)>;
+
+/// Called after a commit with the number of writes it carried and how long their transaction took.
+pub(crate) type CommitHook = std::sync::Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
 
 /// Fault rules kept in a shared store, so that every instance applies them.
 pub(crate) trait SharedFaults: Send + Sync {

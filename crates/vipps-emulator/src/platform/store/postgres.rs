@@ -27,8 +27,8 @@ use tokio_postgres::NoTls;
 
 use super::{
     AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
-    DueAggregate, DueDelivery, Op, SharedFaults, Store, StoreError, WebhookRow, WriteRequest,
-    WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
+    DueAggregate, DueDelivery, Op, SharedFaults, StateCounts, Store, StoreError, WebhookRow,
+    WriteRequest, WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::platform::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder};
 use crate::platform::faults::{FaultAction, FaultRule, path_matches};
@@ -200,6 +200,8 @@ pub(crate) struct PostgresStore {
     fault_cache: Arc<Mutex<Option<CachedRules>>>,
     /// Group commit for product writes (`None` in the batch workers' own handle, which write directly).
     batcher: Option<Arc<batch::Batcher>>,
+    /// Told about every group commit (see [`Store::on_commit`]); shared with the batch workers' handle.
+    commit_hook: Arc<std::sync::OnceLock<super::CommitHook>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -271,6 +273,7 @@ impl PostgresStore {
             delivery_lease_ms: delivery_lease.as_millis() as i64,
             fault_cache: Arc::default(),
             batcher: None,
+            commit_hook: Arc::default(),
         };
         store.migrate().await.map_err(|e| {
             StoreError(format!(
@@ -1101,6 +1104,28 @@ impl Store for PostgresStore {
         })
     }
 
+    fn state_counts(&self) -> BoxFut<'static, Result<StateCounts, StoreError>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let rows = c
+                .query(
+                    "SELECT kind, state, count(*) FROM aggregates GROUP BY kind, state",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
+                .collect())
+        })
+    }
+
+    fn on_commit(&self, hook: super::CommitHook) {
+        let _ = self.commit_hook.set(hook);
+    }
+
     fn shared(&self) -> bool {
         true
     }
@@ -1120,6 +1145,7 @@ impl PostgresStore {
             delivery_lease_ms: self.delivery_lease_ms,
             fault_cache: self.fault_cache.clone(),
             batcher: self.batcher.clone(),
+            commit_hook: self.commit_hook.clone(),
         })
     }
 }

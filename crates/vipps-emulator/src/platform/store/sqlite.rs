@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use super::{
     AggregateQuery, AggregateRow, AttemptFilter, BoxFut, CREATE_ATTEMPTS, Counts, DeliveryOutcome,
-    DueAggregate, DueDelivery, Op, Store, StoreError, WebhookRow, WriteRequest, WriteResult,
-    fan_out, stored_answer, too_many_webhooks, webhook_not_found,
+    DueAggregate, DueDelivery, Op, StateCounts, Store, StoreError, WebhookRow, WriteRequest,
+    WriteResult, fan_out, stored_answer, too_many_webhooks, webhook_not_found,
 };
 use crate::config::Durability;
 use crate::platform::aggregate::{AggregateKey, Ctx, Decoded, Decoder};
@@ -157,6 +157,8 @@ struct Inner {
     cache: AggregateCache,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Told about every commit of the writer (see [`Store::on_commit`]).
+    commit_hook: std::sync::OnceLock<super::CommitHook>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -314,6 +316,7 @@ impl SqliteStore {
             cache: AggregateCache::new(CACHE_CAPACITY),
             readers: Mutex::new(Vec::new()),
             path,
+            commit_hook: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
@@ -613,6 +616,20 @@ impl Store for SqliteStore {
             })
         })
     }
+
+    fn state_counts(&self) -> BoxFut<'static, Result<StateCounts, StoreError>> {
+        self.read(|c| {
+            c.prepare("SELECT kind, state, count(*) FROM aggregates GROUP BY kind, state")?
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })?
+                .collect()
+        })
+    }
+
+    fn on_commit(&self, hook: super::CommitHook) {
+        let _ = self.inner.commit_hook.set(hook);
+    }
 }
 
 fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
@@ -679,6 +696,7 @@ fn writer_loop(
         }
         let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
         let mut fx = BatchEffects::default();
+        let started = std::time::Instant::now();
         let committed = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Savepoints through cached statements: rusqlite's `Savepoint` parses its SQL anew every time, twice
@@ -704,6 +722,9 @@ fn writer_loop(
         })();
         match committed {
             Ok(()) => {
+                if let Some(hook) = inner.commit_hook.get() {
+                    hook(batch.len(), started.elapsed());
+                }
                 inner.cache.publish(fx.saved);
                 for (job, r) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(r);

@@ -19,6 +19,7 @@ use vipps_types::signing;
 use super::request_servers::Side;
 use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
+use crate::platform::metrics::DeliveryLabel;
 use crate::platform::store::{DeliveryOutcome, DueDelivery, Op};
 
 /// Seven days in milliseconds: the retry horizon.
@@ -186,6 +187,14 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
         },
         "next_attempt_ms": match outcome { DeliveryOutcome::Retry { next_ms } => Some(next_ms), _ => None },
     });
+    if let Some(m) = &s.metrics {
+        let label = match outcome {
+            DeliveryOutcome::Delivered => DeliveryLabel::Delivered,
+            DeliveryOutcome::Retry { .. } => DeliveryLabel::Retry,
+            DeliveryOutcome::GiveUp => DeliveryLabel::GivenUp,
+        };
+        m.delivery(label, Duration::from_secs_f64(latency_ms / 1000.0));
+    }
     tracing::debug!(delivery = d.id, subject = %d.subject, event = %d.event_type, attempt = attempt_no, ?status, "webhook attempt");
     let w = Op::DeliveryResult {
         delivery_id: d.id,

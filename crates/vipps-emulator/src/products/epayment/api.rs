@@ -25,7 +25,9 @@ use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{
     Idempotent, fingerprint_of, read_settled, run_idempotent, run_write,
 };
+use crate::platform::ratelimit::{KeyPart, RateLimit};
 use crate::platform::store::Op;
+use http::Method;
 
 /// The ePayment routes.
 pub(super) fn routes() -> axum::Router<S> {
@@ -40,6 +42,57 @@ pub(super) fn routes() -> axum::Router<S> {
             "/epayment/v1/test/payments/{reference}/approve",
             post(force_approve),
         )
+}
+
+/// The documented rate limits (the ePayment API guide, "Rate limiting"): create, capture, cancel and refund 5
+/// per minute per reference and MSN; get payment and the event log 120 per minute per reference and
+/// subscription key. The test approve is not limited.
+pub(super) fn rate_limits() -> Vec<RateLimit> {
+    use KeyPart::{Body, Merchant, Path, SubscriptionKey};
+    let limit = |method: Method, route, per_minute, key| RateLimit {
+        method,
+        route,
+        per_minute,
+        key,
+    };
+    vec![
+        limit(
+            Method::POST,
+            "/epayment/v1/payments",
+            5,
+            &[Body("reference"), Merchant],
+        ),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments/{reference}/capture",
+            5,
+            &[Path("reference"), Merchant],
+        ),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments/{reference}/refund",
+            5,
+            &[Path("reference"), Merchant],
+        ),
+        limit(
+            Method::POST,
+            "/epayment/v1/payments/{reference}/cancel",
+            5,
+            &[Path("reference"), Merchant],
+        ),
+        limit(
+            Method::GET,
+            "/epayment/v1/payments/{reference}",
+            120,
+            &[Path("reference"), SubscriptionKey],
+        ),
+        limit(
+            Method::GET,
+            "/epayment/v1/payments/{reference}/events",
+            120,
+            &[Path("reference"), SubscriptionKey],
+        ),
+    ]
 }
 
 /// The payment reference in the path, valid by the vendor's rules and within the configured maximum length.

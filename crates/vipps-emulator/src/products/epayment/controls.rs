@@ -1,11 +1,11 @@
 //! ePayment test controls under `/_emulator/`: a payment with its events, and acting as the user (approve,
 //! reject). The payer's own pages are in `pages.rs`.
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api::{PaymentRef, load_settled};
 use super::commands::{self, Modification};
@@ -15,21 +15,22 @@ use crate::platform::Shared as S;
 use crate::platform::aggregate::decode;
 use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
+use crate::platform::openapi::{JsonObject, ProblemDoc};
 use crate::platform::store::Op;
 
-/// The ePayment controls.
-pub(super) fn routes() -> Router<S> {
-    Router::new()
-        .route("/_emulator/payments/{reference}", get(payment))
-        .route(
-            "/_emulator/payments/{reference}/approve",
-            post(user_approve),
-        )
-        .route("/_emulator/payments/{reference}/reject", post(user_reject))
+/// The ePayment controls, each registered with its OpenAPI operation.
+pub(super) fn routes() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(payment))
+        .routes(routes!(user_approve))
+        .routes(routes!(user_reject))
 }
 
-#[derive(Deserialize, Default)]
+/// Which sales unit, when a reference exists for several.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MsnQuery {
+    /// The MSN (required only when the reference is ambiguous).
     msn: Option<String>,
 }
 
@@ -74,6 +75,19 @@ async fn resolve_msn(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/_emulator/payments/{reference}",
+    tag = "epayment",
+    params(("reference" = String, Path, description = "The payment reference"), MsnQuery),
+    responses(
+        (status = 200, description = "`msn`, `payment` (as the ePayment API's GET shows it), `events` (its event \
+            log) and `expiresAt`", body = JsonObject),
+        (status = 400, description = "An invalid reference, or one that several sales units have (add `msn`)",
+            content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such payment", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn payment(
     State(s): State<S>,
     meta: RequestMeta,
@@ -104,6 +118,18 @@ async fn act_as_user(
     run_write(&s, &meta, Op::Execute(cmd)).await
 }
 
+/// Approve the payment as the user would in the app.
+#[utoipa::path(
+    post,
+    path = "/_emulator/payments/{reference}/approve",
+    tag = "epayment",
+    params(("reference" = String, Path, description = "The payment reference"), MsnQuery),
+    responses(
+        (status = 200, description = "The payment after the user's answer", body = JsonObject),
+        (status = "4XX", description = "An invalid or ambiguous reference (add `msn`), no such payment, or one \
+            no longer waiting for the user", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn user_approve(
     State(s): State<S>,
     meta: RequestMeta,
@@ -113,6 +139,18 @@ async fn user_approve(
     act_as_user(s, meta, reference, q, Modification::UserApprove).await
 }
 
+/// Reject the payment as the user would in the app.
+#[utoipa::path(
+    post,
+    path = "/_emulator/payments/{reference}/reject",
+    tag = "epayment",
+    params(("reference" = String, Path, description = "The payment reference"), MsnQuery),
+    responses(
+        (status = 200, description = "The payment after the user's answer", body = JsonObject),
+        (status = "4XX", description = "An invalid or ambiguous reference (add `msn`), no such payment, or one \
+            no longer waiting for the user", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn user_reject(
     State(s): State<S>,
     meta: RequestMeta,

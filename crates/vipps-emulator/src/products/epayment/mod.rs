@@ -19,12 +19,14 @@ mod render;
 mod view;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use self::commands::Modification;
 use self::domain::Payment;
 use crate::platform::Shared;
 use crate::platform::aggregate::{Aggregate, Command, Decoded, Decoder, decode};
 use crate::platform::product::{AggregateView, Product};
+use crate::platform::ratelimit::RateLimit;
 
 /// The ePayment product.
 #[derive(Debug, Default)]
@@ -39,10 +41,21 @@ impl Product for EPayment {
         api::routes()
     }
 
-    fn controls(&self) -> Router<Shared> {
-        controls::routes().merge(pages::routes().layer(axum::middleware::from_fn(
-            crate::platform::html::same_origin,
-        )))
+    fn controls(&self) -> OpenApiRouter<Shared> {
+        controls::routes().merge(
+            pages::routes()
+                .layer(axum::middleware::from_fn(
+                    crate::platform::html::same_origin,
+                ))
+                .into(),
+        )
+    }
+
+    fn specs(&self) -> Vec<(&'static str, &'static str)> {
+        vec![(
+            "epayment.v1.yml",
+            include_str!("../../../specs/epayment.v1.yml"),
+        )]
     }
 
     fn event_types(&self) -> Vec<String> {
@@ -67,6 +80,10 @@ impl Product for EPayment {
         } else {
             &[]
         }
+    }
+
+    fn rate_limits(&self) -> Vec<RateLimit> {
+        api::rate_limits()
     }
 
     fn view(&self, kind: &str, doc: &Decoded, base: &url::Url) -> Option<AggregateView> {

@@ -39,6 +39,7 @@ use crate::platform::http::{ApiError, ApiResult, RequestMeta, parse_json, read_b
 use crate::platform::idempotency::{
     Idempotent, fingerprint_of, internal, read_settled, run_idempotent, run_write,
 };
+use crate::platform::ratelimit::{KeyPart, RateLimit};
 use crate::platform::store::Op;
 
 /// The largest amount of a charge, in øre (2,000,000 NOK).
@@ -75,6 +76,71 @@ pub(super) fn routes() -> Router<S> {
         )
         .route("/recurring/v3/charges/{charge_id}", get(get_charge_by_id))
         .layer(axum::middleware::map_response(recurring_problems))
+}
+
+/// The documented rate limits (the Recurring API guide's table, "Rate limiting"). A charge's create counts per
+/// agreement and charge, and the charge id derives from the idempotency key. The 2025 per-MSN limits of charge
+/// creation by charge type (500 and 300 per minute) are not applied: they are far above the per-charge ones.
+pub(super) fn rate_limits() -> Vec<RateLimit> {
+    use KeyPart::{IdempotencyKey, Merchant, Path};
+    use http::Method;
+    const AGREEMENT: KeyPart = Path("agreement_id");
+    const CHARGE: KeyPart = Path("charge_id");
+    let limit = |method: Method, route, per_minute, key| RateLimit {
+        method,
+        route,
+        per_minute,
+        key,
+    };
+    let charge = "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}";
+    vec![
+        limit(Method::POST, "/recurring/v3/agreements", 300, &[Merchant]),
+        limit(Method::GET, "/recurring/v3/agreements", 5, &[Merchant]),
+        limit(
+            Method::GET,
+            "/recurring/v3/agreements/{agreement_id}",
+            120,
+            &[AGREEMENT],
+        ),
+        limit(
+            Method::PATCH,
+            "/recurring/v3/agreements/{agreement_id}",
+            5,
+            &[AGREEMENT],
+        ),
+        limit(
+            Method::POST,
+            "/recurring/v3/agreements/{agreement_id}/charges",
+            2,
+            &[AGREEMENT, IdempotencyKey],
+        ),
+        limit(
+            Method::GET,
+            "/recurring/v3/agreements/{agreement_id}/charges",
+            10,
+            &[AGREEMENT],
+        ),
+        limit(Method::GET, charge, 10, &[AGREEMENT, CHARGE]),
+        limit(Method::DELETE, charge, 5, &[AGREEMENT, CHARGE]),
+        limit(
+            Method::POST,
+            "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}/capture",
+            5,
+            &[AGREEMENT, CHARGE],
+        ),
+        limit(
+            Method::POST,
+            "/recurring/v3/agreements/{agreement_id}/charges/{charge_id}/refund",
+            5,
+            &[AGREEMENT, CHARGE],
+        ),
+        limit(
+            Method::GET,
+            "/recurring/v3/charges/{charge_id}",
+            100,
+            &[CHARGE],
+        ),
+    ]
 }
 
 /// The Recurring problem type for a status.

@@ -7,9 +7,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
-use axum::routing::{get, post};
+use axum::routing::get;
 use maud::html;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api::{agreement_follow_up, load_agreement, load_charge, recurring_problems};
 use super::commands::{self, AgreementOp, ChargeOp};
@@ -19,37 +21,33 @@ use crate::platform::aggregate::{Aggregate, decode};
 use crate::platform::html::{money, page, respond};
 use crate::platform::http::{ApiError, ApiResult, RequestMeta};
 use crate::platform::idempotency::{internal, run_write};
+use crate::platform::openapi::{JsonObject, ProblemDoc};
 use crate::platform::store::Op;
 
-/// The Recurring controls.
-pub(super) fn routes() -> Router<S> {
-    Router::new()
-        .route(
-            "/_emulator/recurring/confirm",
-            get(confirm_page).post(confirm_action),
+/// The Recurring controls: JSON ones registered with their OpenAPI operation, and the confirmation page.
+pub(super) fn routes() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(user_accept))
+        .routes(routes!(user_reject))
+        .routes(routes!(user_stop))
+        .routes(routes!(fail_charge))
+        .routes(routes!(due))
+        .merge(
+            Router::new()
+                .route(
+                    "/_emulator/recurring/confirm",
+                    get(confirm_page).post(confirm_action),
+                )
+                .into(),
         )
-        .route(
-            "/_emulator/recurring/agreements/{agreement_id}/accept",
-            post(user_accept),
-        )
-        .route(
-            "/_emulator/recurring/agreements/{agreement_id}/reject",
-            post(user_reject),
-        )
-        .route(
-            "/_emulator/recurring/agreements/{agreement_id}/stop",
-            post(user_stop),
-        )
-        .route(
-            "/_emulator/recurring/charges/{charge_id}/fail",
-            post(fail_charge),
-        )
-        .route("/_emulator/recurring/due", get(due))
         .layer(axum::middleware::map_response(recurring_problems))
 }
 
-#[derive(Deserialize, Default)]
+/// Which sales unit, when an id exists for several.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MsnQuery {
+    /// The MSN (required only when the id is ambiguous).
     msn: Option<String>,
 }
 
@@ -119,6 +117,18 @@ async fn act(s: &S, meta: &RequestMeta, msn: &str, id: &str, op: AgreementOp) ->
     Ok(resp)
 }
 
+/// Accept the agreement as the user would in the app; its charges follow (made or cancelled as the new status requires).
+#[utoipa::path(
+    post,
+    path = "/_emulator/recurring/agreements/{agreement_id}/accept",
+    tag = "recurring",
+    params(("agreement_id" = String, Path, description = "The agreement id"), MsnQuery),
+    responses(
+        (status = 200, description = "The agreement after the user's action", body = JsonObject),
+        (status = "4XX", description = "No such agreement, an ambiguous id (add `msn`), or a status that does not \
+            allow it (Recurring problem format)", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn user_accept(
     State(s): State<S>,
     meta: RequestMeta,
@@ -129,6 +139,18 @@ async fn user_accept(
     act(&s, &meta, &msn, &id, AgreementOp::UserAccept).await
 }
 
+/// Reject the agreement as the user would; its charges follow (made or cancelled as the new status requires).
+#[utoipa::path(
+    post,
+    path = "/_emulator/recurring/agreements/{agreement_id}/reject",
+    tag = "recurring",
+    params(("agreement_id" = String, Path, description = "The agreement id"), MsnQuery),
+    responses(
+        (status = 200, description = "The agreement after the user's action", body = JsonObject),
+        (status = "4XX", description = "No such agreement, an ambiguous id (add `msn`), or a status that does not \
+            allow it (Recurring problem format)", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn user_reject(
     State(s): State<S>,
     meta: RequestMeta,
@@ -139,6 +161,18 @@ async fn user_reject(
     act(&s, &meta, &msn, &id, AgreementOp::UserReject).await
 }
 
+/// Stop the agreement from the app, as the user can; its charges follow (made or cancelled as the new status requires).
+#[utoipa::path(
+    post,
+    path = "/_emulator/recurring/agreements/{agreement_id}/stop",
+    tag = "recurring",
+    params(("agreement_id" = String, Path, description = "The agreement id"), MsnQuery),
+    responses(
+        (status = 200, description = "The agreement after the user's action", body = JsonObject),
+        (status = "4XX", description = "No such agreement, an ambiguous id (add `msn`), or a status that does not \
+            allow it (Recurring problem format)", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn user_stop(
     State(s): State<S>,
     meta: RequestMeta,
@@ -149,8 +183,11 @@ async fn user_stop(
     act(&s, &meta, &msn, &id, AgreementOp::UserStop).await
 }
 
-#[derive(Deserialize, Default)]
+/// Which charge attempts fail.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FailQuery {
+    /// The MSN (required only when the id is ambiguous).
     msn: Option<String>,
     /// How many of the next attempts fail (default: all).
     times: Option<i32>,
@@ -158,6 +195,17 @@ struct FailQuery {
 
 /// `POST /_emulator/recurring/charges/{chargeId}/fail?times=n`: the next `n` attempts (default all) fail with
 /// `user_action_required`; answers the charge.
+#[utoipa::path(
+    post,
+    path = "/_emulator/recurring/charges/{charge_id}/fail",
+    tag = "recurring",
+    params(("charge_id" = String, Path, description = "The charge id"), FailQuery),
+    responses(
+        (status = 200, description = "The charge", body = JsonObject),
+        (status = "4XX", description = "No such charge or an ambiguous id (Recurring problem format)",
+            content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn fail_charge(
     State(s): State<S>,
     meta: RequestMeta,
@@ -183,6 +231,13 @@ async fn fail_charge(
 
 /// `GET /_emulator/recurring/due`: how many agreements and charges are due for a time-driven change now (up to
 /// 10,000), so a caller can wait until the sweeper has caught up.
+#[utoipa::path(
+    get,
+    path = "/_emulator/recurring/due",
+    tag = "recurring",
+    responses((status = 200, description = "`due` (agreements and charges due now, up to 10,000) and `now_ms`",
+        body = JsonObject)),
+)]
 async fn due(State(s): State<S>, meta: RequestMeta) -> ApiResult {
     let now = s.clock.unix_ms();
     let due = s

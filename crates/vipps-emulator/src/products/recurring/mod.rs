@@ -19,12 +19,14 @@ mod render;
 mod view;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use self::commands::{AgreementOp, ChargeOp};
 use self::domain::{Agreement, Charge};
 use crate::platform::Shared;
 use crate::platform::aggregate::{Aggregate, Command, Decoded, Decoder, decode};
 use crate::platform::product::{AggregateView, Product};
+use crate::platform::ratelimit::RateLimit;
 
 /// The Recurring product.
 #[derive(Debug, Default)]
@@ -39,8 +41,15 @@ impl Product for Recurring {
         api::routes()
     }
 
-    fn controls(&self) -> Router<Shared> {
+    fn controls(&self) -> OpenApiRouter<Shared> {
         controls::routes()
+    }
+
+    fn specs(&self) -> Vec<(&'static str, &'static str)> {
+        vec![(
+            "recurring.v3.yml",
+            include_str!("../../../specs/recurring.v3.yml"),
+        )]
     }
 
     fn event_types(&self) -> Vec<String> {
@@ -88,6 +97,10 @@ impl Product for Recurring {
             ],
             _ => &[],
         }
+    }
+
+    fn rate_limits(&self) -> Vec<RateLimit> {
+        api::rate_limits()
     }
 
     fn view(&self, kind: &str, doc: &Decoded, base: &url::Url) -> Option<AggregateView> {

@@ -96,6 +96,7 @@ impl Batcher {
 }
 
 async fn run(store: &PostgresStore, jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
     let outcome = match store.pool.get().await.map_err(pool_err) {
         Ok(mut c) => {
             let reqs: Vec<&WriteRequest> = jobs.iter().map(|j| &j.req).collect();
@@ -117,6 +118,9 @@ async fn run(store: &PostgresStore, jobs: Vec<Job>) {
     };
     match outcome {
         Ok((results, touched)) => {
+            if let Some(hook) = store.commit_hook.get() {
+                hook(jobs.len(), started.elapsed());
+            }
             if touched {
                 store.outbox.notify_one();
             }
