@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::Router;
 
 use super::Shared;
-use super::aggregate::{Command, Decoded, Decoder};
+use super::aggregate::{AggregateKey, Command, Decoded, Decoder};
+use super::store::BoxFut;
 
 /// A product API served by the platform (ePayment, and later Recurring, Checkout...).
 ///
@@ -39,6 +40,18 @@ pub(crate) trait Product: Send + Sync + 'static {
     /// event timeline, links to its payer pages). `base` is the emulator's base URL.
     fn view(&self, _kind: &str, _doc: &Decoded, _base: &url::Url) -> Option<AggregateView> {
         None
+    }
+    /// Aggregate kinds of other products that this product builds on and wants to hear about when a person (the
+    /// user-level controls, the payer's pages) changes one of them. Products name each other's kinds only here,
+    /// as strings; they never import each other's code.
+    fn follows(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Called (and awaited) after a person changed an aggregate of a kind this product follows, so it can bring
+    /// its own aggregates up to date. It must be idempotent: a product's reads reconcile the same way, so a
+    /// notification lost with a crash is made good by the next read.
+    fn followed_changed(&self, _s: Shared, _key: AggregateKey) -> BoxFut<'static, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -124,6 +137,14 @@ impl Registry {
                 .copied()
                 .filter(|(k, _)| p.decoder(k).is_some())
         })
+    }
+
+    /// Tells the products that follow `key.kind` that a person changed that aggregate (see
+    /// [`Product::followed_changed`]).
+    pub(crate) async fn notify_followers(&self, s: &Shared, key: &AggregateKey) {
+        for p in self.0.iter().filter(|p| p.follows().contains(&key.kind)) {
+            p.followed_changed(s.clone(), key.clone()).await;
+        }
     }
 
     /// The health label of an aggregate kind.

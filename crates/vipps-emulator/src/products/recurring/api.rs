@@ -556,7 +556,21 @@ async fn draft(
     }
     let (parts, bytes) = buffered(resp).await;
     let drafted: Drafted = serde_json::from_slice(&bytes).map_err(|e| internal(&meta, &e))?;
-    // Follow-ups, repeated by every replay (each is idempotent): the initial charge and the listings.
+    draft_follow_ups(&s, &meta, &msn, &drafted, initial, test, &key).await?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// What follows a draft, repeated by every replay (each step is idempotent): the initial charge and the
+/// listings.
+pub(super) async fn draft_follow_ups(
+    s: &S,
+    meta: &RequestMeta,
+    msn: &str,
+    drafted: &Drafted,
+    initial: Option<InitialDraft>,
+    test: bool,
+    key: &str,
+) -> Result<(), ApiError> {
     if let (
         Some(charge_id),
         Some(InitialDraft {
@@ -568,9 +582,9 @@ async fn draft(
         }),
     ) = (&drafted.charge_id, initial)
     {
-        let a = load_agreement(&s, &meta, &msn, &drafted.agreement_id).await?;
+        let a = load_agreement(s, meta, msn, &drafted.agreement_id).await?;
         let cd = ChargeDraft {
-            msn: msn.clone(),
+            msn: msn.to_owned(),
             agreement_id: a.id.clone(),
             agreement_external_id: a.external_id.clone(),
             amount,
@@ -582,18 +596,17 @@ async fn draft(
             external_id: ext,
             fails_with: fails_with(test, amount, None),
             awaiting_until_ms: Some(a.expires_ms),
-            key: Some(key.clone()),
+            key: Some(key.to_owned()),
         };
         run_write(
-            &s,
-            &meta,
+            s,
+            meta,
             Op::Execute(commands::create_charge(cd, charge_id.clone())),
         )
         .await?;
-        list_add(&s, &meta, &msn, Some(&a.id), charge_id).await?;
+        list_add(s, meta, msn, Some(&a.id), charge_id).await?;
     }
-    list_add(&s, &meta, &msn, None, &drafted.agreement_id).await?;
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    list_add(s, meta, msn, None, &drafted.agreement_id).await
 }
 
 /// Adds an id to an index unless it is there already.
