@@ -326,7 +326,8 @@ impl Authenticator {
         sales_unit(meta, principal, headers, msn_required)
     }
 
-    /// Authenticates a call that sends the API keys themselves instead of an access token (the Checkout API):
+    /// Authenticates a call that sends the API keys themselves instead of an access token (as some
+    /// product APIs do):
     /// subscription key, `client_id` and `client_secret` of the same principal, and the MSN, which is required.
     /// Wrong client credentials are a 401 naming the header.
     pub(crate) fn authenticate_client_keys(

@@ -41,7 +41,8 @@ impl FromRequestParts<Shared> for Merchant {
 }
 
 /// A caller authenticated for one sales unit by its API keys in the `client_id` and `client_secret` headers, with
-/// the subscription key and `Merchant-Serial-Number`, and no access token (the Checkout API).
+/// the subscription key and `Merchant-Serial-Number`, and no access token (product APIs that take
+/// the keys on every call).
 #[derive(Debug)]
 pub(crate) struct ClientKeys(pub AuthCtx);
 
