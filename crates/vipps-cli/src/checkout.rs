@@ -19,9 +19,9 @@ use crate::api::{Conn, api_error, key, keyed, print_json, usage};
 #[derive(Debug, Subcommand)]
 pub enum CheckoutCommand {
     /// Create a payment session from flags, or any session from a request body (`--body FILE`, `-` for stdin).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Print a session.
-    Get(GetArgs),
+    Get(Box<GetArgs>),
 }
 
 /// `checkout create`.

@@ -541,7 +541,10 @@ async fn checkout_create_and_get() {
         .await;
     assert_eq!(created["idempotencyKey"], "checkout-1");
     let url = created["result"]["checkoutUrl"].as_str().unwrap();
-    assert!(url.starts_with(&cli.base_url) && url.contains("?token="), "{created}");
+    assert!(
+        url.starts_with(&cli.base_url) && url.contains("?token="),
+        "{created}"
+    );
     let again = cli
         .ok(&[
             "checkout",
@@ -561,7 +564,14 @@ async fn checkout_create_and_get() {
     assert_eq!(s["sessionState"], "SessionCreated");
     // A duplicate reference is an API error; an unknown one too; a missing flag is a usage error.
     let dup = cli
-        .run(&["checkout", "create", "--reference", "cli-checkout-0001", "--amount", "4900"])
+        .run(&[
+            "checkout",
+            "create",
+            "--reference",
+            "cli-checkout-0001",
+            "--amount",
+            "4900",
+        ])
         .await;
     assert_eq!(code(&dup), Some(3), "{}", stderr(&dup));
     let missing = cli.run(&["checkout", "get", "cli-checkout-9999"]).await;

@@ -71,7 +71,10 @@ impl Checkout {
     /// `POST /checkout/v3/session`: a payment or subscription session. The answer's `token` opens the checkout
     /// page (`checkoutFrontendUrl?token=`). Sent with an `Idempotency-Key` (the caller's, or one made before the
     /// first attempt), so a retry replays instead of meeting "duplicate reference".
-    pub fn create_session(&self, request: &InitiateSessionRequest) -> Write<InitiateSessionResponse> {
+    pub fn create_session(
+        &self,
+        request: &InitiateSessionRequest,
+    ) -> Write<InitiateSessionResponse> {
         let w = Write::json(
             &self.client,
             "checkout.create_session",

@@ -69,7 +69,12 @@ async fn sessions_are_created_read_and_completed() {
         .await
         .unwrap();
     assert!(!created.replayed);
-    assert!(created.value.checkout_frontend_url.starts_with(emu.base_url().as_str()));
+    assert!(
+        created
+            .value
+            .checkout_frontend_url
+            .starts_with(emu.base_url().as_str())
+    );
     // The same key replays; another key meets the duplicate reference.
     let again = c
         .checkout()

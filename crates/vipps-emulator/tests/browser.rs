@@ -409,11 +409,10 @@ async fn payer_pages_and_dashboard_in_chromium() {
     assert_eq!(s["shippingDetails"]["shippingMethodId"], "store");
     let mut called = false;
     for _ in 0..200 {
-        called = shop
-            .hooks
-            .lock()
-            .iter()
-            .any(|h| h["reference"] == checkout_ref && h["sessionState"] == "PaymentSuccessful");
+        called =
+            shop.hooks.lock().iter().any(|h| {
+                h["reference"] == checkout_ref && h["sessionState"] == "PaymentSuccessful"
+            });
         if called {
             break;
         }

@@ -302,7 +302,11 @@ fn check_summary(dir: &Path, stdout: &str) -> serde_json::Value {
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
-    for m in ["create", "info (SessionCreated)", "info (PaymentSuccessful)"] {
+    for m in [
+        "create",
+        "info (SessionCreated)",
+        "info (PaymentSuccessful)",
+    ] {
         assert!(
             checkout.contains(&m),
             "Checkout call {m} not exercised; summary: {summary}"

@@ -356,7 +356,10 @@ impl Authenticator {
         };
         Err(meta
             .problem(401, "Unauthorized", detail)
-            .field(field, "must be the API keys of the subscription key's owner")
+            .field(
+                field,
+                "must be the API keys of the subscription key's owner",
+            )
             .err())
     }
 }
@@ -368,44 +371,44 @@ fn sales_unit(
     headers: &http::HeaderMap,
     msn_required: bool,
 ) -> Result<AuthCtx, ApiError> {
-        let msn = msn_header(meta, headers)?;
-        let forbidden = |detail: String| {
-            meta.problem(403, "Forbidden", detail)
-                .field(
-                    h::MERCHANT_SERIAL_NUMBER,
-                    "must be a sales unit of these API keys",
+    let msn = msn_header(meta, headers)?;
+    let forbidden = |detail: String| {
+        meta.problem(403, "Forbidden", detail)
+            .field(
+                h::MERCHANT_SERIAL_NUMBER,
+                "must be a sales unit of these API keys",
+            )
+            .err()
+    };
+    let msn = match (&principal, msn) {
+        (Principal::Merchant(m), None) => Some(m.msn.clone()),
+        (Principal::Merchant(m), Some(sent)) => {
+            if sent != m.msn {
+                return Err(forbidden(format!(
+                    "Merchant-Serial-Number {sent} does not belong to these API keys"
+                )));
+            }
+            Some(sent)
+        }
+        (Principal::Partner(p), Some(sent)) => {
+            if !p.msns.contains(&sent) {
+                return Err(forbidden(format!(
+                    "Invalid MSN: {sent} is not a sales unit of this partner"
+                )));
+            }
+            Some(sent)
+        }
+        (Principal::Partner(_), None) if msn_required => {
+            return Err(meta
+                .problem(
+                    403,
+                    "Forbidden",
+                    "Partner keys must send the Merchant-Serial-Number header",
                 )
-                .err()
-        };
-        let msn = match (&principal, msn) {
-            (Principal::Merchant(m), None) => Some(m.msn.clone()),
-            (Principal::Merchant(m), Some(sent)) => {
-                if sent != m.msn {
-                    return Err(forbidden(format!(
-                        "Merchant-Serial-Number {sent} does not belong to these API keys"
-                    )));
-                }
-                Some(sent)
-            }
-            (Principal::Partner(p), Some(sent)) => {
-                if !p.msns.contains(&sent) {
-                    return Err(forbidden(format!(
-                        "Invalid MSN: {sent} is not a sales unit of this partner"
-                    )));
-                }
-                Some(sent)
-            }
-            (Principal::Partner(_), None) if msn_required => {
-                return Err(meta
-                    .problem(
-                        403,
-                        "Forbidden",
-                        "Partner keys must send the Merchant-Serial-Number header",
-                    )
-                    .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
-                    .err());
-            }
-            (Principal::Partner(_), None) => None,
-        };
-        Ok(AuthCtx { principal, msn })
+                .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
+                .err());
+        }
+        (Principal::Partner(_), None) => None,
+    };
+    Ok(AuthCtx { principal, msn })
 }

@@ -43,7 +43,12 @@ mod tests {
                         let needle = ["products", "::", other, "::"].concat();
                         let allowed = [needle.as_str(), "facade"].concat();
                         if code.contains(&needle) && !code.contains(&allowed) {
-                            offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                            offenders.push(format!(
+                                "{}:{}: {}",
+                                path.display(),
+                                i + 1,
+                                line.trim()
+                            ));
                         }
                     }
                 }

@@ -84,10 +84,14 @@ async fn created(env: &Env, b: &Value) -> Value {
 }
 
 async fn session(env: &Env, reference: &str) -> (u16, Value) {
-    let r = keyed(env, Method::GET, &format!("/checkout/v3/session/{reference}"))
-        .send()
-        .await
-        .unwrap();
+    let r = keyed(
+        env,
+        Method::GET,
+        &format!("/checkout/v3/session/{reference}"),
+    )
+    .send()
+    .await
+    .unwrap();
     let st = r.status().as_u16();
     (st, r.json().await.unwrap_or(Value::Null))
 }
@@ -125,7 +129,10 @@ async fn callbacks(rx: &Receiver, reference: &str, n: usize) -> Vec<crate::deliv
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{reference}: {} callbacks, expected {n}", rx.for_reference(reference).len());
+    panic!(
+        "{reference}: {} callbacks, expected {n}",
+        rx.for_reference(reference).len()
+    );
 }
 
 async fn advance(env: &Env, seconds: i64) {
@@ -178,15 +185,60 @@ async fn session_lifecycle() {
     use Step::*;
     let env = start().await;
     let rows = [
-        Row { name: "created", steps: &[], want: (200, "SessionCreated", None), details: false },
-        Row { name: "page opened", steps: &[Open], want: (200, "PaymentInitiated", Some("CREATED")), details: false },
-        Row { name: "paid on the page", steps: &[Open, PagePay], want: (200, "PaymentSuccessful", Some("AUTHORIZED")), details: true },
-        Row { name: "aborted on the page", steps: &[Open, PageAbort], want: (200, "PaymentTerminated", Some("TERMINATED")), details: false },
-        Row { name: "approved through ePayment's control", steps: &[ControlApprove], want: (200, "PaymentSuccessful", Some("AUTHORIZED")), details: true },
-        Row { name: "rejected through ePayment's control", steps: &[Open, ControlReject], want: (200, "PaymentTerminated", Some("TERMINATED")), details: false },
-        Row { name: "cancelled by the merchant", steps: &[Open, MerchantCancel], want: (200, "PaymentTerminated", Some("TERMINATED")), details: false },
-        Row { name: "expired: polling answers 404", steps: &[Open, Expire], want: (404, "", None), details: false },
-        Row { name: "paid, then time passes", steps: &[PagePay, Expire], want: (200, "PaymentSuccessful", Some("AUTHORIZED")), details: true },
+        Row {
+            name: "created",
+            steps: &[],
+            want: (200, "SessionCreated", None),
+            details: false,
+        },
+        Row {
+            name: "page opened",
+            steps: &[Open],
+            want: (200, "PaymentInitiated", Some("CREATED")),
+            details: false,
+        },
+        Row {
+            name: "paid on the page",
+            steps: &[Open, PagePay],
+            want: (200, "PaymentSuccessful", Some("AUTHORIZED")),
+            details: true,
+        },
+        Row {
+            name: "aborted on the page",
+            steps: &[Open, PageAbort],
+            want: (200, "PaymentTerminated", Some("TERMINATED")),
+            details: false,
+        },
+        Row {
+            name: "approved through ePayment's control",
+            steps: &[ControlApprove],
+            want: (200, "PaymentSuccessful", Some("AUTHORIZED")),
+            details: true,
+        },
+        Row {
+            name: "rejected through ePayment's control",
+            steps: &[Open, ControlReject],
+            want: (200, "PaymentTerminated", Some("TERMINATED")),
+            details: false,
+        },
+        Row {
+            name: "cancelled by the merchant",
+            steps: &[Open, MerchantCancel],
+            want: (200, "PaymentTerminated", Some("TERMINATED")),
+            details: false,
+        },
+        Row {
+            name: "expired: polling answers 404",
+            steps: &[Open, Expire],
+            want: (404, "", None),
+            details: false,
+        },
+        Row {
+            name: "paid, then time passes",
+            steps: &[PagePay, Expire],
+            want: (200, "PaymentSuccessful", Some("AUTHORIZED")),
+            details: true,
+        },
     ];
     let n = std::sync::atomic::AtomicUsize::new(0);
     check_async(&rows, |row| {
@@ -203,21 +255,33 @@ async fn session_lifecycle() {
                     PagePay => submit(&page, token, "approve", &[]).await.status().as_u16(),
                     PageAbort => submit(&page, token, "abort", &[]).await.status().as_u16(),
                     ControlApprove | ControlReject => {
-                        let verb = if matches!(step, ControlApprove) { "approve" } else { "reject" };
-                        env.control(Method::POST, &format!("/_emulator/payments/{reference}/{verb}"), None)
-                            .await
-                            .status()
-                            .as_u16()
+                        let verb = if matches!(step, ControlApprove) {
+                            "approve"
+                        } else {
+                            "reject"
+                        };
+                        env.control(
+                            Method::POST,
+                            &format!("/_emulator/payments/{reference}/{verb}"),
+                            None,
+                        )
+                        .await
+                        .status()
+                        .as_u16()
                     }
                     MerchantCancel => {
                         let t = env.token().await;
-                        env.authed(Method::POST, &format!("/epayment/v1/payments/{reference}/cancel"), &t)
-                            .header("Idempotency-Key", format!("{reference}-cancel"))
-                            .send()
-                            .await
-                            .unwrap()
-                            .status()
-                            .as_u16()
+                        env.authed(
+                            Method::POST,
+                            &format!("/epayment/v1/payments/{reference}/cancel"),
+                            &t,
+                        )
+                        .header("Idempotency-Key", format!("{reference}-cancel"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
                     }
                     Expire => {
                         advance(env, 660).await;
@@ -234,14 +298,38 @@ async fn session_lifecycle() {
                 return expect_eq("errorCode", s["errorCode"].as_str(), Some("NotFound"));
             }
             expect_eq("sessionState", s["sessionState"].as_str(), Some(row.want.1))?;
-            expect_eq("payment state", s["paymentDetails"]["state"].as_str(), row.want.2)?;
-            expect_eq("reference", s["reference"].as_str(), Some(reference.as_str()))?;
-            expect_eq("billingDetails", s["billingDetails"].is_object(), row.details)?;
-            expect_eq("shippingDetails", s["shippingDetails"].is_object(), row.details)?;
+            expect_eq(
+                "payment state",
+                s["paymentDetails"]["state"].as_str(),
+                row.want.2,
+            )?;
+            expect_eq(
+                "reference",
+                s["reference"].as_str(),
+                Some(reference.as_str()),
+            )?;
+            expect_eq(
+                "billingDetails",
+                s["billingDetails"].is_object(),
+                row.details,
+            )?;
+            expect_eq(
+                "shippingDetails",
+                s["shippingDetails"].is_object(),
+                row.details,
+            )?;
             expect_eq("userInfo", s["userInfo"]["sub"].is_string(), row.details)?;
             if row.details {
-                expect_eq("prefilled name", s["billingDetails"]["firstName"].as_str(), Some("Ola"))?;
-                expect_eq("default shipping", s["shippingDetails"]["shippingMethodId"].as_str(), Some("posten-home"))?;
+                expect_eq(
+                    "prefilled name",
+                    s["billingDetails"]["firstName"].as_str(),
+                    Some("Ola"),
+                )?;
+                expect_eq(
+                    "default shipping",
+                    s["shippingDetails"]["shippingMethodId"].as_str(),
+                    Some("posten-home"),
+                )?;
             }
             Ok(())
         }
@@ -266,23 +354,98 @@ impl Case for Bad {
 async fn invalid_sessions_are_refused_naming_the_field() {
     let env = start().await;
     let rows = [
-        Bad { name: "http callback to a public host", patch: |b| b["merchantInfo"]["callbackUrl"] = json!("http://example.com/cb"), field: "merchantInfo.callbackUrl" },
-        Bad { name: "javascript return URL", patch: |b| b["merchantInfo"]["returnUrl"] = json!("javascript:alert(1)"), field: "merchantInfo.returnUrl" },
-        Bad { name: "http terms", patch: |b| b["merchantInfo"]["termsAndConditionsUrl"] = json!("http://example.com/t"), field: "merchantInfo.termsAndConditionsUrl" },
-        Bad { name: "short reference", patch: |b| b["transaction"]["reference"] = json!("short"), field: "transaction.reference" },
-        Bad { name: "reference with a slash", patch: |b| b["transaction"]["reference"] = json!("order/0001"), field: "transaction.reference" },
-        Bad { name: "amount below the minimum", patch: |b| b["transaction"]["amount"]["value"] = json!(10), field: "transaction.amount.value" },
-        Bad { name: "unknown currency", patch: |b| b["transaction"]["amount"]["currency"] = json!("USD"), field: "transaction.amount.currency" },
-        Bad { name: "short description", patch: |b| b["transaction"]["paymentDescription"] = json!("ab"), field: "transaction.paymentDescription" },
-        Bad { name: "no transaction", patch: |b| { b.as_object_mut().unwrap().remove("transaction"); }, field: "transaction" },
-        Bad { name: "OTHER option without title", patch: |b| { b["logistics"]["fixedOptions"][1].as_object_mut().unwrap().remove("title"); }, field: "logistics.fixedOptions[1].title" },
-        Bad { name: "option in another currency", patch: |b| b["logistics"]["fixedOptions"][0]["amount"]["currency"] = json!("EUR"), field: "logistics.fixedOptions[0].amount.currency" },
-        Bad { name: "http dynamic logistics to a public host", patch: |b| b["logistics"]["dynamicOptionsCallback"] = json!("http://example.com/l"), field: "logistics.dynamicOptionsCallback" },
-        Bad { name: "phone number with letters", patch: |b| b["prefillCustomer"]["phoneNumber"] = json!("47abc"), field: "prefillCustomer.phoneNumber" },
-        Bad { name: "unknown elements", patch: |b| b["configuration"]["elements"] = json!("Everything"), field: "configuration.elements" },
-        Bad { name: "lower-case country", patch: |b| b["configuration"]["countries"]["supported"] = json!(["no"]), field: "configuration.countries.supported[0]" },
-        Bad { name: "subscription in a payment session", patch: |b| b["subscription"] = json!({"productName": "x", "amount": {"value": 100, "currency": "NOK"}, "interval": {"unit": "MONTH", "count": 1}, "merchantAgreementUrl": "https://example.com/a"}), field: "subscription" },
-        Bad { name: "unknown field", patch: |b| b["transaction"]["colour"] = json!("red"), field: "transaction" },
+        Bad {
+            name: "http callback to a public host",
+            patch: |b| b["merchantInfo"]["callbackUrl"] = json!("http://example.com/cb"),
+            field: "merchantInfo.callbackUrl",
+        },
+        Bad {
+            name: "javascript return URL",
+            patch: |b| b["merchantInfo"]["returnUrl"] = json!("javascript:alert(1)"),
+            field: "merchantInfo.returnUrl",
+        },
+        Bad {
+            name: "http terms",
+            patch: |b| b["merchantInfo"]["termsAndConditionsUrl"] = json!("http://example.com/t"),
+            field: "merchantInfo.termsAndConditionsUrl",
+        },
+        Bad {
+            name: "short reference",
+            patch: |b| b["transaction"]["reference"] = json!("short"),
+            field: "transaction.reference",
+        },
+        Bad {
+            name: "reference with a slash",
+            patch: |b| b["transaction"]["reference"] = json!("order/0001"),
+            field: "transaction.reference",
+        },
+        Bad {
+            name: "amount below the minimum",
+            patch: |b| b["transaction"]["amount"]["value"] = json!(10),
+            field: "transaction.amount.value",
+        },
+        Bad {
+            name: "unknown currency",
+            patch: |b| b["transaction"]["amount"]["currency"] = json!("USD"),
+            field: "transaction.amount.currency",
+        },
+        Bad {
+            name: "short description",
+            patch: |b| b["transaction"]["paymentDescription"] = json!("ab"),
+            field: "transaction.paymentDescription",
+        },
+        Bad {
+            name: "no transaction",
+            patch: |b| {
+                b.as_object_mut().unwrap().remove("transaction");
+            },
+            field: "transaction",
+        },
+        Bad {
+            name: "OTHER option without title",
+            patch: |b| {
+                b["logistics"]["fixedOptions"][1]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("title");
+            },
+            field: "logistics.fixedOptions[1].title",
+        },
+        Bad {
+            name: "option in another currency",
+            patch: |b| b["logistics"]["fixedOptions"][0]["amount"]["currency"] = json!("EUR"),
+            field: "logistics.fixedOptions[0].amount.currency",
+        },
+        Bad {
+            name: "http dynamic logistics to a public host",
+            patch: |b| b["logistics"]["dynamicOptionsCallback"] = json!("http://example.com/l"),
+            field: "logistics.dynamicOptionsCallback",
+        },
+        Bad {
+            name: "phone number with letters",
+            patch: |b| b["prefillCustomer"]["phoneNumber"] = json!("47abc"),
+            field: "prefillCustomer.phoneNumber",
+        },
+        Bad {
+            name: "unknown elements",
+            patch: |b| b["configuration"]["elements"] = json!("Everything"),
+            field: "configuration.elements",
+        },
+        Bad {
+            name: "lower-case country",
+            patch: |b| b["configuration"]["countries"]["supported"] = json!(["no"]),
+            field: "configuration.countries.supported[0]",
+        },
+        Bad {
+            name: "subscription in a payment session",
+            patch: |b| b["subscription"] = json!({"productName": "x", "amount": {"value": 100, "currency": "NOK"}, "interval": {"unit": "MONTH", "count": 1}, "merchantAgreementUrl": "https://example.com/a"}),
+            field: "subscription",
+        },
+        Bad {
+            name: "unknown field",
+            patch: |b| b["transaction"]["colour"] = json!("red"),
+            field: "transaction",
+        },
     ];
     check_async(&rows, |row| {
         let env = &env;
@@ -293,7 +456,10 @@ async fn invalid_sessions_are_refused_naming_the_field() {
             expect_eq("status", r.status().as_u16(), 400)?;
             let v: Value = r.json().await.map_err(|e| e.to_string())?;
             expect_eq("errorCode", v["errorCode"].as_str(), Some("BadRequest"))?;
-            let fields: Vec<&String> = v["errors"].as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            let fields: Vec<&String> = v["errors"]
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
             if !fields.iter().any(|f| f.starts_with(row.field)) {
                 return Err(format!("errors name {fields:?}, not {}: {v}", row.field));
             }
@@ -310,11 +476,16 @@ async fn invalid_sessions_are_refused_naming_the_field() {
 async fn keys_duplicates_and_idempotent_replays() {
     let env = start().await;
     // Wrong client secret: 401 in the Checkout format, naming the header; the secret is not echoed.
-    let r = keyed_with(&env, Method::POST, "/checkout/v3/session", "wrong-secret-value")
-        .json(&body("auth-ref-0001", "https://example.com/cb"))
-        .send()
-        .await
-        .unwrap();
+    let r = keyed_with(
+        &env,
+        Method::POST,
+        "/checkout/v3/session",
+        "wrong-secret-value",
+    )
+    .json(&body("auth-ref-0001", "https://example.com/cb"))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
     let text = r.text().await.unwrap();
     assert!(!text.contains("wrong-secret-value"), "{text}");
@@ -374,11 +545,21 @@ async fn keys_duplicates_and_idempotent_replays() {
     }
     // A reference an ePayment payment already has is a duplicate too.
     let t = env.token().await;
-    assert_eq!(env.create(&t, "epay-ref-0001", 1000, "k-epay").await.status(), 201);
+    assert_eq!(
+        env.create(&t, "epay-ref-0001", 1000, "k-epay")
+            .await
+            .status(),
+        201
+    );
     let r = create(&env, &body("epay-ref-0001", "https://example.com/cb"), None).await;
     assert_eq!(r.status(), 409);
     // The answer's URLs: the emulator's page and the polling URL.
-    assert!(first["checkoutFrontendUrl"].as_str().unwrap().starts_with(&env.base));
+    assert!(
+        first["checkoutFrontendUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&env.base)
+    );
     assert_eq!(
         first["pollingUrl"].as_str().unwrap(),
         format!("{}/checkout/v3/session/dup-ref-0001", env.base)
@@ -392,23 +573,39 @@ async fn callback_carries_the_token_and_is_retried_after_failures() {
     let reference = "callback-0001";
     rx.state.fail.lock().insert(reference.to_owned(), 2);
     let c = created(&env, &body(reference, &rx.url())).await;
-    let r = submit(&page_url(&c), c["token"].as_str().unwrap(), "approve", &[("firstName", "Kari")]).await;
+    let r = submit(
+        &page_url(&c),
+        c["token"].as_str().unwrap(),
+        "approve",
+        &[("firstName", "Kari")],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "https://example.com/return");
     let got = callbacks(&rx, reference, 3).await;
-    assert_eq!(got.iter().map(|g| g.status).collect::<Vec<_>>(), vec![500, 500, 200]);
+    assert_eq!(
+        got.iter().map(|g| g.status).collect::<Vec<_>>(),
+        vec![500, 500, 200]
+    );
     for g in &got {
         assert_eq!(g.headers["authorization"], "cb-secret-token-1");
         let v = g.json();
         assert_eq!(v["sessionState"], "PaymentSuccessful");
         assert_eq!(v["paymentDetails"]["state"], "AUTHORIZED");
-        assert_eq!(v["billingDetails"]["firstName"], "Kari", "typed on the page");
+        assert_eq!(
+            v["billingDetails"]["firstName"], "Kari",
+            "typed on the page"
+        );
     }
     // The attempts are recorded on the session.
     let mut rec = Value::Null;
     for _ in 0..200 {
         rec = env
-            .control(Method::GET, &format!("/_emulator/checkout/sessions/{reference}"), None)
+            .control(
+                Method::GET,
+                &format!("/_emulator/checkout/sessions/{reference}"),
+                None,
+            )
             .await
             .json()
             .await
@@ -429,7 +626,9 @@ async fn callback_carries_the_token_and_is_retried_after_failures() {
     // The token is not in the dashboard's page for the session.
     let ui = env
         .http
-        .get(env.url(&format!("/_emulator/ui/aggregates/checkout.session/{MSN}/{reference}")))
+        .get(env.url(&format!(
+            "/_emulator/ui/aggregates/checkout.session/{MSN}/{reference}"
+        )))
         .send()
         .await
         .unwrap();
@@ -441,12 +640,21 @@ async fn callback_carries_the_token_and_is_retried_after_failures() {
     let reference = "callback-0002";
     rx.state.fail.lock().insert(reference.to_owned(), 100);
     created(&env, &body(reference, &rx.url())).await;
-    env.control(Method::POST, &format!("/_emulator/payments/{reference}/approve"), None).await;
+    env.control(
+        Method::POST,
+        &format!("/_emulator/payments/{reference}/approve"),
+        None,
+    )
+    .await;
     let got = callbacks(&rx, reference, 4).await;
     assert_eq!(got.len(), 4);
     for _ in 0..200 {
         let v: Value = env
-            .control(Method::GET, &format!("/_emulator/checkout/sessions/{reference}"), None)
+            .control(
+                Method::GET,
+                &format!("/_emulator/checkout/sessions/{reference}"),
+                None,
+            )
             .await
             .json()
             .await
@@ -513,9 +721,19 @@ async fn dynamic_logistics_sets_the_options_with_fixed_ones_as_fallback() {
     b["logistics"]["dynamicOptionsCallback"] = json!(format!("http://{addr}/logistics"));
     let c = created(&env, &b).await;
     let page = page_url(&c);
-    let html = browser().get(&page).send().await.unwrap().text().await.unwrap();
+    let html = browser()
+        .get(&page)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("dyn-postnord"), "dynamic option shown");
-    assert!(html.contains("Dynamic &lt;b&gt;option&lt;/b&gt;"), "escaped");
+    assert!(
+        html.contains("Dynamic &lt;b&gt;option&lt;/b&gt;"),
+        "escaped"
+    );
     assert!(!html.contains("posten-home"), "fixed options replaced");
     {
         let seen = st.seen.lock();
@@ -526,12 +744,28 @@ async fn dynamic_logistics_sets_the_options_with_fixed_ones_as_fallback() {
     }
     for mode in ["fail", "empty"] {
         *st.mode.lock() = mode;
-        let html = browser().get(&page).send().await.unwrap().text().await.unwrap();
-        assert!(html.contains("posten-home") && !html.contains("dyn-postnord"), "{mode}: fixed options");
+        let html = browser()
+            .get(&page)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("posten-home") && !html.contains("dyn-postnord"),
+            "{mode}: fixed options"
+        );
     }
     // Paying with the dynamic option records it in the shipping details.
     *st.mode.lock() = "ok";
-    let r = submit(&page, c["token"].as_str().unwrap(), "approve", &[("shipping", "dyn-postnord")]).await;
+    let r = submit(
+        &page,
+        c["token"].as_str().unwrap(),
+        "approve",
+        &[("shipping", "dyn-postnord")],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     let (_, s) = session(&env, "logistics-0001").await;
     assert_eq!(s["shippingDetails"]["shippingMethodId"], "dyn-postnord");
@@ -543,25 +777,52 @@ async fn the_payment_is_captured_and_refunded_through_epayment() {
     let env = start().await;
     let reference = "capture-0001";
     let c = created(&env, &body(reference, "https://example.com/cb")).await;
-    assert_eq!(submit(&page_url(&c), c["token"].as_str().unwrap(), "approve", &[]).await.status(), 303);
+    assert_eq!(
+        submit(&page_url(&c), c["token"].as_str().unwrap(), "approve", &[])
+            .await
+            .status(),
+        303
+    );
     let t = env.token().await;
-    let p: Value = env.get(&t, &format!("/epayment/v1/payments/{reference}")).await.json().await.unwrap();
+    let p: Value = env
+        .get(&t, &format!("/epayment/v1/payments/{reference}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(p["state"], "AUTHORIZED");
     assert_eq!(p["amount"]["value"], 2000);
     let r = env
-        .post_json(&t, &format!("/epayment/v1/payments/{reference}/capture"), Some("cap-1"),
-            json!({"modificationAmount": {"currency": "NOK", "value": 2000}}))
+        .post_json(
+            &t,
+            &format!("/epayment/v1/payments/{reference}/capture"),
+            Some("cap-1"),
+            json!({"modificationAmount": {"currency": "NOK", "value": 2000}}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let r = env
-        .post_json(&t, &format!("/epayment/v1/payments/{reference}/refund"), Some("ref-1"),
-            json!({"modificationAmount": {"currency": "NOK", "value": 500}}))
+        .post_json(
+            &t,
+            &format!("/epayment/v1/payments/{reference}/refund"),
+            Some("ref-1"),
+            json!({"modificationAmount": {"currency": "NOK", "value": 500}}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let (_, s) = session(&env, reference).await;
-    assert_eq!(s["paymentDetails"]["aggregate"]["capturedAmount"]["value"], 2000, "{s}");
-    assert_eq!(s["paymentDetails"]["aggregate"]["refundedAmount"]["value"], 500);
-    assert_eq!(s["paymentDetails"]["aggregate"]["authorizedAmount"]["value"], 2000);
+    assert_eq!(
+        s["paymentDetails"]["aggregate"]["capturedAmount"]["value"], 2000,
+        "{s}"
+    );
+    assert_eq!(
+        s["paymentDetails"]["aggregate"]["refundedAmount"]["value"],
+        500
+    );
+    assert_eq!(
+        s["paymentDetails"]["aggregate"]["authorizedAmount"]["value"],
+        2000
+    );
 }
 
 #[tokio::test]
@@ -593,10 +854,21 @@ async fn a_subscription_session_makes_an_active_agreement() {
     let (_, s) = session(&env, reference).await;
     assert_eq!(s["sessionState"], "SessionCreated");
     assert_eq!(s["subscriptionDetails"]["state"], "PENDING");
-    let html = browser().get(page_url(&c)).send().await.unwrap().text().await.unwrap();
+    let html = browser()
+        .get(page_url(&c))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("Socks every month"));
     let r = env
-        .control(Method::POST, &format!("/_emulator/checkout/sessions/{reference}/approve"), None)
+        .control(
+            Method::POST,
+            &format!("/_emulator/checkout/sessions/{reference}/approve"),
+            None,
+        )
         .await;
     assert_eq!(r.status(), 200);
     let (_, s) = session(&env, reference).await;
@@ -604,13 +876,24 @@ async fn a_subscription_session_makes_an_active_agreement() {
     assert_eq!(s["subscriptionDetails"]["state"], "ACTIVE");
     assert_eq!(s["paymentDetails"]["state"], "AUTHORIZED");
     assert!(s["shippingDetails"].is_null(), "no address asked");
-    let id = s["subscriptionDetails"]["agreementId"].as_str().unwrap().to_owned();
+    let id = s["subscriptionDetails"]["agreementId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let t = env.token().await;
-    let a: Value = env.get(&t, &format!("/recurring/v3/agreements/{id}")).await.json().await.unwrap();
+    let a: Value = env
+        .get(&t, &format!("/recurring/v3/agreements/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a["status"], "ACTIVE", "{a}");
     assert_eq!(a["pricing"]["amount"], 9900);
     let charge: Value = env
-        .get(&t, &format!("/recurring/v3/agreements/{id}/charges/{reference}"))
+        .get(
+            &t,
+            &format!("/recurring/v3/agreements/{id}/charges/{reference}"),
+        )
         .await
         .json()
         .await
@@ -618,7 +901,10 @@ async fn a_subscription_session_makes_an_active_agreement() {
     assert_eq!(charge["type"], "INITIAL", "{charge}");
     assert_eq!(charge["amount"], 4900);
     let got = callbacks(&rx, reference, 1).await;
-    assert_eq!(got[0].json()["subscriptionDetails"]["agreementId"], id.as_str());
+    assert_eq!(
+        got[0].json()["subscriptionDetails"]["agreementId"],
+        id.as_str()
+    );
     // The merchant stops the agreement: the session reports it.
     let r = env
         .authed(Method::PATCH, &format!("/recurring/v3/agreements/{id}"), &t)
@@ -640,14 +926,30 @@ async fn the_page_refuses_wrong_tokens_and_shows_what_was_prefilled() {
     b["configuration"]["customConsent"] = json!({"text": "Send me offers", "required": true});
     let c = created(&env, &b).await;
     let page = page_url(&c);
-    let html = browser().get(&page).send().await.unwrap().text().await.unwrap();
+    let html = browser()
+        .get(&page)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("Ola") && html.contains("Robert Levins gate 5"));
-    assert!(!html.contains("<script>alert(1)"), "merchant text is escaped");
+    assert!(
+        !html.contains("<script>alert(1)"),
+        "merchant text is escaped"
+    );
     assert!(html.contains("Send me offers"));
     // A required consent left unchecked: not completed.
     let r = submit(&page, c["token"].as_str().unwrap(), "approve", &[]).await;
     assert_eq!(r.status(), 422);
-    let r = submit(&page, c["token"].as_str().unwrap(), "approve", &[("consent", "yes")]).await;
+    let r = submit(
+        &page,
+        c["token"].as_str().unwrap(),
+        "approve",
+        &[("consent", "yes")],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     let (_, s) = session(&env, "page-0001").await;
     assert_eq!(s["customConsentProvided"], true);
@@ -655,8 +957,16 @@ async fn the_page_refuses_wrong_tokens_and_shows_what_was_prefilled() {
     let token = c["token"].as_str().unwrap();
     let forged = format!("{}x", token);
     let base = c["checkoutFrontendUrl"].as_str().unwrap();
-    for (t, status) in [(forged.as_str(), 403), ("nonsense", 400), ("123456.no-such-ref.abc", 404)] {
-        let r = browser().get(format!("{base}?token={t}")).send().await.unwrap();
+    for (t, status) in [
+        (forged.as_str(), 403),
+        ("nonsense", 400),
+        ("123456.no-such-ref.abc", 404),
+    ] {
+        let r = browser()
+            .get(format!("{base}?token={t}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), status, "token {t}");
     }
     // Another site cannot post the form.

@@ -494,10 +494,7 @@ fn description_example(schema: &Value) -> Option<Value> {
     let rest = &d[d.find("Example: ")? + "Example: ".len()..];
     let text = match rest.strip_prefix('"') {
         Some(q) => &q[..q.find('"')?],
-        None => rest
-            .split_whitespace()
-            .next()?
-            .trim_end_matches('.'),
+        None => rest.split_whitespace().next()?.trim_end_matches('.'),
     };
     Some(match schema.get("type").and_then(Value::as_str) {
         Some("integer") => json!(text.parse::<i64>().ok()?),

@@ -16,8 +16,8 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vipps_types::checkout::{
-    Brand, CheckoutConfig, CheckoutProblem, CustomerInteraction, Elements,
-    InitiateSessionRequest, LogisticsOption, SessionType, UserFlow,
+    Brand, CheckoutConfig, CheckoutProblem, CustomerInteraction, Elements, InitiateSessionRequest,
+    LogisticsOption, SessionType, UserFlow,
 };
 use vipps_types::headers as h;
 use vipps_types::money::Currency;
@@ -120,8 +120,14 @@ fn bad(meta: &RequestMeta, field: &str, reason: impl Into<String>) -> ApiError {
 
 /// `https`, or `http` to a loopback host (local development), as ePayment's URLs; `custom_scheme` also allows an
 /// app's own scheme (a `returnUrl` of a `NATIVE_REDIRECT` flow).
-fn check_url(meta: &RequestMeta, field: &str, u: &str, custom_scheme: bool) -> Result<(), ApiError> {
-    let url = url::Url::parse(u).map_err(|e| bad(meta, field, format!("not a valid absolute URL ({e})")))?;
+fn check_url(
+    meta: &RequestMeta,
+    field: &str,
+    u: &str,
+    custom_scheme: bool,
+) -> Result<(), ApiError> {
+    let url = url::Url::parse(u)
+        .map_err(|e| bad(meta, field, format!("not a valid absolute URL ({e})")))?;
     match url.scheme() {
         "https" => Ok(()),
         "http" => match url.host() {
@@ -144,10 +150,20 @@ fn check_url(meta: &RequestMeta, field: &str, u: &str, custom_scheme: bool) -> R
     }
 }
 
-fn check_len(meta: &RequestMeta, field: &str, v: &str, min: usize, max: usize) -> Result<(), ApiError> {
+fn check_len(
+    meta: &RequestMeta,
+    field: &str,
+    v: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), ApiError> {
     let n = v.chars().count();
     if n < min || n > max {
-        return Err(bad(meta, field, format!("must be {min} to {max} characters, got {n}")));
+        return Err(bad(
+            meta,
+            field,
+            format!("must be {min} to {max} characters, got {n}"),
+        ));
     }
     Ok(())
 }
@@ -155,14 +171,22 @@ fn check_len(meta: &RequestMeta, field: &str, v: &str, min: usize, max: usize) -
 /// The spec's reference rule: 8 to 50 of `-a-zA-Z0-9`.
 fn check_reference(meta: &RequestMeta, field: &str, r: &str) -> Result<(), ApiError> {
     if !(8..=50).contains(&r.len()) || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(bad(meta, field, "must be 8 to 50 letters, digits or dashes"));
+        return Err(bad(
+            meta,
+            field,
+            "must be 8 to 50 letters, digits or dashes",
+        ));
     }
     Ok(())
 }
 
 fn check_country(meta: &RequestMeta, field: &str, c: &str) -> Result<(), ApiError> {
     if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(bad(meta, field, "must be an ISO 3166-1 alpha-2 code such as NO"));
+        return Err(bad(
+            meta,
+            field,
+            "must be an ISO 3166-1 alpha-2 code such as NO",
+        ));
     }
     Ok(())
 }
@@ -189,9 +213,15 @@ fn check_options(
             None if o.brand != Brand::Porterbuddy => {
                 return Err(bad(meta, &f("amount"), "required for this brand"));
             }
-            Some(a) if a.value < 0 => return Err(bad(meta, &f("amount.value"), "must be 0 or more")),
+            Some(a) if a.value < 0 => {
+                return Err(bad(meta, &f("amount.value"), "must be 0 or more"));
+            }
             Some(a) if a.currency != currency => {
-                return Err(bad(meta, &f("amount.currency"), format!("must be {currency}, the transaction's currency")));
+                return Err(bad(
+                    meta,
+                    &f("amount.currency"),
+                    format!("must be {currency}, the transaction's currency"),
+                ));
             }
             _ => {}
         }
@@ -207,26 +237,52 @@ fn check_options(
 
 fn check_config(meta: &RequestMeta, c: &CheckoutConfig) -> Result<(), ApiError> {
     if let Some(ci) = &c.customer_interaction {
-        if !matches!(ci, CustomerInteraction::CustomerPresent | CustomerInteraction::CustomerNotPresent) {
-            return Err(bad(meta, "configuration.customerInteraction", "must be CUSTOMER_PRESENT or CUSTOMER_NOT_PRESENT"));
+        if !matches!(
+            ci,
+            CustomerInteraction::CustomerPresent | CustomerInteraction::CustomerNotPresent
+        ) {
+            return Err(bad(
+                meta,
+                "configuration.customerInteraction",
+                "must be CUSTOMER_PRESENT or CUSTOMER_NOT_PRESENT",
+            ));
         }
     }
     if let Some(e) = &c.elements {
-        if !matches!(e, Elements::Full | Elements::PaymentAndContactInfo | Elements::PaymentOnly) {
-            return Err(bad(meta, "configuration.elements", "must be Full, PaymentAndContactInfo or PaymentOnly"));
+        if !matches!(
+            e,
+            Elements::Full | Elements::PaymentAndContactInfo | Elements::PaymentOnly
+        ) {
+            return Err(bad(
+                meta,
+                "configuration.elements",
+                "must be Full, PaymentAndContactInfo or PaymentOnly",
+            ));
         }
     }
     if let Some(u) = &c.user_flow {
         if !matches!(u, UserFlow::WebRedirect | UserFlow::NativeRedirect) {
-            return Err(bad(meta, "configuration.userFlow", "must be WEB_REDIRECT or NATIVE_REDIRECT"));
+            return Err(bad(
+                meta,
+                "configuration.userFlow",
+                "must be WEB_REDIRECT or NATIVE_REDIRECT",
+            ));
         }
     }
     if let Some(cs) = &c.countries {
         if cs.supported.is_empty() {
-            return Err(bad(meta, "configuration.countries.supported", "must name at least one country"));
+            return Err(bad(
+                meta,
+                "configuration.countries.supported",
+                "must name at least one country",
+            ));
         }
         for (i, code) in cs.supported.iter().enumerate() {
-            check_country(meta, &format!("configuration.countries.supported[{i}]"), code)?;
+            check_country(
+                meta,
+                &format!("configuration.countries.supported[{i}]"),
+                code,
+            )?;
         }
     }
     if let Some(cc) = &c.custom_consent {
@@ -236,7 +292,12 @@ fn check_config(meta: &RequestMeta, c: &CheckoutConfig) -> Result<(), ApiError> 
 }
 
 /// Validates a create request beyond its JSON shape.
-fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionRequest) -> Result<Session, ApiError> {
+fn validate(
+    s: &S,
+    meta: &RequestMeta,
+    auth: &AuthCtx,
+    r: &InitiateSessionRequest,
+) -> Result<Session, ApiError> {
     let kind = match r.session_type() {
         SessionType::Payment => Kind::Payment,
         SessionType::Subscription => Kind::Subscription,
@@ -245,7 +306,13 @@ fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionReques
     let mi = &r.merchant_info;
     check_url(meta, "merchantInfo.callbackUrl", &mi.callback_url, false)?;
     check_url(meta, "merchantInfo.returnUrl", &mi.return_url, true)?;
-    check_len(meta, "merchantInfo.callbackAuthorizationToken", &mi.callback_authorization_token, 1, 4096)?;
+    check_len(
+        meta,
+        "merchantInfo.callbackAuthorizationToken",
+        &mi.callback_authorization_token,
+        1,
+        4096,
+    )?;
     if let Some(t) = &mi.terms_and_conditions_url {
         check_url(meta, "merchantInfo.termsAndConditionsUrl", t, false)?;
     }
@@ -254,7 +321,11 @@ fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionReques
             return Err(bad(meta, "transaction", "required for a PAYMENT session"));
         }
         (Kind::Payment, Some(_), Some(_)) => {
-            return Err(bad(meta, "reference", "only SUBSCRIPTION sessions without a transaction take a top-level reference"));
+            return Err(bad(
+                meta,
+                "reference",
+                "only SUBSCRIPTION sessions without a transaction take a top-level reference",
+            ));
         }
         (_, Some(t), _) => {
             check_reference(meta, "transaction.reference", &t.reference)?;
@@ -265,39 +336,94 @@ fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionReques
             rf.clone()
         }
         (Kind::Subscription, None, None) => {
-            return Err(bad(meta, "reference", "required for a SUBSCRIPTION session without a transaction"));
+            return Err(bad(
+                meta,
+                "reference",
+                "required for a SUBSCRIPTION session without a transaction",
+            ));
         }
     };
     let mut currency = "NOK".to_owned();
     if let Some(t) = &r.transaction {
-        let c: Currency = t.amount.currency.parse().map_err(|_| bad(meta, "transaction.amount.currency", "must be NOK, DKK or EUR"))?;
-        let amount = vipps_types::money::Amount { currency: c, value: t.amount.value };
-        amount.validate().map_err(|e| bad(meta, "transaction.amount.value", e.to_string()))?;
-        amount.check_payment_minimum().map_err(|e| bad(meta, "transaction.amount.value", e.to_string()))?;
-        check_len(meta, "transaction.paymentDescription", &t.payment_description, 3, 100)?;
+        let c: Currency = t.amount.currency.parse().map_err(|_| {
+            bad(
+                meta,
+                "transaction.amount.currency",
+                "must be NOK, DKK or EUR",
+            )
+        })?;
+        let amount = vipps_types::money::Amount {
+            currency: c,
+            value: t.amount.value,
+        };
+        amount
+            .validate()
+            .map_err(|e| bad(meta, "transaction.amount.value", e.to_string()))?;
+        amount
+            .check_payment_minimum()
+            .map_err(|e| bad(meta, "transaction.amount.value", e.to_string()))?;
+        check_len(
+            meta,
+            "transaction.paymentDescription",
+            &t.payment_description,
+            3,
+            100,
+        )?;
         currency = c.code().to_owned();
         if kind == Kind::Subscription && c != Currency::Nok {
-            return Err(bad(meta, "transaction.amount.currency", "must be NOK for a SUBSCRIPTION session (Recurring charges are in NOK)"));
+            return Err(bad(
+                meta,
+                "transaction.amount.currency",
+                "must be NOK for a SUBSCRIPTION session (Recurring charges are in NOK)",
+            ));
         }
     }
     match (kind, &r.subscription) {
-        (Kind::Payment, Some(_)) => return Err(bad(meta, "subscription", "only SUBSCRIPTION sessions take a subscription")),
-        (Kind::Subscription, None) => return Err(bad(meta, "subscription", "required for a SUBSCRIPTION session")),
+        (Kind::Payment, Some(_)) => {
+            return Err(bad(
+                meta,
+                "subscription",
+                "only SUBSCRIPTION sessions take a subscription",
+            ));
+        }
+        (Kind::Subscription, None) => {
+            return Err(bad(
+                meta,
+                "subscription",
+                "required for a SUBSCRIPTION session",
+            ));
+        }
         (Kind::Subscription, Some(sub)) => {
             check_len(meta, "subscription.productName", &sub.product_name, 1, 45)?;
             if sub.amount.currency != "NOK" {
                 return Err(bad(meta, "subscription.amount.currency", "must be NOK"));
             }
             if !(1..=200_000_000).contains(&sub.amount.value) {
-                return Err(bad(meta, "subscription.amount.value", "must be 1 to 200000000 øre"));
+                return Err(bad(
+                    meta,
+                    "subscription.amount.value",
+                    "must be 1 to 200000000 øre",
+                ));
             }
-            if !matches!(sub.interval.unit.as_str(), "YEAR" | "MONTH" | "WEEK" | "DAY") {
-                return Err(bad(meta, "subscription.interval.unit", "must be YEAR, MONTH, WEEK or DAY"));
+            if !matches!(
+                sub.interval.unit.as_str(),
+                "YEAR" | "MONTH" | "WEEK" | "DAY"
+            ) {
+                return Err(bad(
+                    meta,
+                    "subscription.interval.unit",
+                    "must be YEAR, MONTH, WEEK or DAY",
+                ));
             }
             if !(1..=31).contains(&sub.interval.count) {
                 return Err(bad(meta, "subscription.interval.count", "must be 1 to 31"));
             }
-            check_url(meta, "subscription.merchantAgreementUrl", &sub.merchant_agreement_url, false)?;
+            check_url(
+                meta,
+                "subscription.merchantAgreementUrl",
+                &sub.merchant_agreement_url,
+                false,
+            )?;
             if let Some(d) = &sub.product_description {
                 check_len(meta, "subscription.productDescription", d, 1, 100)?;
             }
@@ -315,7 +441,11 @@ fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionReques
     if let Some(p) = &r.prefill_customer {
         if let Some(ph) = &p.phone_number {
             if !(8..=15).contains(&ph.len()) || !ph.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad(meta, "prefillCustomer.phoneNumber", "must be 8 to 15 digits, with the country code (MSISDN)"));
+                return Err(bad(
+                    meta,
+                    "prefillCustomer.phoneNumber",
+                    "must be 8 to 15 digits, with the country code (MSISDN)",
+                ));
             }
         }
         if let Some(c) = &p.country {
@@ -323,7 +453,11 @@ fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionReques
         }
         if let Some(e) = &p.email {
             if !e.contains('@') {
-                return Err(bad(meta, "prefillCustomer.email", "must be an e-mail address"));
+                return Err(bad(
+                    meta,
+                    "prefillCustomer.email",
+                    "must be an e-mail address",
+                ));
             }
         }
     }
@@ -338,7 +472,10 @@ fn validate(s: &S, meta: &RequestMeta, auth: &AuthCtx, r: &InitiateSessionReques
         kind,
         state: SState::Created,
         amount: r.transaction.as_ref().map(|t| t.amount.clone()),
-        description: r.transaction.as_ref().map(|t| t.payment_description.clone()),
+        description: r
+            .transaction
+            .as_ref()
+            .map(|t| t.payment_description.clone()),
         merchant_info: mi.clone(),
         logistics: r.logistics.clone(),
         prefill: r.prefill_customer.clone(),
@@ -403,7 +540,10 @@ async fn create(
         let Some(stored) = flow::read(&s, &meta, &msn, &reference).await? else {
             return Ok(resp);
         };
-        let amount = p.amount.clone().unwrap_or(vipps_types::checkout::Amount { value: 0, currency: "NOK".into() });
+        let amount = p.amount.clone().unwrap_or(vipps_types::checkout::Amount {
+            value: 0,
+            currency: "NOK".into(),
+        });
         let created = run_write(
             &s,
             &meta,
@@ -418,7 +558,9 @@ async fn create(
                 expires_ms: stored.expires_ms,
                 test: stored.test,
                 base_url: s.base_url.clone(),
-                key: key.clone().unwrap_or_else(|| format!("checkout-{}", stored.session_id)),
+                key: key
+                    .clone()
+                    .unwrap_or_else(|| format!("checkout-{}", stored.session_id)),
             })),
         )
         .await?;
@@ -434,7 +576,9 @@ fn duplicate(meta: &RequestMeta, reference: &str) -> ApiError {
     meta.problem(
         409,
         "Conflict",
-        format!("A payment with reference `{reference}` already exists for this merchant serial number"),
+        format!(
+            "A payment with reference `{reference}` already exists for this merchant serial number"
+        ),
     )
     .field("transaction.reference", "must be unique per sales unit")
     .err()
@@ -449,7 +593,9 @@ async fn get_session(
 ) -> ApiResult {
     let not_found = |detail: String| meta.problem(404, "Not Found", detail).err();
     let Some(l) = flow::load(&s, &meta, auth.msn_str(), &reference).await? else {
-        return Err(not_found(format!("No session with reference `{reference}` exists for this merchant serial number")));
+        return Err(not_found(format!(
+            "No session with reference `{reference}` exists for this merchant serial number"
+        )));
     };
     if l.session.state == SState::Expired {
         return Err(not_found(format!(

@@ -112,7 +112,9 @@ pub(super) fn modify(msn: &str, reference: &str, c: Change) -> Box<dyn Command> 
                 StoredResponse::empty(204)
             }
             Change::Complete(completion) => match s.complete(ctx.now_ms, (**completion).clone()) {
-                Ok(changed) => StoredResponse::json(200, &serde_json::json!({ "changed": changed })),
+                Ok(changed) => {
+                    StoredResponse::json(200, &serde_json::json!({ "changed": changed }))
+                }
                 Err(r) => StoredResponse::problem(&problem(
                     r.status,
                     "Conflict",

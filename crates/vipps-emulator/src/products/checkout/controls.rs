@@ -22,7 +22,10 @@ pub(super) fn routes() -> Router<S> {
             "/_emulator/checkout/sessions/{reference}/approve",
             post(approve),
         )
-        .route("/_emulator/checkout/sessions/{reference}/abort", post(abort))
+        .route(
+            "/_emulator/checkout/sessions/{reference}/abort",
+            post(abort),
+        )
 }
 
 #[derive(Deserialize, Default)]

@@ -162,7 +162,7 @@ pub(super) struct Refusal {
 pub(super) enum Completion {
     /// Paid or subscribed, with the user's details and, for a subscription, the agreement and its status.
     Success {
-        details: UserDetails,
+        details: Box<UserDetails>,
         sub: String,
         agreement: Option<(String, String)>,
     },
@@ -223,7 +223,7 @@ impl Session {
             agreement,
         } = c
         {
-            self.details = Some(details);
+            self.details = Some(*details);
             self.sub = Some(sub);
             self.agreement = agreement;
         }
@@ -293,7 +293,7 @@ mod tests {
 
     fn success() -> Completion {
         Completion::Success {
-            details: UserDetails::default(),
+            details: Box::default(),
             sub: "sub".into(),
             agreement: None,
         }
@@ -352,14 +352,26 @@ mod tests {
                 row("opened", &[Open(1)], Ok(SState::Initiated)),
                 row("opened twice", &[Open(1), Open(2)], Ok(SState::Initiated)),
                 row("approved", &[Open(1), Approve(2)], Ok(SState::Successful)),
-                row("approved without opening", &[Approve(2)], Ok(SState::Successful)),
+                row(
+                    "approved without opening",
+                    &[Approve(2)],
+                    Ok(SState::Successful),
+                ),
                 row("aborted", &[Open(1), Abort(2)], Ok(SState::Terminated)),
-                row("approved twice is one completion", &[Approve(1), Approve(2)], Ok(SState::Successful)),
+                row(
+                    "approved twice is one completion",
+                    &[Approve(1), Approve(2)],
+                    Ok(SState::Successful),
+                ),
                 row("abort after approve", &[Approve(1), Abort(2)], Err(1)),
                 row("expired", &[Time(600_000)], Ok(SState::Expired)),
                 row("approve when expired", &[Approve(600_000)], Err(0)),
                 row("open when expired", &[Open(700_000)], Ok(SState::Expired)),
-                row("approved sessions do not expire", &[Approve(1), Time(10_000_000)], Ok(SState::Successful)),
+                row(
+                    "approved sessions do not expire",
+                    &[Approve(1), Time(10_000_000)],
+                    Ok(SState::Successful),
+                ),
             ],
             |r| expect_eq("outcome", run(r.steps), r.want),
         );
@@ -380,6 +392,9 @@ mod tests {
         assert_eq!(s.callback, CallbackState::Pending);
         s.record_attempt(fail, true);
         assert_eq!(s.callback, CallbackState::GivenUp);
-        assert!(!format!("{s:?}").contains("tok\""), "no callback token in Debug");
+        assert!(
+            !format!("{s:?}").contains("tok\""),
+            "no callback token in Debug"
+        );
     }
 }

@@ -161,8 +161,8 @@ pub(super) fn default_option(options: &[LogisticsOption]) -> Option<&LogisticsOp
 }
 
 /// A successful completion with these details (or the defaults).
-fn success(s: &Session, phone: Option<&str>, details: Option<UserDetails>) -> Completion {
-    let details = details.unwrap_or_else(|| default_details(s, phone));
+fn success(s: &Session, phone: Option<&str>, details: Option<Box<UserDetails>>) -> Completion {
+    let details = details.unwrap_or_else(|| Box::new(default_details(s, phone)));
     Completion::Success {
         sub: sub_of(&details.phone_number),
         details,
@@ -171,7 +171,12 @@ fn success(s: &Session, phone: Option<&str>, details: Option<UserDetails>) -> Co
 }
 
 /// Completes a session; when this changed it, sends the callback.
-async fn complete(s: &S, meta: &RequestMeta, session: &Session, c: Completion) -> Result<(), ApiError> {
+async fn complete(
+    s: &S,
+    meta: &RequestMeta,
+    session: &Session,
+    c: Completion,
+) -> Result<(), ApiError> {
     let resp = run_write(
         s,
         meta,
@@ -202,7 +207,7 @@ async fn complete(s: &S, meta: &RequestMeta, session: &Session, c: Completion) -
 #[derive(Debug, Clone)]
 pub(super) enum UserAction {
     /// Pay or subscribe, with these details (`None`: the defaults).
-    Approve(Option<UserDetails>),
+    Approve(Option<Box<UserDetails>>),
     /// Abort.
     Abort,
 }
@@ -343,12 +348,14 @@ pub(super) fn background_meta(path: &str) -> RequestMeta {
 fn spawn_callback(s: S, msn: String, reference: String) {
     tokio::spawn(async move {
         let meta = background_meta("/checkout/v3/callback");
-        for attempt in 0..=CALLBACK_RETRIES.len() {
-            let last = attempt == CALLBACK_RETRIES.len();
-            match callback_attempt(&s, &meta, &msn, &reference, last).await {
-                Ok(true) => return,
-                Ok(false) if !last => tokio::time::sleep(CALLBACK_RETRIES[attempt]).await,
-                Ok(false) => return,
+        let mut delays = CALLBACK_RETRIES.iter();
+        loop {
+            let next = delays.next();
+            match callback_attempt(&s, &meta, &msn, &reference, next.is_none()).await {
+                Ok(false) if next.is_some() => {
+                    tokio::time::sleep(*next.unwrap_or(&Duration::ZERO)).await;
+                }
+                Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(%msn, %reference, error = ?e.0.status(), "checkout callback could not be recorded");
                     return;
@@ -376,12 +383,18 @@ async fn callback_attempt(
     let info = &l.session.merchant_info;
     let at_ms = s.clock.unix_ms();
     let outcome: Result<u16, String> = async {
-        let (client, _, _) =
-            crate::platform::webhooks::delivery::callback_client(s, msn, s.config.delivery_timeout)?;
+        let (client, _, _) = crate::platform::webhooks::delivery::callback_client(
+            s,
+            msn,
+            s.config.delivery_timeout,
+        )?;
         let resp = client
             .post(&info.callback_url)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::AUTHORIZATION, &info.callback_authorization_token)
+            .header(
+                http::header::AUTHORIZATION,
+                &info.callback_authorization_token,
+            )
             .body(body)
             .send()
             .await
@@ -439,8 +452,11 @@ pub(super) async fn shipping_options(
         return (fixed(), "fixed");
     };
     let asked: Result<Vec<LogisticsOption>, String> = async {
-        let (client, _, _) =
-            crate::platform::webhooks::delivery::callback_client(s, &session.msn, LOGISTICS_TIMEOUT)?;
+        let (client, _, _) = crate::platform::webhooks::delivery::callback_client(
+            s,
+            &session.msn,
+            LOGISTICS_TIMEOUT,
+        )?;
         let resp = client
             .post(url)
             .header(
@@ -472,4 +488,3 @@ pub(super) async fn shipping_options(
         }
     }
 }
-

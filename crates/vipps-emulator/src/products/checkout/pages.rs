@@ -24,10 +24,7 @@ use crate::platform::http::RequestMeta;
 
 /// The page's route (behind the same-origin guard: approving is a state change).
 pub(super) fn routes() -> Router<S> {
-    Router::new().route(
-        &format!("/{}", render::FRONTEND_PATH),
-        get(show).post(act),
-    )
+    Router::new().route(&format!("/{}", render::FRONTEND_PATH), get(show).post(act))
 }
 
 /// What the page's forms send (the GET form re-asks for shipping options for a typed address).
@@ -58,6 +55,10 @@ struct Form {
     #[serde(default)]
     consent: Option<String>,
 }
+
+/// A radio button or checkbox with its text on one line (the shared stylesheet sizes inputs for text).
+const OPTION: &str = "display:flex;align-items:center;gap:.5rem;margin:.4rem 0";
+const BOX: &str = "width:auto;margin:0";
 
 fn full(s: &Session) -> bool {
     !matches!(
@@ -147,7 +148,10 @@ fn address(d: &UserDetails) -> Option<LogisticsCallbackRequest> {
 }
 
 fn option_label(o: &LogisticsOption) -> String {
-    let name = o.title.clone().unwrap_or_else(|| o.brand.as_str().to_owned());
+    let name = o
+        .title
+        .clone()
+        .unwrap_or_else(|| o.brand.as_str().to_owned());
     let price = o
         .amount
         .as_ref()
@@ -168,12 +172,7 @@ fn field(label: &str, name: &str, kind: &str, value: &str, required: bool) -> Ma
 }
 
 /// The page for a session.
-async fn render_page(
-    s: &S,
-    l: &flow::Loaded,
-    f: &Form,
-    failure: Option<&str>,
-) -> Markup {
+async fn render_page(s: &S, l: &flow::Loaded, f: &Form, failure: Option<&str>) -> Markup {
     let session = &l.session;
     let token = render::token(session);
     let d = typed(f, session);
@@ -235,8 +234,8 @@ async fn render_page(
                                 p class="notice" { "No shipping options are available for this address." }
                             }
                             @for o in &options {
-                                label class="option" {
-                                    input type="radio" name="shipping" value=(o.id)
+                                label class="option" style=(OPTION) {
+                                    input type="radio" name="shipping" value=(o.id) style=(BOX)
                                         checked[chosen.as_deref() == Some(o.id.as_str())];
                                     " " (option_label(o))
                                 }
@@ -247,8 +246,8 @@ async fn render_page(
                         }
                     }
                     @if let Some(cc) = &session.config.custom_consent {
-                        label class="option" {
-                            input type="checkbox" name="consent" value="yes" checked[d.consent == Some(true)];
+                        label class="option" style=(OPTION) {
+                            input type="checkbox" name="consent" value="yes" style=(BOX) checked[d.consent == Some(true)];
                             " " (cc.text)
                             @if cc.required { " (required)" }
                         }
@@ -273,7 +272,11 @@ async fn show(State(s): State<S>, meta: RequestMeta, Query(f): Query<Form>) -> R
         Err(r) => return r,
     };
     if flow::initiate(&s, &meta, &l.session).await.is_err() {
-        return error_page(500, "Something went wrong", "The emulator could not update the session.");
+        return error_page(
+            500,
+            "Something went wrong",
+            "The emulator could not update the session.",
+        );
     }
     let l = match session_of(&s, &meta, &f.token).await {
         Ok(l) => l,
@@ -316,7 +319,7 @@ async fn act(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Response {
                     }
                 }
             }
-            UserAction::Approve(Some(d))
+            UserAction::Approve(Some(Box::new(d)))
         }
         Some("abort") => UserAction::Abort,
         _ => return error_page(400, "Unknown action", "The form must approve or abort."),

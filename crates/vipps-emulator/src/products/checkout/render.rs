@@ -3,8 +3,8 @@
 use url::Url;
 use vipps_types::checkout::{
     Amount, BillingDetails, InitiateSessionResponse, PaymentDetails, PaymentMethod, PaymentState,
-    SessionResponse, ShippingDetails, SubscriptionDetails, SubscriptionState,
-    TransactionAggregate, UserInfo,
+    SessionResponse, ShippingDetails, SubscriptionDetails, SubscriptionState, TransactionAggregate,
+    UserInfo,
 };
 
 use super::domain::{Kind, SState, Session};
@@ -25,9 +25,8 @@ pub(super) fn token(s: &Session) -> String {
 pub(super) fn parse_token(t: &str) -> Option<(&str, &str, &str)> {
     let mut it = t.splitn(3, '.');
     let (msn, reference, secret) = (it.next()?, it.next()?, it.next()?);
-    (!msn.is_empty() && !reference.is_empty() && !secret.is_empty()).then_some((
-        msn, reference, secret,
-    ))
+    (!msn.is_empty() && !reference.is_empty() && !secret.is_empty())
+        .then_some((msn, reference, secret))
 }
 
 /// The path of the checkout page (`checkoutFrontendUrl`); the merchant opens it with `?token=`.
@@ -126,16 +125,13 @@ pub(super) fn session(
             agreement_id: s.agreement.as_ref().map(|(id, _)| id.clone()),
         }),
         payment_details,
-        user_info: s
-            .sub
-            .as_ref()
-            .filter(|_| success)
-            .map(|sub| UserInfo {
-                sub: sub.clone(),
-                email: d.map(|d| d.email.clone()),
-            }),
-        shipping_details: d.filter(|d| d.street_address.is_some() || d.shipping.is_some()).map(
-            |d| ShippingDetails {
+        user_info: s.sub.as_ref().filter(|_| success).map(|sub| UserInfo {
+            sub: sub.clone(),
+            email: d.map(|d| d.email.clone()),
+        }),
+        shipping_details: d
+            .filter(|d| d.street_address.is_some() || d.shipping.is_some())
+            .map(|d| ShippingDetails {
                 first_name: Some(d.first_name.clone()),
                 last_name: Some(d.last_name.clone()),
                 email: Some(d.email.clone()),
@@ -147,8 +143,7 @@ pub(super) fn session(
                 shipping_method_id: d.shipping.as_ref().map(|(id, _)| id.clone()),
                 amount: d.shipping.as_ref().and_then(|(_, a)| a.clone()),
                 pickup_point: None,
-            },
-        ),
+            }),
         billing_details: d.map(|d| BillingDetails {
             first_name: d.first_name.clone(),
             last_name: d.last_name.clone(),

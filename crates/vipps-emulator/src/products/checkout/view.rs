@@ -41,7 +41,13 @@ pub(super) fn session(s: &Session, base: &url::Url) -> AggregateView {
         fields.push(("Agreement", format!("{id} ({status} when completed)")));
     }
     if let Some(d) = &s.details {
-        fields.push(("Customer", format!("{} {} · {} · {}", d.first_name, d.last_name, d.email, d.phone_number)));
+        fields.push((
+            "Customer",
+            format!(
+                "{} {} · {} · {}",
+                d.first_name, d.last_name, d.email, d.phone_number
+            ),
+        ));
         if let Some((id, _)) = &d.shipping {
             fields.push(("Shipping option", id.clone()));
         }
@@ -73,7 +79,9 @@ pub(super) fn session(s: &Session, base: &url::Url) -> AggregateView {
             at_ms: a.at_ms,
             name: format!("CALLBACK #{}", i + 1),
             detail: match (&a.status, &a.error) {
-                (Some(st), _) => format!("HTTP {st}{}", if a.delivered { " · delivered" } else { "" }),
+                (Some(st), _) => {
+                    format!("HTTP {st}{}", if a.delivered { " · delivered" } else { "" })
+                }
                 (None, Some(e)) => e.clone(),
                 (None, None) => "no answer".into(),
             },
@@ -81,7 +89,8 @@ pub(super) fn session(s: &Session, base: &url::Url) -> AggregateView {
         });
     }
     let mut page = base.join(render::FRONTEND_PATH).expect("static path joins");
-    page.query_pairs_mut().append_pair("token", &render::token(s));
+    page.query_pairs_mut()
+        .append_pair("token", &render::token(s));
     AggregateView {
         state: s.state.as_str(),
         columns: vec![("Type", kind.to_owned()), ("Amount", opt(amount))],
