@@ -284,8 +284,8 @@ pub struct Interval {
     pub count: i32,
 }
 
-/// `logistics`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `logistics`. Its `integrations` hold the carriers' API keys and passwords: `Debug` leaves them out.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Logistics {
     /// Asked for options once the user's address is known.
@@ -297,6 +297,19 @@ pub struct Logistics {
     /// Carrier integrations (kept as sent; they hold the carriers' API keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrations: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for Logistics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logistics")
+            .field("dynamic_options_callback", &self.dynamic_options_callback)
+            .field("fixed_options", &self.fixed_options)
+            .field(
+                "integrations",
+                &self.integrations.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 /// One shipping option (the spec's `oneOf` of carriers, as one shape: `brand` tells which).
@@ -668,6 +681,15 @@ mod tests {
             polling_url: "p".into(),
         };
         assert!(!format!("{r:?}").contains("tok-secret"));
+    }
+
+    #[test]
+    fn carrier_keys_stay_out_of_debug() {
+        let l: Logistics = serde_json::from_value(serde_json::json!({
+            "integrations": {"helthjem": {"username": "u", "password": "hunter2-secret", "shopId": 1}}
+        }))
+        .unwrap();
+        assert!(!format!("{l:?}").contains("hunter2-secret"));
     }
 
     #[test]

@@ -623,7 +623,15 @@ async fn callback_carries_the_token_and_is_retried_after_failures() {
         .map(|a| a["status"].clone())
         .collect();
     assert_eq!(statuses, vec![json!(500), json!(500), json!(200)]);
-    // The token is not in the dashboard's page for the session.
+    // The dashboard lists the session and shows its attempts, never the callback token.
+    let list = env
+        .http
+        .get(env.url("/_emulator/ui/aggregates/checkout.session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    assert!(list.text().await.unwrap().contains(reference));
     let ui = env
         .http
         .get(env.url(&format!(
@@ -632,9 +640,13 @@ async fn callback_carries_the_token_and_is_retried_after_failures() {
         .send()
         .await
         .unwrap();
-    if ui.status() == 200 {
-        assert!(!ui.text().await.unwrap().contains("cb-secret-token-1"));
-    }
+    assert_eq!(ui.status(), 200);
+    let html = ui.text().await.unwrap();
+    assert!(
+        html.contains("PaymentSuccessful") && html.contains("CALLBACK #3"),
+        "{html}"
+    );
+    assert!(!html.contains("cb-secret-token-1"));
 
     // A receiver that always fails: four attempts (the first and three retries), then given up.
     let reference = "callback-0002";

@@ -293,7 +293,6 @@ fn check_config(meta: &RequestMeta, c: &CheckoutConfig) -> Result<(), ApiError> 
 
 /// Validates a create request beyond its JSON shape.
 fn validate(
-    s: &S,
     meta: &RequestMeta,
     auth: &AuthCtx,
     r: &InitiateSessionRequest,
@@ -463,7 +462,6 @@ fn validate(
     }
     let config = r.configuration.clone().unwrap_or_default();
     check_config(meta, &config)?;
-    let _ = s;
     Ok(Session {
         msn: auth.msn_str().to_owned(),
         reference,
@@ -502,7 +500,7 @@ async fn create(
     OptionalIdemKey(key): OptionalIdemKey,
     JsonBody(r): JsonBody<InitiateSessionRequest>,
 ) -> ApiResult {
-    let session = validate(&s, &meta, &auth, &r)?;
+    let session = validate(&meta, &auth, &r)?;
     let (msn, reference) = (session.msn.clone(), session.reference.clone());
     let payment = (session.kind == Kind::Payment).then(|| session.clone());
     let cmd = commands::create(Draft {
