@@ -129,6 +129,8 @@ pub(crate) async fn sweep_once(s: &Shared) {
         };
         let n = due.len();
         let mut settled = 0;
+        // Aggregates that other products follow: they hear about time's changes too, once written.
+        let mut followed = Vec::new();
         let writes: Vec<_> = due
             .into_iter()
             .filter_map(|d| {
@@ -138,7 +140,12 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 }
                 cmd
             })
-            .map(|cmd| s.store.write(Op::Execute(cmd).background(now)))
+            .map(|cmd| {
+                if s.products.is_followed(cmd.key().kind) {
+                    followed.push(cmd.key().clone());
+                }
+                s.store.write(Op::Execute(cmd).background(now))
+            })
             .collect();
         let written = futures::future::join_all(writes).await;
         s.changed();
@@ -147,6 +154,9 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 Ok(_) => settled += 1,
                 Err(e) => tracing::warn!(error = %e, "a time-driven change failed"),
             }
+        }
+        for key in &followed {
+            s.products.notify_followers(s, key).await;
         }
         // A full batch may have more behind it; a batch that settled nothing would only repeat itself.
         if n < SWEEP_BATCH || settled == 0 {

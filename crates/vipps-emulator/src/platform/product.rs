@@ -42,12 +42,12 @@ pub(crate) trait Product: Send + Sync + 'static {
         None
     }
     /// Aggregate kinds of other products that this product builds on and wants to hear about when a person (the
-    /// user-level controls, the payer's pages) changes one of them. Products name each other's kinds only here,
+    /// user-level controls, the payer's pages) or time (the sweeper) changes one of them. Products name each other's kinds only here,
     /// as strings; they never import each other's code.
     fn follows(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Called (and awaited) after a person changed an aggregate of a kind this product follows, so it can bring
+    /// Called (and awaited) after a person or time changed an aggregate of a kind this product follows, so it can bring
     /// its own aggregates up to date. It must be idempotent: a product's reads reconcile the same way, so a
     /// notification lost with a crash is made good by the next read.
     fn followed_changed(&self, _s: Shared, _key: AggregateKey) -> BoxFut<'static, ()> {
@@ -137,6 +137,11 @@ impl Registry {
                 .copied()
                 .filter(|(k, _)| p.decoder(k).is_some())
         })
+    }
+
+    /// Whether some product follows aggregates of this kind.
+    pub(crate) fn is_followed(&self, kind: &str) -> bool {
+        self.0.iter().any(|p| p.follows().contains(&kind))
     }
 
     /// Tells the products that follow `key.kind` that a person changed that aggregate (see

@@ -991,3 +991,124 @@ async fn the_page_refuses_wrong_tokens_and_shows_what_was_prefilled() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn magic_amounts_on_the_page() {
+    let env = start().await;
+    let rx = Receiver::start().await;
+    // 151: the approval fails; the page says why, the session waits, and the user can abort.
+    let mut b = body("magic-151-0001", &rx.url());
+    b["transaction"]["amount"]["value"] = json!(151);
+    b["logistics"]["fixedOptions"][0]["amount"]["value"] = json!(0);
+    let c = created(&env, &b).await;
+    let (page, token) = (page_url(&c), c["token"].as_str().unwrap().to_owned());
+    let r = submit(&page, &token, "approve", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Insufficient funds"));
+    let (_, s) = session(&env, "magic-151-0001").await;
+    assert_eq!(s["sessionState"], "PaymentInitiated");
+    assert_eq!(submit(&page, &token, "abort", &[]).await.status(), 303);
+    let (_, s) = session(&env, "magic-151-0001").await;
+    assert_eq!(s["sessionState"], "PaymentTerminated");
+
+    // 201: the result is unknown for an hour; the session waits past its own lifetime and completes, with what
+    // was typed, when time resolves the payment (the sweeper tells Checkout; no read is needed for the callback).
+    let reference = "magic-201-0001";
+    let mut b = body(reference, &rx.url());
+    b["transaction"]["amount"]["value"] = json!(201);
+    let c = created(&env, &b).await;
+    let r = submit(
+        &page_url(&c),
+        c["token"].as_str().unwrap(),
+        "approve",
+        &[("firstName", "Typed")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, s) = session(&env, reference).await;
+    assert_eq!(s["sessionState"], "PaymentInitiated", "{s}");
+    assert_eq!(s["paymentDetails"]["state"], "CREATED");
+    assert!(rx.for_reference(reference).is_empty());
+    advance(&env, 3600).await;
+    let got = callbacks(&rx, reference, 1).await;
+    let v = got[0].json();
+    assert_eq!(v["sessionState"], "PaymentSuccessful");
+    assert_eq!(v["billingDetails"]["firstName"], "Typed");
+    let (status, s) = session(&env, reference).await;
+    assert_eq!(status, 200);
+    assert_eq!(s["paymentDetails"]["state"], "AUTHORIZED");
+}
+
+#[tokio::test]
+async fn subscription_sessions_without_a_payment_and_contact_only_pages() {
+    let env = start().await;
+    // A subscription session with only a top-level reference, aborted through the controls: no agreement.
+    let b = json!({
+        "type": "SUBSCRIPTION",
+        "reference": "sub-only-0001",
+        "merchantInfo": {"callbackUrl": "https://example.com/cb", "returnUrl": "https://example.com/r",
+                         "callbackAuthorizationToken": "t"},
+        "subscription": {"productName": "News", "amount": {"value": 9900, "currency": "NOK"},
+                         "interval": {"unit": "WEEK", "count": 2}, "merchantAgreementUrl": "https://example.com/a"}
+    });
+    created(&env, &b).await;
+    let r = env
+        .control(
+            Method::POST,
+            "/_emulator/checkout/sessions/sub-only-0001/abort",
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, s) = session(&env, "sub-only-0001").await;
+    assert_eq!(s["sessionState"], "PaymentTerminated");
+    assert!(s["paymentDetails"].is_null());
+    assert!(s["subscriptionDetails"]["agreementId"].is_null());
+    // Acting on a completed session is refused.
+    let r = env
+        .control(
+            Method::POST,
+            "/_emulator/checkout/sessions/sub-only-0001/approve",
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    // A subscription without its subscription is refused, naming it.
+    let mut bad = b.clone();
+    bad.as_object_mut().unwrap().remove("subscription");
+    bad["reference"] = json!("sub-only-0002");
+    let r = create(&env, &bad, None).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["errors"]["subscription"].is_array());
+
+    // PaymentOnly: the page asks for a phone number only, and no address comes back.
+    let mut b = body("payonly-0001", "https://example.com/cb");
+    b["configuration"]["elements"] = json!("PaymentOnly");
+    b.as_object_mut().unwrap().remove("prefillCustomer");
+    let c = created(&env, &b).await;
+    let html = browser()
+        .get(page_url(&c))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("phoneNumber")
+            && !html.contains("streetAddress")
+            && !html.contains("firstName")
+    );
+    let r = submit(
+        &page_url(&c),
+        c["token"].as_str().unwrap(),
+        "approve",
+        &[("phoneNumber", "4790000001")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, s) = session(&env, "payonly-0001").await;
+    assert_eq!(s["sessionState"], "PaymentSuccessful");
+    assert!(s["shippingDetails"].is_null(), "{s}");
+    assert_eq!(s["billingDetails"]["phoneNumber"], "4790000001");
+}

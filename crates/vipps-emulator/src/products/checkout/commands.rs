@@ -77,6 +77,10 @@ pub(super) fn create(d: Draft) -> Box<dyn Command> {
 pub(super) enum Change {
     /// The user opened the checkout page.
     Initiate,
+    /// The details the user typed on the page, kept until the session completes.
+    Details(Box<super::domain::UserDetails>),
+    /// The user approved and the payment's result is being processed: no expiry until it is known.
+    AwaitPayment,
     /// The user completed, or the payment ended (answers `{"changed": bool}`).
     Complete(Box<Completion>),
     /// A callback attempt, and whether it was the last one.
@@ -109,6 +113,16 @@ pub(super) fn modify(msn: &str, reference: &str, c: Change) -> Box<dyn Command> 
             }
             Change::Initiate => {
                 s.initiate(ctx.now_ms);
+                StoredResponse::empty(204)
+            }
+            Change::AwaitPayment => {
+                if s.state.open() {
+                    s.awaiting_payment = true;
+                }
+                StoredResponse::empty(204)
+            }
+            Change::Details(d) => {
+                s.set_details((**d).clone());
                 StoredResponse::empty(204)
             }
             Change::Complete(completion) => match s.complete(ctx.now_ms, (**completion).clone()) {

@@ -146,6 +146,10 @@ pub(super) struct Session {
     pub agreement: Option<(String, String)>,
     pub callback: CallbackState,
     pub attempts: Vec<Attempt>,
+    /// The user approved and the payment's result is still being processed (magic amount 201): the session
+    /// waits for it instead of expiring.
+    #[serde(default)]
+    pub awaiting_payment: bool,
     /// Test merchant.
     pub test: bool,
 }
@@ -173,12 +177,12 @@ pub(super) enum Completion {
 impl Session {
     /// When it changes by itself next: its expiry while open.
     pub(super) fn due_ms(&self) -> Option<i64> {
-        self.state.open().then_some(self.expires_ms)
+        (self.state.open() && !self.awaiting_payment).then_some(self.expires_ms)
     }
 
     /// Applies the passing of time; whether anything changed.
     pub(super) fn settle(&mut self, now_ms: i64) -> bool {
-        if self.state.open() && now_ms >= self.expires_ms {
+        if self.state.open() && !self.awaiting_payment && now_ms >= self.expires_ms {
             self.state = SState::Expired;
             self.completed_ms = Some(self.expires_ms);
             return true;
@@ -236,6 +240,16 @@ impl Session {
         Ok(true)
     }
 
+    /// Keeps what the user typed while the session is open (a payment whose approval is still being processed
+    /// completes later, with these details).
+    pub(super) fn set_details(&mut self, d: UserDetails) -> bool {
+        if !self.state.open() || self.details.as_ref() == Some(&d) {
+            return false;
+        }
+        self.details = Some(d);
+        true
+    }
+
     /// Records a callback attempt; `last` ends the retries when it failed.
     pub(super) fn record_attempt(&mut self, a: Attempt, last: bool) {
         self.callback = if a.delivered {
@@ -287,6 +301,7 @@ mod tests {
             agreement: None,
             callback: CallbackState::NotDue,
             attempts: vec![],
+            awaiting_payment: false,
             test: true,
         }
     }

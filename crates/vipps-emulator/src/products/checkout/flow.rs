@@ -82,7 +82,8 @@ pub(super) async fn load(
         if let Some(p) = epayment::read(s, meta, msn, reference).await? {
             if session.state.open() && p.state != "CREATED" {
                 let c = if p.state == "AUTHORIZED" {
-                    success(&session, p.phone_number.as_deref(), None)
+                    let typed = session.details.clone().map(Box::new);
+                    success(&session, p.phone_number.as_deref(), typed)
                 } else {
                     Completion::Terminated
                 };
@@ -227,38 +228,65 @@ pub(super) async fn act(
     }
     match (session.kind, action) {
         (Kind::Payment, action) => {
-            let (decision, details) = match action {
+            let decision = match action {
                 UserAction::Approve(d) => {
                     let phone = d.as_ref().map(|d| d.phone_number.clone());
-                    (epayment::Decision::Approve { phone }, d)
+                    if let Some(d) = d {
+                        run_write(
+                            s,
+                            meta,
+                            Op::Execute(commands::modify(
+                                &session.msn,
+                                &session.reference,
+                                Change::Details(d),
+                            )),
+                        )
+                        .await?;
+                    }
+                    epayment::Decision::Approve { phone }
                 }
-                UserAction::Abort => (epayment::Decision::Reject, None),
+                UserAction::Abort => epayment::Decision::Reject,
             };
-            let approving = matches!(decision, epayment::Decision::Approve { .. });
             let resp = run_write(
                 s,
                 meta,
                 Op::Execute(epayment::decide(&session.msn, &session.reference, decision)),
             )
             .await?;
-            if !resp.status().is_success() {
+            let refused = if resp.status().is_success() {
+                None
+            } else {
                 let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
                     .await
                     .unwrap_or_default();
-                let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["detail"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "The payment could not be completed.".into());
-                // A failed approval may have ended the payment: the session follows it.
-                load(s, meta, &session.msn, &session.reference).await?;
+                Some(
+                    serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "The payment could not be completed.".into()),
+                )
+            };
+            // The session follows what the decision did to the payment (authorized, aborted, or still waiting:
+            // a failed approval, or one being processed, which completes the session when it resolves).
+            let now = load(s, meta, &session.msn, &session.reference).await?;
+            if let Some(detail) = refused {
                 return Ok(Err(detail));
             }
-            let c = if approving {
-                success(session, None, details)
-            } else {
-                Completion::Terminated
-            };
-            complete(s, meta, session, c).await?;
+            let waiting = now.is_some_and(|l| {
+                l.session.state.open() && l.payment.is_some_and(|p| p.state == "CREATED")
+            });
+            if waiting {
+                run_write(
+                    s,
+                    meta,
+                    Op::Execute(commands::modify(
+                        &session.msn,
+                        &session.reference,
+                        Change::AwaitPayment,
+                    )),
+                )
+                .await?;
+            }
         }
         (Kind::Subscription, UserAction::Approve(d)) => {
             let c = success(session, None, d);

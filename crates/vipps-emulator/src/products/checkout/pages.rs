@@ -324,6 +324,10 @@ async fn act(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Response {
         Some("abort") => UserAction::Abort,
         _ => return error_page(400, "Unknown action", "The form must approve or abort."),
     };
+    // A form posted from the page means the user had it open.
+    if let Err(e) = flow::initiate(&s, &meta, session).await {
+        return e.into_response();
+    }
     match flow::act(&s, &meta, session, action).await {
         Ok(Ok(())) => Redirect::to(&session.merchant_info.return_url).into_response(),
         Ok(Err(msg)) => {
