@@ -155,9 +155,12 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 Err(e) => tracing::warn!(error = %e, "a time-driven change failed"),
             }
         }
-        for key in &followed {
-            s.products.notify_followers(s, key).await;
-        }
+        futures::future::join_all(
+            followed
+                .iter()
+                .map(|key| s.products.notify_followers(s, key)),
+        )
+        .await;
         // A full batch may have more behind it; a batch that settled nothing would only repeat itself.
         if n < SWEEP_BATCH || settled == 0 {
             return;
