@@ -41,8 +41,9 @@ pub(crate) trait Product: Send + Sync + 'static {
     fn view(&self, _kind: &str, _doc: &Decoded, _base: &url::Url) -> Option<AggregateView> {
         None
     }
-    /// Aggregate kinds of other products that this product builds on and wants to hear about when a person (the
-    /// user-level controls, the payer's pages) or time (the sweeper) changes one of them. Products name each other's kinds only here,
+    /// Aggregate kinds that this product wants to hear about when a person (the user-level controls, the payer's
+    /// pages) or time (the sweeper) changes one of them: other products' kinds it builds on, or its own kinds whose
+    /// due time means I/O that a pure command cannot do (a callback attempt). Products name each other's kinds only here,
     /// as strings; they never import each other's code.
     fn follows(&self) -> &'static [&'static str] {
         &[]

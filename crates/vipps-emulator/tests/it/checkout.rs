@@ -1112,3 +1112,118 @@ async fn subscription_sessions_without_a_payment_and_contact_only_pages() {
     assert!(s["shippingDetails"].is_null(), "{s}");
     assert_eq!(s["billingDetails"]["phoneNumber"], "4790000001");
 }
+
+/// Callbacks received on a fixed port (so a receiver can come up where an earlier one was missing).
+async fn receiver_on(addr: SocketAddr, got: Arc<Mutex<Vec<Value>>>) {
+    async fn take(
+        State(got): State<Arc<Mutex<Vec<Value>>>>,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        got.lock()
+            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        StatusCode::OK
+    }
+    let app = axum::Router::new()
+        .route("/cb", axum::routing::post(take))
+        .with_state(got);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+#[tokio::test]
+async fn a_due_callback_survives_a_restart() {
+    // The store outlives the first emulator: a directory, or this test's PostgreSQL database.
+    let dir = tempfile::tempdir().unwrap();
+    let pg = if suite_on_postgres() {
+        match PgDb::create().await {
+            Some(db) => Some(db),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let storage = match &pg {
+        Some(db) => vipps_emulator::Storage::Postgres(db.url.clone()),
+        None => vipps_emulator::Storage::Dir(dir.path().to_owned()),
+    };
+    let config = || vipps_emulator::Config {
+        storage: storage.clone(),
+        ..vipps_emulator::Config::ephemeral()
+    };
+    // A port where nothing listens yet: the first attempt is refused.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = start_with(config()).await;
+    let reference = "restart-cb-0001";
+    created(&env, &body(reference, &format!("http://{addr}/cb"))).await;
+    let r = env
+        .control(
+            Method::POST,
+            &format!("/_emulator/payments/{reference}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut first = Value::Null;
+    for _ in 0..200 {
+        first = env
+            .control(
+                Method::GET,
+                &format!("/_emulator/checkout/sessions/{reference}"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if first["callback"]["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(first["callback"]["state"], "PENDING", "{first}");
+    assert!(
+        first["callback"]["attempts"][0]["error"].is_string(),
+        "{first}"
+    );
+    let Env { emu, .. } = env;
+    emu.shutdown().await;
+
+    // The merchant's server comes up; a new emulator on the same store makes the retry that was due.
+    let got = Arc::new(Mutex::new(Vec::new()));
+    receiver_on(addr, got.clone()).await;
+    let env = start_with(config()).await;
+    for _ in 0..300 {
+        if !got.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bodies = got.lock().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["sessionState"], "PaymentSuccessful");
+    for _ in 0..200 {
+        let v: Value = env
+            .control(
+                Method::GET,
+                &format!("/_emulator/checkout/sessions/{reference}"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["callback"]["state"] == "DELIVERED" {
+            assert_eq!(v["callback"]["attempts"].as_array().unwrap().len(), 2);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the retry was not recorded as delivered");
+}

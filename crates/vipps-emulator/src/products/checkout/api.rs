@@ -488,6 +488,7 @@ fn validate(
         agreement: None,
         callback: CallbackState::NotDue,
         attempts: Vec::new(),
+        next_attempt_ms: None,
         awaiting_payment: false,
         test: auth.environment() == MerchantEnvironment::Test,
     })

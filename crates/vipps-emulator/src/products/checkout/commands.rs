@@ -1,7 +1,7 @@
 //! The Checkout commands: what creating, opening, completing, the passing of time and each callback attempt do
 //! to a stored session. Pure functions the platform runs inside its transaction.
 
-use super::domain::{Attempt, CallbackState, Completion, Secret, Session};
+use super::domain::{Attempt, Completion, Secret, Session};
 use super::render;
 use crate::platform::aggregate::{Aggregate, AggregateKey, Command, Outcome, change};
 use crate::platform::http::{StoredResponse, problem};
@@ -83,8 +83,10 @@ pub(super) enum Change {
     AwaitPayment,
     /// The user completed, or the payment ended (answers `{"changed": bool}`).
     Complete(Box<Completion>),
-    /// A callback attempt, and whether it was the last one.
-    Attempt(Attempt, bool),
+    /// Claims the due callback attempt for this long (ms); answers `{"claimed": bool}`.
+    ClaimAttempt(i64),
+    /// A callback attempt, recorded.
+    Attempt(Attempt),
     /// Persist what time has done.
     Settle,
 }
@@ -137,10 +139,12 @@ pub(super) fn modify(msn: &str, reference: &str, c: Change) -> Box<dyn Command> 
                     ctx.request,
                 )),
             },
-            Change::Attempt(a, last) => {
-                if s.callback == CallbackState::Pending {
-                    s.record_attempt(a.clone(), *last);
-                }
+            Change::ClaimAttempt(lease_ms) => {
+                let claimed = s.claim_attempt(ctx.now_ms, *lease_ms);
+                StoredResponse::json(200, &serde_json::json!({ "claimed": claimed }))
+            }
+            Change::Attempt(a) => {
+                s.record_attempt(a.clone(), ctx.now_ms);
                 StoredResponse::empty(204)
             }
         };

@@ -8,7 +8,10 @@
 //! ```
 //!
 //! A payment session's payment is an ePayment payment with the same reference; the session follows it (see
-//! `flow.rs`). The merchant's callback is tracked here: its attempts and whether it was delivered.
+//! `flow.rs`). The merchant's callback is tracked here, durably: completing makes it due in the same write, each
+//! attempt is claimed with a lease (so two instances never send the same attempt) and recorded, and a failed one is
+//! due again after the next delay of [`RETRY_DELAYS_MS`]; the session is due (for the sweeper) whenever an attempt
+//! is.
 
 use serde::{Deserialize, Serialize};
 use vipps_types::checkout::{
@@ -90,6 +93,10 @@ pub(super) struct UserDetails {
     pub consent: Option<bool>,
 }
 
+/// Delays before the retries of a failed callback (the vendor retries at most three times, with backoff), emulator
+/// time.
+pub(super) const RETRY_DELAYS_MS: [i64; 3] = [1_000, 2_000, 4_000];
+
 /// One attempt to deliver the "payment completed" callback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Attempt {
@@ -146,6 +153,9 @@ pub(super) struct Session {
     pub agreement: Option<(String, String)>,
     pub callback: CallbackState,
     pub attempts: Vec<Attempt>,
+    /// When the next callback attempt is due (emulator time, ms), while the callback is pending.
+    #[serde(default)]
+    pub next_attempt_ms: Option<i64>,
     /// The user approved and the payment's result is still being processed (magic amount 201): the session
     /// waits for it instead of expiring.
     #[serde(default)]
@@ -177,7 +187,14 @@ pub(super) enum Completion {
 impl Session {
     /// When it changes by itself next: its expiry while open.
     pub(super) fn due_ms(&self) -> Option<i64> {
-        (self.state.open() && !self.awaiting_payment).then_some(self.expires_ms)
+        let expiry = (self.state.open() && !self.awaiting_payment).then_some(self.expires_ms);
+        let callback = self
+            .next_attempt_ms
+            .filter(|_| self.callback == CallbackState::Pending);
+        match (expiry, callback) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies the passing of time; whether anything changed.
@@ -237,6 +254,7 @@ impl Session {
         self.state = target;
         self.completed_ms = Some(now_ms);
         self.callback = CallbackState::Pending;
+        self.next_attempt_ms = Some(now_ms);
         Ok(true)
     }
 
@@ -250,14 +268,33 @@ impl Session {
         true
     }
 
-    /// Records a callback attempt; `last` ends the retries when it failed.
-    pub(super) fn record_attempt(&mut self, a: Attempt, last: bool) {
-        self.callback = if a.delivered {
-            CallbackState::Delivered
-        } else if last {
-            CallbackState::GivenUp
+    /// Claims the due callback attempt for `lease_ms` (an attempt takes at most that long): whether this caller
+    /// may make it. A claimed attempt is not due again until its lease ends, so a crash mid-attempt only delays it.
+    pub(super) fn claim_attempt(&mut self, now_ms: i64, lease_ms: i64) -> bool {
+        match self.next_attempt_ms {
+            Some(due) if self.callback == CallbackState::Pending && due <= now_ms => {
+                self.next_attempt_ms = Some(now_ms + lease_ms);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a callback attempt, answered at `now_ms`: delivered, due again after the next delay, or given up
+    /// after the last retry.
+    pub(super) fn record_attempt(&mut self, a: Attempt, now_ms: i64) {
+        if self.callback != CallbackState::Pending {
+            return;
+        }
+        let failures =
+            self.attempts.iter().filter(|x| !x.delivered).count() + usize::from(!a.delivered);
+        (self.callback, self.next_attempt_ms) = if a.delivered {
+            (CallbackState::Delivered, None)
         } else {
-            CallbackState::Pending
+            match RETRY_DELAYS_MS.get(failures - 1) {
+                Some(d) => (CallbackState::Pending, Some(now_ms + d)),
+                None => (CallbackState::GivenUp, None),
+            }
         };
         self.attempts.push(a);
     }
@@ -301,6 +338,7 @@ mod tests {
             agreement: None,
             callback: CallbackState::NotDue,
             attempts: vec![],
+            next_attempt_ms: None,
             awaiting_payment: false,
             test: true,
         }
@@ -393,20 +431,51 @@ mod tests {
     }
 
     #[test]
-    fn callback_attempts_end_in_delivered_or_given_up() {
+    fn callback_attempts_are_claimed_retried_and_end_in_delivered_or_given_up() {
         let mut s = session();
+        assert_eq!(s.due_ms(), Some(600_000), "expiry");
         assert!(s.complete(1, success()).unwrap());
         assert_eq!(s.callback, CallbackState::Pending);
-        let fail = Attempt {
-            at_ms: 2,
+        assert_eq!(s.due_ms(), Some(1), "the first attempt is due at once");
+        assert!(s.claim_attempt(1, 11_000));
+        assert!(!s.claim_attempt(2, 11_000), "claimed once");
+        let fail = |at_ms| Attempt {
+            at_ms,
             status: Some(500),
             error: None,
             delivered: false,
         };
-        s.record_attempt(fail.clone(), false);
-        assert_eq!(s.callback, CallbackState::Pending);
-        s.record_attempt(fail, true);
+        let mut now = 5;
+        for (i, delay) in RETRY_DELAYS_MS.iter().enumerate() {
+            s.record_attempt(fail(now), now);
+            assert_eq!(
+                s.callback,
+                CallbackState::Pending,
+                "after failure {}",
+                i + 1
+            );
+            assert_eq!(s.due_ms(), Some(now + delay));
+            now += delay;
+            assert!(s.claim_attempt(now, 11_000));
+        }
+        s.record_attempt(fail(now), now);
         assert_eq!(s.callback, CallbackState::GivenUp);
+        assert_eq!(s.attempts.len(), 4, "the first attempt and three retries");
+        assert_eq!(s.due_ms(), None);
+        let mut t = session();
+        t.complete(1, success()).unwrap();
+        t.claim_attempt(1, 11_000);
+        t.record_attempt(
+            Attempt {
+                at_ms: 2,
+                status: Some(200),
+                error: None,
+                delivered: true,
+            },
+            2,
+        );
+        assert_eq!(t.callback, CallbackState::Delivered);
+        assert_eq!(t.due_ms(), None);
         assert!(
             !format!("{s:?}").contains("tok\""),
             "no callback token in Debug"

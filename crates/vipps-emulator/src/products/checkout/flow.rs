@@ -6,10 +6,11 @@
 //!   notification), and on every read of the session, so a notification lost with a crash is made good.
 //! - **Subscription sessions** create their Recurring agreement (through `recurring::facade`) when the user
 //!   approves.
-//! - **The "payment completed" callback** is posted once a session completes, by the request that completed it:
-//!   `Authorization: <callbackAuthorizationToken>`, the session as body, from the active request server; a
-//!   failed attempt is retried three times (1, 2 and 4 seconds later), and every attempt is recorded on the
-//!   session.
+//! - **The "payment completed" callback** is due in the same write that completes the session, and its first
+//!   attempt is made at once: `Authorization: <callbackAuthorizationToken>`, the session as body, from the active
+//!   request server. A failed attempt is retried three times (1, 2 and 4 seconds of emulator time later) when the
+//!   sweeper finds the session due; each attempt is claimed with a lease and recorded on the session, so a retry
+//!   survives a restart and two instances never send the same attempt.
 //! - **Dynamic logistics**: the checkout page asks `logistics.dynamicOptionsCallback` for shipping options for the
 //!   user's address, and falls back to `fixedOptions` when the answer fails, is late (8 seconds), or is empty.
 
@@ -20,21 +21,14 @@ use sha2::{Digest, Sha256};
 use vipps_types::checkout::{LogisticsCallbackRequest, LogisticsOption};
 
 use super::commands::{self, Change};
-use super::domain::{Attempt, CallbackState, Completion, Kind, Session, UserDetails};
+use super::domain::{Attempt, Completion, Kind, Session, UserDetails};
 use super::render::{self, PaymentFacts};
 use crate::platform::Shared as S;
 use crate::platform::http::{ApiError, RequestMeta};
 use crate::platform::idempotency::{internal, read_settled, run_write};
-use crate::platform::store::Op;
+use crate::platform::store::{BoxFut, Op};
 use crate::products::epayment::facade as epayment;
 use crate::products::recurring::facade as recurring;
-
-/// Delays before the retries of a failed callback (the vendor retries at most three times, with backoff).
-const CALLBACK_RETRIES: [Duration; 3] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
 
 /// How long the page waits for the dynamic-logistics answer (the spec's 8 seconds).
 const LOGISTICS_TIMEOUT: Duration = Duration::from_secs(8);
@@ -199,7 +193,11 @@ async fn complete(
         .and_then(|v| v["changed"].as_bool())
         .unwrap_or(false);
     if changed {
-        spawn_callback(s.clone(), session.msn.clone(), session.reference.clone());
+        tokio::spawn(deliver_due(
+            s.clone(),
+            session.msn.clone(),
+            session.reference.clone(),
+        ));
     }
     Ok(())
 }
@@ -372,41 +370,51 @@ pub(super) fn background_meta(path: &str) -> RequestMeta {
     }
 }
 
-/// Sends the "payment completed" callback in its own task.
-fn spawn_callback(s: S, msn: String, reference: String) {
-    tokio::spawn(async move {
+/// Makes a session's callback attempt if one is due and this caller claims it, and records it. Run in a task of
+/// its own: by the request that completed the session (the first attempt at once), and by the sweeper when a retry
+/// (or an attempt a crash interrupted) is due.
+/// (Boxed: completing a session starts it, and it reads the session, which may complete it.)
+pub(super) fn deliver_due(s: S, msn: String, reference: String) -> BoxFut<'static, ()> {
+    Box::pin(async move {
         let meta = background_meta("/checkout/v3/callback");
-        let mut delays = CALLBACK_RETRIES.iter();
-        loop {
-            let next = delays.next();
-            match callback_attempt(&s, &meta, &msn, &reference, next.is_none()).await {
-                Ok(false) if next.is_some() => {
-                    tokio::time::sleep(*next.unwrap_or(&Duration::ZERO)).await;
-                }
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(%msn, %reference, error = ?e.0.status(), "checkout callback could not be recorded");
-                    return;
-                }
-            }
+        if let Err(e) = attempt_if_due(&s, &meta, &msn, &reference).await {
+            tracing::warn!(%msn, %reference, status = %e.0.status(), "checkout callback attempt failed to run");
         }
-    });
+    })
 }
 
-/// One callback attempt, recorded on the session; whether it was delivered (or nothing is due any more).
-async fn callback_attempt(
+async fn attempt_if_due(
     s: &S,
     meta: &RequestMeta,
     msn: &str,
     reference: &str,
-    last: bool,
-) -> Result<bool, ApiError> {
-    let Some(l) = load(s, meta, msn, reference).await? else {
-        return Ok(true);
-    };
-    if l.session.callback != CallbackState::Pending {
-        return Ok(true);
+) -> Result<(), ApiError> {
+    // The lease outlasts an attempt (the delivery timeout), so no one else makes it meanwhile.
+    let lease_ms =
+        i64::try_from(s.config.delivery_timeout.as_millis()).unwrap_or(i64::MAX / 4) + 1_000;
+    let resp = run_write(
+        s,
+        meta,
+        Op::Execute(commands::modify(
+            msn,
+            reference,
+            Change::ClaimAttempt(lease_ms),
+        )),
+    )
+    .await?;
+    let body = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map_err(|e| internal(meta, &e))?;
+    let claimed = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["claimed"].as_bool())
+        .unwrap_or(false);
+    if !claimed {
+        return Ok(());
     }
+    let Some(l) = load(s, meta, msn, reference).await? else {
+        return Ok(());
+    };
     let body = serde_json::to_vec(&l.render()).map_err(|e| internal(meta, &e))?;
     let info = &l.session.merchant_info;
     let at_ms = s.clock.unix_ms();
@@ -450,15 +458,14 @@ async fn callback_attempt(
             delivered: false,
         },
     };
-    let delivered = a.delivered;
-    tracing::debug!(%msn, %reference, status = ?a.status, delivered, "checkout callback attempt");
+    tracing::debug!(%msn, %reference, status = ?a.status, delivered = a.delivered, "checkout callback attempt");
     run_write(
         s,
         meta,
-        Op::Execute(commands::modify(msn, reference, Change::Attempt(a, last))),
+        Op::Execute(commands::modify(msn, reference, Change::Attempt(a))),
     )
     .await?;
-    Ok(delivered)
+    Ok(())
 }
 
 /// The shipping options the page offers for an address: the dynamic ones when the merchant's callback answers

@@ -82,12 +82,22 @@ impl Product for Checkout {
             .map(|s| view::session(s, base))
     }
 
+    /// ePayment payments (a session follows its payment), and its own sessions: the sweeper settles a session
+    /// when a callback attempt is due, and the attempt (I/O, which a pure command cannot do) is made here.
     fn follows(&self) -> &'static [&'static str] {
-        &[crate::products::epayment::facade::PAYMENT_KIND]
+        &[
+            crate::products::epayment::facade::PAYMENT_KIND,
+            Session::KIND,
+        ]
     }
 
     fn followed_changed(&self, s: Shared, key: AggregateKey) -> BoxFut<'static, ()> {
         Box::pin(async move {
+            if key.kind == Session::KIND {
+                // In a task of its own: the sweeper does not wait for a merchant's answer.
+                tokio::spawn(flow::deliver_due(s, key.tenant, key.id));
+                return;
+            }
             let meta = flow::background_meta("/checkout/v3/follow");
             if let Err(e) = flow::load(&s, &meta, &key.tenant, &key.id).await {
                 tracing::warn!(reference = %key.id, status = %e.0.status(), "checkout could not follow its payment");
