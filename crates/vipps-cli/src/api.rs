@@ -436,7 +436,7 @@ pub(crate) fn keyed<T, K: Into<IdempotencyKey>>(w: Write<T, K>, key: Option<K>) 
     }
 }
 
-fn key(text: Option<&str>) -> anyhow::Result<Option<IdempotencyKey>> {
+pub(crate) fn key(text: Option<&str>) -> anyhow::Result<Option<IdempotencyKey>> {
     text.map(|t| IdempotencyKey::new(t).map_err(usage))
         .transpose()
 }

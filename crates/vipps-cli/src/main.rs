@@ -8,6 +8,7 @@
 
 mod allowlist;
 mod api;
+mod checkout;
 mod emulator;
 mod env;
 mod exit;
@@ -47,6 +48,9 @@ enum Command {
     /// Recurring API charges.
     #[command(subcommand)]
     Charge(recurring::ChargeCommand),
+    /// Checkout API sessions.
+    #[command(subcommand)]
+    Checkout(checkout::CheckoutCommand),
     /// Keep firewall and proxy allowlists of the request servers in step with DNS.
     #[command(subcommand)]
     Allowlist(allowlist::AllowlistCommand),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             Command::Api(cmd) => api::run(cmd).await,
             Command::Agreement(cmd) => recurring::agreement(cmd).await,
             Command::Charge(cmd) => recurring::charge(cmd).await,
+            Command::Checkout(cmd) => checkout::run(cmd).await,
             Command::Allowlist(cmd) => allowlist::run(cmd).await,
         }
     });

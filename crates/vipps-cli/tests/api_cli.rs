@@ -563,3 +563,62 @@ async fn a_call_that_stays_rate_limited_says_it_waited_as_retry_after_asked() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_create_and_get() {
+    let (emu, cli) = start().await;
+    let created = cli
+        .ok(&[
+            "checkout",
+            "create",
+            "--reference",
+            "cli-checkout-0001",
+            "--amount",
+            "4900",
+            "--phone",
+            "4791234567",
+            "--idempotency-key",
+            "checkout-1",
+        ])
+        .await;
+    assert_eq!(created["idempotencyKey"], "checkout-1");
+    let url = created["result"]["checkoutUrl"].as_str().unwrap();
+    assert!(
+        url.starts_with(&cli.base_url) && url.contains("?token="),
+        "{created}"
+    );
+    let again = cli
+        .ok(&[
+            "checkout",
+            "create",
+            "--reference",
+            "cli-checkout-0001",
+            "--amount",
+            "4900",
+            "--phone",
+            "4791234567",
+            "--idempotency-key",
+            "checkout-1",
+        ])
+        .await;
+    assert_eq!(again["replayed"], true);
+    let s = cli.ok(&["checkout", "get", "cli-checkout-0001"]).await;
+    assert_eq!(s["sessionState"], "SessionCreated");
+    // A duplicate reference is an API error; an unknown one too; a missing flag is a usage error.
+    let dup = cli
+        .run(&[
+            "checkout",
+            "create",
+            "--reference",
+            "cli-checkout-0001",
+            "--amount",
+            "4900",
+        ])
+        .await;
+    assert_eq!(code(&dup), Some(3), "{}", stderr(&dup));
+    let missing = cli.run(&["checkout", "get", "cli-checkout-9999"]).await;
+    assert_eq!(code(&missing), Some(3), "{}", stderr(&missing));
+    let usage = cli.run(&["checkout", "create", "--amount", "4900"]).await;
+    assert_eq!(code(&usage), Some(2), "{}", stderr(&usage));
+    emu.shutdown().await;
+}

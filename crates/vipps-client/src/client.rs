@@ -378,6 +378,8 @@ pub(crate) enum Auth {
     Bearer,
     /// `client_id` and `client_secret` headers (the access-token request).
     TokenRequest,
+    /// The API keys in headers on every call, no token (the Checkout API).
+    ClientKeys,
 }
 
 /// One logical call: fixed before the first attempt, so every retry sends the same method, URL, key and bytes.
@@ -589,7 +591,7 @@ impl Client {
         let deadline = *deadline;
         let token = match call.auth {
             Auth::Bearer => Some(self.token().await?),
-            Auth::TokenRequest => None,
+            Auth::TokenRequest | Auth::ClientKeys => None,
         };
         sent.fetch_add(1, Ordering::Relaxed);
         let mut answer = self.send(call, url, token.as_ref(), deadline).await;
@@ -616,7 +618,7 @@ impl Client {
         let i = &self.inner;
         let headers = match call.auth {
             Auth::Bearer => &i.api_headers,
-            Auth::TokenRequest => &i.token_headers,
+            Auth::TokenRequest | Auth::ClientKeys => &i.token_headers,
         };
         let mut headers = headers.clone();
         if let Some(msn) = &call.options.msn {

@@ -1,4 +1,5 @@
-//! A merchant client for the Vipps MobilePay APIs: access token, ePayment API v1 and Webhooks API v1.
+//! A merchant client for the Vipps MobilePay APIs: access token, ePayment API v1, Recurring API v3, Checkout API
+//! v3 and Webhooks API v1.
 //!
 //! Every wire type, header name and validated value comes from [`vipps_types`]. The client adds what a careful
 //! merchant integration needs around them:
@@ -59,6 +60,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod checkout;
 mod client;
 pub mod clock;
 mod config;
@@ -70,6 +72,7 @@ pub mod retry;
 mod webhooks;
 
 pub use auth::{DEFAULT_REFRESH_MARGIN, TokenCache};
+pub use checkout::Checkout;
 pub use client::{Client, ClientBuilder, Idempotent, USER_AGENT_VALUE};
 pub use config::{Credentials, Timeouts};
 pub use epayment::{EPayment, PollOptions, force_approve_path};

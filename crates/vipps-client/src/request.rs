@@ -23,7 +23,7 @@
 //!
 //! Options:
 //! - [`Write::idempotency_key`]: the caller's key (the API's own key type: [`IdempotencyKey`] for ePayment and
-//!   Webhooks, [`vipps_types::headers::RecurringIdempotencyKey`] for Recurring). Without one, a key is made once
+//!   Webhooks and Checkout, [`vipps_types::headers::RecurringIdempotencyKey`] for Recurring). Without one, a key is made once
 //!   before the first attempt; it is fixed for every retry and returned with the answer and with any error.
 //! - `timeout`: the whole call, every attempt and the waits between them (instead of [`crate::Timeouts::total`]).
 //! - `retry_policy`: instead of the client's [`RetryPolicy`].
@@ -103,6 +103,11 @@ impl<T: DeserializeOwned> Read<T> {
 }
 
 impl<T> Read<T> {
+    pub(crate) fn auth(mut self, auth: Auth) -> Self {
+        self.call.auth = auth;
+        self
+    }
+
     pub(crate) fn reference(mut self, reference: impl Into<String>) -> Self {
         self.call.reference = Some(reference.into());
         self
@@ -227,6 +232,11 @@ impl<T, K> Write<T, K> {
 
     pub(crate) fn reference(mut self, reference: impl Into<String>) -> Self {
         self.call.reference = Some(reference.into());
+        self
+    }
+
+    pub(crate) fn auth(mut self, auth: Auth) -> Self {
+        self.call.auth = auth;
         self
     }
 

@@ -4,7 +4,8 @@
 //! a changed phone number and come back to the shop, reject, a magic amount's failure in the app, the push inbox,
 //! expiry on emulator time ("+1 day" on the dashboard), rotating a request server and its DNS answer, fault rules,
 //! payment filters and pagination, a payment's timeline, replays and deliveries, **Resend** arriving at the shop's
-//! receiver and appearing live. This test starts the emulator and the shop, creates the payments, runs the script,
+//! receiver and appearing live, and a Checkout session completed on the hosted page (details typed in, a shipping
+//! option chosen, back at the shop, the callback received). This test starts the emulator and the shop, creates the payments, runs the script,
 //! then decodes the QR code the browser rendered and follows it. Screenshots of every page are left in
 //! `target/tmp/browser/` (`VIPPS_UPDATE_SCREENSHOT=1` also copies the dashboard's to `docs/dashboard.png`).
 //!
@@ -292,6 +293,42 @@ async fn payer_pages_and_dashboard_in_chromium() {
         .await;
     }
 
+    // A checkout session whose user types in what was not prefilled and picks a shipping option.
+    let checkout_ref = "browser-checkout-01";
+    let r = reqwest::Client::new()
+        .post(format!("{base}/checkout/v3/session"))
+        .header("client_id", "demo-client-id")
+        .header("client_secret", "demo-client-secret")
+        .header("Ocp-Apim-Subscription-Key", KEY)
+        .header("Merchant-Serial-Number", MSN)
+        .json(&json!({
+            "merchantInfo": {
+                "callbackUrl": format!("http://{shop_addr}/hooks"),
+                "returnUrl": return_url(checkout_ref),
+                "callbackAuthorizationToken": "browser-callback-token"
+            },
+            "transaction": {
+                "amount": {"value": 14900, "currency": "NOK"},
+                "reference": checkout_ref,
+                "paymentDescription": "A <i>scarf</i>"
+            },
+            "logistics": {"fixedOptions": [
+                {"brand": "POSTEN", "amount": {"value": 9900, "currency": "NOK"}, "id": "home", "priority": 0, "isDefault": true},
+                {"brand": "OTHER", "title": "Pick up in store", "amount": {"value": 0, "currency": "NOK"}, "id": "store", "priority": 1, "isDefault": false}
+            ]},
+            "prefillCustomer": {"firstName": "Kari"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session: Value = r.json().await.unwrap();
+    let checkout_page = format!(
+        "{}?token={}",
+        session["checkoutFrontendUrl"].as_str().unwrap(),
+        session["token"].as_str().unwrap()
+    );
+
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -306,6 +343,7 @@ async fn payer_pages_and_dashboard_in_chromium() {
         "expire": {"landing": expiring["redirectUrl"]},
         "qr": {"redirectUrl": qr["redirectUrl"]},
         "push": {"phone": "4798765432", "reference": "browser-push-0001"},
+        "checkout": {"page": checkout_page, "reference": checkout_ref},
     });
     let run = output(
         Command::new("node")
@@ -352,6 +390,35 @@ async fn payer_pages_and_dashboard_in_chromium() {
     names.sort();
     names.dedup();
     assert!(names.len() < of_paid.len(), "one event arrived twice");
+
+    // The checkout completed in the browser: the session has what the user typed and chose, and the shop got the
+    // callback with its token.
+    let r = reqwest::Client::new()
+        .get(format!("{base}/checkout/v3/session/{checkout_ref}"))
+        .header("client_id", "demo-client-id")
+        .header("client_secret", "demo-client-secret")
+        .header("Ocp-Apim-Subscription-Key", KEY)
+        .header("Merchant-Serial-Number", MSN)
+        .send()
+        .await
+        .unwrap();
+    let s: Value = r.json().await.unwrap();
+    assert_eq!(s["sessionState"], "PaymentSuccessful", "{s}");
+    assert_eq!(s["billingDetails"]["firstName"], "Kari");
+    assert_eq!(s["billingDetails"]["lastName"], "Nordmann");
+    assert_eq!(s["shippingDetails"]["shippingMethodId"], "store");
+    let mut called = false;
+    for _ in 0..200 {
+        called =
+            shop.hooks.lock().iter().any(|h| {
+                h["reference"] == checkout_ref && h["sessionState"] == "PaymentSuccessful"
+            });
+        if called {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(called, "the checkout callback reached the shop");
 
     if std::env::var_os("VIPPS_UPDATE_SCREENSHOT").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");

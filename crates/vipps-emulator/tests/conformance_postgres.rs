@@ -8,6 +8,8 @@ pub const SUITE_ON_POSTGRES: bool = true;
 
 #[path = "it/auth.rs"]
 mod auth;
+#[path = "it/checkout.rs"]
+mod checkout;
 #[path = "it/common.rs"]
 mod common;
 #[path = "it/controls.rs"]

@@ -1,7 +1,8 @@
 //! The unmodified official npm SDK, `@vippsmobilepay/sdk` (pinned in `tests/official-sdk/package.json`), against
 //! an in-process emulator: access token, a webhook registered, listed and deleted, the 13 Recurring methods
 //! (agreement create, list, info, update, force accept; charge create, create multiple, info, info by id, list,
-//! capture, refund, cancel), create (WEB_REDIRECT), force
+//! capture, refund, cancel), Checkout `create` and `info` (a session whose payment is approved through the user
+//! control and then read as an ePayment payment), create (WEB_REDIRECT), force
 //! approve, partial capture, refund, an over-refund refused with a problem body, a second payment cancelled before
 //! approval, the aggregate and the event log, and every event's signed delivery received and verified. The flow and
 //! its assertions live in `tests/official-sdk/run.mjs`; this test installs the package from the committed lockfile
@@ -297,6 +298,24 @@ fn check_summary(dir: &Path, stdout: &str) -> serde_json::Value {
             "Recurring method {m} not exercised; summary: {summary}"
         );
     }
+    let checkout: Vec<&str> = summary["checkout"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    for m in [
+        "create",
+        "info (SessionCreated)",
+        "info (PaymentSuccessful)",
+    ] {
+        assert!(
+            checkout.contains(&m),
+            "Checkout call {m} not exercised; summary: {summary}"
+        );
+    }
+    assert_eq!(
+        summary["checkoutState"], "PaymentSuccessful",
+        "summary: {summary}"
+    );
     summary
 }
 

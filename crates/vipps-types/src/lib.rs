@@ -10,6 +10,7 @@
 //! - [`money`]: [`money::Amount`] in minor units;
 //! - [`problem`]: the `application/problem+json` error model and the ePayment error codes;
 //! - [`token`]: the access-token response;
+//! - [`checkout`]: Checkout API v3 request and response bodies, states and its problem format;
 //! - [`epayment`]: ePayment API v1 request and response bodies, states and events;
 //! - [`receipt`]: the Order Management receipt that a payment may carry;
 //! - [`webhooks`]: Webhooks API v1 bodies;
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod checkout;
 pub mod enums;
 pub mod env;
 pub mod epayment;

@@ -323,45 +323,92 @@ impl Authenticator {
             return Err(unauthorized("The access token is not valid yet"));
         }
         self.system_headers(meta, headers)?;
-        let msn = msn_header(meta, headers)?;
-        let forbidden = |detail: String| {
-            meta.problem(403, "Forbidden", detail)
-                .field(
-                    h::MERCHANT_SERIAL_NUMBER,
-                    "must be a sales unit of these API keys",
-                )
-                .err()
-        };
-        let msn = match (&principal, msn) {
-            (Principal::Merchant(m), None) => Some(m.msn.clone()),
-            (Principal::Merchant(m), Some(sent)) => {
-                if sent != m.msn {
-                    return Err(forbidden(format!(
-                        "Merchant-Serial-Number {sent} does not belong to these API keys"
-                    )));
-                }
-                Some(sent)
-            }
-            (Principal::Partner(p), Some(sent)) => {
-                if !p.msns.contains(&sent) {
-                    return Err(forbidden(format!(
-                        "Invalid MSN: {sent} is not a sales unit of this partner"
-                    )));
-                }
-                Some(sent)
-            }
-            (Principal::Partner(_), None) if msn_required => {
-                return Err(meta
-                    .problem(
-                        403,
-                        "Forbidden",
-                        "Partner keys must send the Merchant-Serial-Number header",
-                    )
-                    .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
-                    .err());
-            }
-            (Principal::Partner(_), None) => None,
-        };
-        Ok(AuthCtx { principal, msn })
+        sales_unit(meta, principal, headers, msn_required)
     }
+
+    /// Authenticates a call that sends the API keys themselves instead of an access token (as some
+    /// product APIs do):
+    /// subscription key, `client_id` and `client_secret` of the same principal, and the MSN, which is required.
+    /// Wrong client credentials are a 401 naming the header.
+    pub(crate) fn authenticate_client_keys(
+        &self,
+        meta: &RequestMeta,
+        headers: &http::HeaderMap,
+    ) -> Result<AuthCtx, ApiError> {
+        let principal = self.subscription(meta, headers)?;
+        let id = header_str(headers, h::CLIENT_ID);
+        let secret = header_str(headers, h::CLIENT_SECRET);
+        let (field, detail) = match (id, secret) {
+            (None, _) => (h::CLIENT_ID, "The client_id header is missing"),
+            (_, None) => (h::CLIENT_SECRET, "The client_secret header is missing"),
+            (Some(i), Some(sec)) => {
+                if i == principal.client_id()
+                    && super::token::subtle_eq::ct_eq(sec, principal.client_secret())
+                {
+                    self.system_headers(meta, headers)?;
+                    return sales_unit(meta, principal, headers, true);
+                }
+                (
+                    h::CLIENT_SECRET,
+                    "Invalid client_id or client_secret for this subscription key",
+                )
+            }
+        };
+        Err(meta
+            .problem(401, "Unauthorized", detail)
+            .field(
+                field,
+                "must be the API keys of the subscription key's owner",
+            )
+            .err())
+    }
+}
+
+/// The sales unit a call acts for: the `Merchant-Serial-Number` header, checked against the principal.
+fn sales_unit(
+    meta: &RequestMeta,
+    principal: Principal,
+    headers: &http::HeaderMap,
+    msn_required: bool,
+) -> Result<AuthCtx, ApiError> {
+    let msn = msn_header(meta, headers)?;
+    let forbidden = |detail: String| {
+        meta.problem(403, "Forbidden", detail)
+            .field(
+                h::MERCHANT_SERIAL_NUMBER,
+                "must be a sales unit of these API keys",
+            )
+            .err()
+    };
+    let msn = match (&principal, msn) {
+        (Principal::Merchant(m), None) => Some(m.msn.clone()),
+        (Principal::Merchant(m), Some(sent)) => {
+            if sent != m.msn {
+                return Err(forbidden(format!(
+                    "Merchant-Serial-Number {sent} does not belong to these API keys"
+                )));
+            }
+            Some(sent)
+        }
+        (Principal::Partner(p), Some(sent)) => {
+            if !p.msns.contains(&sent) {
+                return Err(forbidden(format!(
+                    "Invalid MSN: {sent} is not a sales unit of this partner"
+                )));
+            }
+            Some(sent)
+        }
+        (Principal::Partner(_), None) if msn_required => {
+            return Err(meta
+                .problem(
+                    403,
+                    "Forbidden",
+                    "Partner keys must send the Merchant-Serial-Number header",
+                )
+                .field(h::MERCHANT_SERIAL_NUMBER, "required with partner keys")
+                .err());
+        }
+        (Principal::Partner(_), None) => None,
+    };
+    Ok(AuthCtx { principal, msn })
 }

@@ -40,6 +40,23 @@ impl FromRequestParts<Shared> for Merchant {
     }
 }
 
+/// A caller authenticated for one sales unit by its API keys in the `client_id` and `client_secret` headers, with
+/// the subscription key and `Merchant-Serial-Number`, and no access token (product APIs that take
+/// the keys on every call).
+#[derive(Debug)]
+pub(crate) struct ClientKeys(pub AuthCtx);
+
+impl FromRequestParts<Shared> for ClientKeys {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> Result<Self, Self::Rejection> {
+        let meta = RequestMeta::of(parts);
+        s.auth
+            .authenticate_client_keys(&meta, &parts.headers)
+            .map(ClientKeys)
+    }
+}
+
 /// A caller authenticated by access token and subscription key, for whom `Merchant-Serial-Number` is optional (a
 /// partner acting for itself, as the Webhooks API allows).
 #[derive(Debug)]

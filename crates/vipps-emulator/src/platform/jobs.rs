@@ -134,6 +134,8 @@ pub(crate) async fn sweep_once(s: &Shared) {
         };
         let n = due.len();
         let mut settled = 0;
+        // Aggregates that other products follow: they hear about time's changes too, once written.
+        let mut followed = Vec::new();
         let writes: Vec<_> = due
             .into_iter()
             .filter_map(|d| {
@@ -143,7 +145,12 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 }
                 cmd
             })
-            .map(|cmd| super::metrics::observe(s, Op::Execute(cmd).background(now)))
+            .map(|cmd| {
+                if s.products.is_followed(cmd.key().kind) {
+                    followed.push(cmd.key().clone());
+                }
+                super::metrics::observe(s, Op::Execute(cmd).background(now))
+            })
             .collect();
         let written = futures::future::join_all(writes).await;
         s.changed();
@@ -153,6 +160,12 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 Err(e) => tracing::warn!(error = %e, "a time-driven change failed"),
             }
         }
+        futures::future::join_all(
+            followed
+                .iter()
+                .map(|key| s.products.notify_followers(s, key)),
+        )
+        .await;
         // A full batch may have more behind it; a batch that settled nothing would only repeat itself.
         if n < SWEEP_BATCH || settled == 0 {
             return;

@@ -6,7 +6,8 @@ use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::Shared;
-use super::aggregate::{Command, Decoded, Decoder};
+use super::aggregate::{AggregateKey, Command, Decoded, Decoder};
+use super::store::BoxFut;
 
 /// A product API served by the platform (ePayment, and later Recurring, Checkout...).
 ///
@@ -51,6 +52,19 @@ pub(crate) trait Product: Send + Sync + 'static {
     /// The vendor's documented rate limits of this product's routes, applied with `--rate-limits`.
     fn rate_limits(&self) -> Vec<super::ratelimit::RateLimit> {
         Vec::new()
+    }
+    /// Aggregate kinds that this product wants to hear about when a person (the user-level controls, the payer's
+    /// pages) or time (the sweeper) changes one of them: other products' kinds it builds on, or its own kinds whose
+    /// due time means I/O that a pure command cannot do (a callback attempt). Products name each other's kinds only here,
+    /// as strings; they never import each other's code.
+    fn follows(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Called (and awaited) after a person or time changed an aggregate of a kind this product follows, so it can bring
+    /// its own aggregates up to date. It must be idempotent: a product's reads reconcile the same way, so a
+    /// notification lost with a crash is made good by the next read.
+    fn followed_changed(&self, _s: Shared, _key: AggregateKey) -> BoxFut<'static, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -136,6 +150,19 @@ impl Registry {
                 .copied()
                 .filter(|(k, _)| p.decoder(k).is_some())
         })
+    }
+
+    /// Whether some product follows aggregates of this kind.
+    pub(crate) fn is_followed(&self, kind: &str) -> bool {
+        self.0.iter().any(|p| p.follows().contains(&kind))
+    }
+
+    /// Tells the products that follow `key.kind` that a person changed that aggregate (see
+    /// [`Product::followed_changed`]).
+    pub(crate) async fn notify_followers(&self, s: &Shared, key: &AggregateKey) {
+        for p in self.0.iter().filter(|p| p.follows().contains(&key.kind)) {
+            p.followed_changed(s.clone(), key.clone()).await;
+        }
     }
 
     /// The health label of an aggregate kind.

@@ -13,9 +13,9 @@ use super::http::{ApiResult, RequestMeta, header_str};
 use super::idempotency::internal;
 use crate::config::MerchantEnvironment;
 
-mod subtle_eq {
+pub(super) mod subtle_eq {
     /// Constant-time comparison of two secrets.
-    pub(super) fn ct_eq(a: &str, b: &str) -> bool {
+    pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
         use sha2::{Digest, Sha256};
         // Compare digests so the length of the secret does not leak either.
         let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));

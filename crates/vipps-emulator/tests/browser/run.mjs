@@ -46,6 +46,28 @@ try {
   page.setDefaultTimeout(15000);
   const base = cfg.base;
 
+  // 0. Checkout (first: later steps move the emulator's clock past the session's lifetime): the hosted page, the details not prefilled typed in, a shipping option chosen, pay, back at the shop.
+  await page.goto(cfg.checkout.page);
+  check((await page.textContent(".amount")).includes("149.00"), "checkout shows the amount");
+  check((await page.textContent("main")).includes("A <i>scarf</i>"), "checkout description shown as text");
+  check((await page.textContent("[data-testid=state]")) === "PaymentInitiated", "opening the checkout initiates it");
+  check((await page.inputValue("#firstName")) === "Kari", "first name prefilled");
+  check((await page.textContent("main")).includes("Pick up in store"), "fixed shipping options shown");
+  await page.fill("#lastName", "Nordmann");
+  await page.fill("#email", "kari@example.com");
+  await page.fill("#phoneNumber", "4791112222");
+  await page.fill("#streetAddress", "Storgata 1");
+  await page.fill("#postalCode", "0155");
+  await page.fill("#city", "Oslo");
+  await page.fill("#country", "NO");
+  await page.check("input[name=shipping][value=store]");
+  await shot(page, "checkout");
+  await page.click("button[value=approve]");
+  await page.waitForURL(/\/return\?order=browser-checkout-01/);
+  check((await page.textContent("h1")) === "Back at the shop", "back at the shop after checkout");
+  summary.checkout = true;
+
+
   // 1. The landing page, a changed phone number, the app screen with the profile data, approve, back to the shop.
   await page.goto(cfg.pay.landing);
   check((await page.textContent(".amount")).includes("249.00"), "landing shows the amount");

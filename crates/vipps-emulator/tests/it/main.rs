@@ -6,6 +6,7 @@
 pub const SUITE_ON_POSTGRES: bool = false;
 
 mod auth;
+mod checkout;
 mod common;
 mod controls;
 mod dashboard;

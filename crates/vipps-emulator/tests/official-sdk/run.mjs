@@ -1,6 +1,6 @@
 // Drives the unmodified official SDK (@vippsmobilepay/sdk, pinned in package.json) against a running
-// vipps-emulator: the ePayment flow, the Recurring API and the Webhooks API, with the signed deliveries received
-// and verified.
+// vipps-emulator: the ePayment flow, the Recurring API, the Checkout API and the Webhooks API, with the signed
+// deliveries received and verified.
 // Started by crates/vipps-emulator/tests/official_sdk.rs; can also be run by hand, two ways:
 //
 //   VIPPS_EMULATOR_URL=http://127.0.0.1:8080/ node run.mjs
@@ -540,6 +540,63 @@ await recurring("error path: a charge on an unknown agreement", async () => {
   check(res.error && typeof res.error === "object" && typeof res.error.detail === "string", "the Recurring problem body", res.error);
 });
 
+// --- Checkout: the SDK's 2 Checkout methods (API keys in headers, no access token) ------------------------------
+const checkoutCalls = [];
+const checkout = async (name, fn) => {
+  const out = await step(`checkout.${name}`, fn);
+  checkoutCalls.push(name);
+  return out;
+};
+const ref3 = `sdk-${run}-checkout`.replace(/[^a-zA-Z0-9-]/g, "");
+const session = await checkout("create", async () => {
+  const data = okData(
+    await client.checkout.create(clientId, clientSecret, {
+      merchantInfo: {
+        callbackUrl: "https://example.com/checkout/callback",
+        returnUrl: "https://example.com/checkout/return",
+        callbackAuthorizationToken: "sdk-callback-token",
+      },
+      transaction: { amount: { value: 3000, currency: "NOK" }, reference: ref3, paymentDescription: "SDK checkout" },
+    }),
+    "checkout.create",
+  );
+  check(typeof data.token === "string" && data.token !== "", "checkout.create: token", data);
+  check(typeof data.checkoutFrontendUrl === "string", "checkout.create: checkoutFrontendUrl", data);
+  check(typeof data.pollingUrl === "string" && data.pollingUrl.endsWith(`/checkout/v3/session/${ref3}`), "checkout.create: pollingUrl", data);
+  return data;
+});
+
+await checkout("info (SessionCreated)", async () => {
+  const data = okData(await client.checkout.info(clientId, clientSecret, ref3), "checkout.info");
+  eq(data.reference, ref3, "checkout.info: reference");
+  eq(data.sessionState, "SessionCreated", "checkout.info: sessionState");
+});
+
+await step("checkout: the user approves (ePayment's user control)", async () => {
+  const res = await realFetch(controlUrl(`/_emulator/payments/${ref3}/approve`), {
+    method: "POST",
+    signal: AbortSignal.timeout(15000),
+  });
+  check(res.ok, `the approve control answered ${res.status}`, await res.text());
+});
+
+const checkoutFinal = await checkout("info (PaymentSuccessful)", async () => {
+  const data = okData(await client.checkout.info(clientId, clientSecret, ref3), "checkout.info");
+  eq(data.sessionState, "PaymentSuccessful", "checkout.info: sessionState");
+  eq(data.paymentDetails?.state, "AUTHORIZED", "checkout.info: paymentDetails.state");
+  eq(data.paymentDetails?.amount, { value: 3000, currency: "NOK" }, "checkout.info: paymentDetails.amount");
+  const payment = okData(await client.payment.info(token, ref3), "payment.info of the session's payment");
+  eq(payment.state, "AUTHORIZED", "the session's payment is an ePayment payment");
+  return data.sessionState;
+});
+
+await checkout("error path: an unknown session", async () => {
+  const res = await client.checkout.info(clientId, clientSecret, `sdk-${run}-none`.replace(/[^a-zA-Z0-9-]/g, ""));
+  check(res.ok === false, "an unknown session must fail", res);
+  check(res.error && typeof res.error === "object" && res.error.errorCode === "NotFound", "the Checkout problem body", res.error);
+});
+void session;
+
 await step("webhook.delete", async () => {
   const res = await client.webhook.delete(token, hook.id);
   check(res.ok === true, `delete: the SDK reported ok=false: ${safeJson(res.error)}`, res);
@@ -563,6 +620,8 @@ process.stdout.write(
     events: eventNames,
     webhookEvents,
     recurring: recurringCalls,
+    checkout: checkoutCalls,
+    checkoutState: checkoutFinal,
     unwrapped: !wrapped,
     steps: steps.map((s) => s.step),
     requests,

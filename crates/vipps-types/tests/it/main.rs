@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use vipps_types::checkout::{InitiateSessionRequest, InitiateSessionResponse, SessionResponse};
 use vipps_types::epayment::{
     CancelModificationRequest, CreatePaymentRequest, CreatePaymentResponse, ForceApprove,
     GetPaymentResponse, Metadata, ModificationRequest, ModificationResponse, PaymentAdjustment,
@@ -59,6 +60,19 @@ fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> 
 
 /// File-name prefix -> the type the fixture must round-trip through.
 const ROUND_TRIPS: &[(&str, Check)] = &[
+    // checkout.v3.yml
+    (
+        "checkout.v3__post-session-request__",
+        round_trip::<InitiateSessionRequest>,
+    ),
+    (
+        "checkout.v3__InitiateSessionResponse__",
+        round_trip::<InitiateSessionResponse>,
+    ),
+    (
+        "checkout.v3__SessionResponse__",
+        round_trip::<SessionResponse>,
+    ),
     // recurring.v3.yml (v3 only)
     (
         "recurring.v3__DraftAgreementV3-request__",

@@ -95,6 +95,31 @@ fn side_of(s: &S, msn: &str) -> Side {
     }
 }
 
+/// An HTTP client for a product's own callbacks to a merchant (not webhooks): it sends from the active request
+/// server of the sales unit's environment, like webhook deliveries, so a receiver's allowlist treats both alike.
+/// Answers the client, its source address and the server's hostname.
+pub(crate) fn callback_client(
+    s: &S,
+    tenant: &str,
+    timeout: Duration,
+) -> Result<(reqwest::Client, IpAddr, String), String> {
+    let side = side_of(s, tenant);
+    let (source, hostname) = {
+        let rs = s.request_servers.read();
+        let active = rs.active(side);
+        (active.addresses[0], active.hostname.clone())
+    };
+    let c = reqwest::Client::builder()
+        .local_address(source)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("vipps-emulator/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((c, source, hostname))
+}
+
 /// Runs one attempt and records it. `permit` is one of the `delivery_concurrency` outbound requests; it is given
 /// back when the receiver has answered, not when the attempt is recorded, so a group commit in progress does not
 /// hold the dispatcher's outbound capacity (the delivery stays in flight, and is not started again, until then).

@@ -756,5 +756,7 @@ async fn force_approve(
         }
     }
     let cmd = commands::modify(auth.msn_str(), &reference, Modification::ForceApprove);
-    run_write(&s, &meta, Op::Execute(cmd)).await
+    let resp = run_write(&s, &meta, Op::Execute(cmd)).await?;
+    super::facade::notify_followers(&s, auth.msn_str(), &reference).await;
+    Ok(resp)
 }

@@ -115,7 +115,9 @@ async fn act_as_user(
 ) -> ApiResult {
     let msn = resolve_msn(&s, &meta, &reference, q.msn).await?;
     let cmd = commands::modify(&msn, &reference, m);
-    run_write(&s, &meta, Op::Execute(cmd)).await
+    let resp = run_write(&s, &meta, Op::Execute(cmd)).await?;
+    super::facade::notify_followers(&s, &msn, &reference).await;
+    Ok(resp)
 }
 
 /// Approve the payment as the user would in the app.

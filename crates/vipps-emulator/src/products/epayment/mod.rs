@@ -8,11 +8,13 @@
 //! - `controls.rs`: acting as the user (JSON controls).
 //! - `pages.rs`: the payer's pages (landing page, app screen, inbox); `qr.rs`: the QR image.
 //! - `view.rs`: how the dashboard shows a payment.
+//! - `facade.rs`: the only part other products may use (create, decide and read a payment on a user's behalf).
 
 mod api;
 mod commands;
 mod controls;
 mod domain;
+pub(crate) mod facade;
 mod pages;
 mod qr;
 mod render;

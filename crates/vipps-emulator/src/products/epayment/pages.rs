@@ -288,6 +288,7 @@ async fn act(State(s): State<S>, meta: RequestMeta, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    super::facade::notify_followers(&s, &p.msn, &p.reference).await;
     let phone = q
         .phone
         .clone()

@@ -622,7 +622,20 @@ async fn draft(
     }
     let (parts, bytes) = buffered(resp).await;
     let drafted: Drafted = serde_json::from_slice(&bytes).map_err(|e| internal(&meta, &e))?;
-    // The follow-up, repeated by every replay (it is idempotent): the initial charge.
+    draft_follow_ups(&s, &meta, &msn, &drafted, initial, test, &key).await?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// What follows a draft, repeated by every replay (it is idempotent): the initial charge.
+pub(super) async fn draft_follow_ups(
+    s: &S,
+    meta: &RequestMeta,
+    msn: &str,
+    drafted: &Drafted,
+    initial: Option<InitialDraft>,
+    test: bool,
+    key: &str,
+) -> Result<(), ApiError> {
     if let (
         Some(charge_id),
         Some(InitialDraft {
@@ -634,9 +647,9 @@ async fn draft(
         }),
     ) = (&drafted.charge_id, initial)
     {
-        let a = load_agreement(&s, &meta, &msn, &drafted.agreement_id).await?;
+        let a = load_agreement(s, meta, msn, &drafted.agreement_id).await?;
         let cd = ChargeDraft {
-            msn: msn.clone(),
+            msn: msn.to_owned(),
             agreement_id: a.id.clone(),
             agreement_external_id: a.external_id.clone(),
             amount,
@@ -648,16 +661,16 @@ async fn draft(
             external_id: ext,
             fails_with: fails_with(test, amount, None),
             awaiting_until_ms: Some(a.expires_ms),
-            key: Some(key.clone()),
+            key: Some(key.to_owned()),
         };
         run_write(
-            &s,
-            &meta,
+            s,
+            meta,
             Op::Execute(commands::create_charge(cd, charge_id.clone())),
         )
         .await?;
     }
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    Ok(())
 }
 
 /// The failure every attempt of a charge meets: a magic amount on a test merchant, or above the user's maximum.

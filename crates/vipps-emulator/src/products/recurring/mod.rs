@@ -9,11 +9,13 @@
 //! - `render.rs`: stored documents to wire bodies (pure).
 //! - `controls.rs`: the confirmation page, acting as the user, failing a charge, the due count.
 //! - `view.rs`: how the dashboard shows an agreement and a charge.
+//! - `facade.rs`: the only part other products may use (create an accepted agreement, read its status).
 
 mod api;
 mod commands;
 mod controls;
 mod domain;
+pub(crate) mod facade;
 mod list;
 mod render;
 mod view;
