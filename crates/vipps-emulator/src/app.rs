@@ -39,6 +39,9 @@ pub enum StartError {
     /// The local certificate authority or the TLS configuration could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The snapshot to start from was refused, or could not be loaded.
+    #[error("cannot start from the snapshot: {0}")]
+    Snapshot(#[from] crate::platform::snapshot::SnapshotError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -140,6 +143,14 @@ impl Emulator {
                 .await?,
             ),
         };
+        let products = crate::products::registry();
+        // Before anything else is written: the snapshot's signing key, certificate authority, clock and request
+        // servers are the ones this start then finds.
+        if let Some(path) = &config.state_files.import {
+            let loaded =
+                crate::platform::snapshot::import_from(store.as_ref(), &products, path).await?;
+            tracing::info!(path = %path.display(), rows = ?loaded.rows, "started from a snapshot");
+        }
         let write_meta = |key: &str, value: String| {
             Op::SetMeta {
                 key: key.into(),
@@ -309,13 +320,17 @@ impl Emulator {
             dns_answers,
             dns_addr,
             edge,
-            products: crate::products::registry(),
+            products,
             changes: tokio::sync::watch::Sender::new(0),
+            events: Default::default(),
+            chaos: Default::default(),
         });
         let shutdown = CancellationToken::new();
         let router = crate::platform::middleware::router(
             state.clone(),
-            crate::controls::routes().merge(crate::dashboard::routes()),
+            crate::controls::routes()
+                .merge(crate::dashboard::routes())
+                .merge(crate::machine::routes()),
             axum::routing::get(crate::controls::ca_pem),
         );
         let mut tasks = vec![tokio::spawn(crate::serve::serve(
@@ -422,12 +437,31 @@ impl Emulator {
         &self.state.config
     }
 
-    /// Stops serving and waits for the background tasks.
-    pub async fn shutdown(self) {
+    /// Stops serving and waits for the background tasks; then writes the snapshot the configuration asks for
+    /// (`export_on_exit`), logging a failure.
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        for t in self.tasks {
+        for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        if let Some(path) = &self.state.config.state_files.export_on_exit {
+            match self.export_snapshot(path).await {
+                Ok(()) => tracing::info!(path = %path.display(), "snapshot written"),
+                Err(e) => tracing::error!(error = %e, "could not write the snapshot at exit"),
+            }
+        }
+    }
+
+    /// Writes the whole state to a snapshot file, atomically (a temporary file beside it, then a rename). Start
+    /// another emulator from it with [`StateFiles::import`](crate::StateFiles::import).
+    pub async fn export_snapshot(
+        &self,
+        path: &Path,
+    ) -> Result<(), crate::platform::snapshot::SnapshotError> {
+        let now = crate::platform::clock::rfc3339(self.state.clock.now());
+        crate::platform::snapshot::export_to(self.state.store.as_ref(), path, now)
+            .await
+            .map(drop)
     }
 
     /// Waits until the emulator stops (after [`Emulator::shutdown`] from elsewhere or a fatal error).

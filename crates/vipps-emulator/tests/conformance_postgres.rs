@@ -8,6 +8,8 @@ pub const SUITE_ON_POSTGRES: bool = true;
 
 #[path = "it/auth.rs"]
 mod auth;
+#[path = "it/chaos.rs"]
+mod chaos;
 #[path = "it/common.rs"]
 mod common;
 #[path = "it/controls.rs"]
@@ -18,6 +20,8 @@ mod dashboard;
 mod delivery;
 #[path = "it/epayment.rs"]
 mod epayment;
+#[path = "it/events.rs"]
+mod events;
 #[path = "it/idempotency.rs"]
 mod idempotency;
 #[path = "it/recurring.rs"]

@@ -99,6 +99,11 @@ pub(crate) trait Command: Send + Sync + 'static {
     fn decoder(&self) -> Decoder;
     /// Computes the change from the current document (`None`: it does not exist).
     fn apply(&self, current: Option<&Decoded>, ctx: &Ctx<'_>) -> Effect;
+    /// The state label of a stored document of this command's aggregate (the event stream reports the state a
+    /// change left). `None` when the command cannot tell.
+    fn state_of(&self, _doc: &Decoded) -> Option<&'static str> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn Command {
@@ -189,6 +194,10 @@ where
             events: out.events,
             answer: out.answer,
         }
+    }
+
+    fn state_of(&self, doc: &Decoded) -> Option<&'static str> {
+        downcast::<A>(doc).map(Aggregate::state_label)
     }
 }
 

@@ -138,7 +138,7 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 }
                 cmd
             })
-            .map(|cmd| s.store.write(Op::Execute(cmd).background(now)))
+            .map(|cmd| s.write(Op::Execute(cmd).background(now)))
             .collect();
         let written = futures::future::join_all(writes).await;
         s.changed();

@@ -6,6 +6,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod clock;
+pub(crate) mod events;
 pub(crate) mod extract;
 pub(crate) mod faults;
 pub(crate) mod html;
@@ -16,6 +17,7 @@ pub(crate) mod jobs;
 pub(crate) mod middleware;
 pub(crate) mod product;
 pub(crate) mod reqlog;
+pub(crate) mod snapshot;
 pub(crate) mod store;
 pub(crate) mod token;
 pub(crate) mod webhooks;
@@ -79,6 +81,10 @@ pub(crate) struct Platform {
     /// Counts changes (writes, recorded requests, delivery attempts, request-server moves), so that open dashboard
     /// pages update themselves (server-sent events).
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// The machine-readable event stream (aggregate state changes, delivery attempts).
+    pub events: events::Events,
+    /// Delivery-side chaos rules.
+    pub chaos: webhooks::chaos::Chaos,
 }
 
 impl Platform {
@@ -142,6 +148,7 @@ mod tidy {
         files.push(root.join("serve.rs"));
         files.push(root.join("controls.rs"));
         rust_files(&root.join("dashboard"), &mut files);
+        rust_files(&root.join("machine"), &mut files);
         // Built at run time so that this file does not name what it forbids.
         let needle = ["products", "::"].concat();
         let mut offenders = Vec::new();

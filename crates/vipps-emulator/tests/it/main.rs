@@ -6,11 +6,13 @@
 pub const SUITE_ON_POSTGRES: bool = false;
 
 mod auth;
+mod chaos;
 mod common;
 mod controls;
 mod dashboard;
 mod delivery;
 mod epayment;
+mod events;
 mod idempotency;
 mod postgres;
 mod recurring;

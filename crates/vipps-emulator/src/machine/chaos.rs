@@ -1,0 +1,59 @@
+//! `/_emulator/webhook-chaos`: add (`POST`), list (`GET`) and remove (`DELETE`) delivery-side chaos rules
+//! ([`crate::platform::webhooks::chaos`]).
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::platform::Shared as S;
+use crate::platform::extract::JsonBody;
+use crate::platform::http::{ApiResult, RequestMeta, parse_json};
+use crate::platform::webhooks::chaos::ChaosSpec;
+
+/// `POST /_emulator/webhook-chaos`: `201` with the rule (its id and remaining count).
+pub(super) async fn add(
+    State(s): State<S>,
+    meta: RequestMeta,
+    JsonBody(raw): JsonBody<serde_json::Value>,
+) -> ApiResult {
+    // The action first: serde names neither a missing nor an unknown tag of a flattened enum.
+    const ACTIONS: [&str; 7] = [
+        "drop",
+        "duplicate",
+        "delay",
+        "reorder",
+        "wrong_signature",
+        "stale_signature",
+        "skew_date",
+    ];
+    let action = raw.get("action").and_then(|a| a.as_str());
+    if !action.is_some_and(|a| ACTIONS.contains(&a)) {
+        return Err(meta
+            .problem(400, "Bad Request", "Invalid `action`")
+            .field("action", format!("one of {}", ACTIONS.join(", ")))
+            .err());
+    }
+    let spec: ChaosSpec = parse_json(&meta, raw.to_string().as_bytes())?;
+    let known = s.products.event_types();
+    match s.chaos.add(spec, &known) {
+        Ok(rule) => Ok((http::StatusCode::CREATED, axum::Json(rule)).into_response()),
+        Err(e) => Err(meta
+            .problem(
+                400,
+                "Bad Request",
+                format!("Invalid `{}`: {}", e.field, e.reason),
+            )
+            .field(e.field, e.reason)
+            .err()),
+    }
+}
+
+/// `GET /_emulator/webhook-chaos`: the active rules, oldest first.
+pub(super) async fn list(State(s): State<S>) -> impl IntoResponse {
+    axum::Json(s.chaos.list())
+}
+
+/// `DELETE /_emulator/webhook-chaos`: removes every rule.
+pub(super) async fn clear(State(s): State<S>) -> impl IntoResponse {
+    s.chaos.clear();
+    http::StatusCode::NO_CONTENT
+}
