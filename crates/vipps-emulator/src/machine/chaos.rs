@@ -32,6 +32,29 @@ pub(super) async fn add(
             .field("action", format!("one of {}", ACTIONS.join(", ")))
             .err());
     }
+    // A field of another action would be ignored silently (serde does not refuse unknown fields of a flattened
+    // enum): refuse it instead.
+    let own: &[&str] = match action {
+        Some("delay") => &["ms"],
+        Some("stale_signature" | "skew_date") => &["seconds"],
+        _ => &[],
+    };
+    if let Some(obj) = raw.as_object() {
+        let known = ["action", "event", "url", "times"];
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !known.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        {
+            return Err(meta
+                .problem(
+                    400,
+                    "Bad Request",
+                    format!("Unknown field `{k}` for this action"),
+                )
+                .field(k.clone(), "not a field of this action")
+                .err());
+        }
+    }
     let spec: ChaosSpec = parse_json(&meta, raw.to_string().as_bytes())?;
     let known = s.products.event_types();
     match s.chaos.add(spec, &known) {

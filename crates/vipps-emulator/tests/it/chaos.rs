@@ -304,6 +304,14 @@ async fn bad_rules_are_refused_naming_the_field() {
             body: json!({"action": "drop", "url": ""}),
             field: "url",
         },
+        BadRule {
+            body: json!({"action": "drop", "ms": 3}),
+            field: "ms",
+        },
+        BadRule {
+            body: json!({"action": "delay", "ms": 3, "seconds": 1}),
+            field: "seconds",
+        },
     ];
     check_async(&cases, |c| {
         let env = &env;
