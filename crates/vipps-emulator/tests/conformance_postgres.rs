@@ -26,6 +26,8 @@ mod events;
 mod idempotency;
 #[path = "it/recurring.rs"]
 mod recurring;
+#[path = "it/snapshot.rs"]
+mod snapshot;
 #[path = "it/tls.rs"]
 mod tls;
 #[path = "it/webhooks.rs"]

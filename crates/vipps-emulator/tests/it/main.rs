@@ -16,5 +16,6 @@ mod events;
 mod idempotency;
 mod postgres;
 mod recurring;
+mod snapshot;
 mod tls;
 mod webhooks;

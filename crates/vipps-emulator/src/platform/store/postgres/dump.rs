@@ -62,10 +62,14 @@ pub(super) async fn export(pool: &Pool) -> Result<StateDump, StoreError> {
     Ok(dump)
 }
 
-/// One value as a query parameter.
-fn param(c: &Cell) -> Box<dyn ToSql + Sync + Send> {
+/// One value as a query parameter (a null of the column's type: the statement's parameters are typed).
+fn param(c: &Cell, ty: ColType) -> Box<dyn ToSql + Sync + Send> {
     match c {
-        Cell::Null => Box::new(Option::<String>::None),
+        Cell::Null => match ty {
+            ColType::Text => Box::new(Option::<String>::None),
+            ColType::Int => Box::new(Option::<i64>::None),
+            ColType::Bytes => Box::new(Option::<Vec<u8>>::None),
+        },
         Cell::Int(i) => Box::new(*i),
         Cell::Text(t) => Box::new(t.clone()),
         Cell::Bytes(b) => Box::new(b.clone()),
@@ -125,7 +129,12 @@ pub(super) async fn import(pool: &Pool, dump: &StateDump) -> Result<(), StoreErr
         for chunk in dump.rows(table).chunks(CHUNK) {
             let params: Vec<Vec<Box<dyn ToSql + Sync + Send>>> = chunk
                 .iter()
-                .map(|row| row.iter().map(param).collect())
+                .map(|row| {
+                    row.iter()
+                        .zip(*cols)
+                        .map(|(c, (_, ty, _))| param(c, *ty))
+                        .collect()
+                })
                 .collect();
             let inserts = params.iter().map(|p| {
                 let refs: Vec<&(dyn ToSql + Sync)> = p
