@@ -42,6 +42,14 @@ pub enum StartError {
     /// The snapshot to start from was refused, or could not be loaded.
     #[error("cannot start from the snapshot: {0}")]
     Snapshot(#[from] crate::platform::snapshot::SnapshotError),
+    /// The scenario file could not be read, or seeding it failed.
+    #[error("scenario {path}: {message}")]
+    Scenario {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (the item and the reason).
+        message: String,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -106,6 +114,19 @@ impl Emulator {
         mut config: Config,
         injected: Injected,
     ) -> Result<Emulator, StartError> {
+        // A scenario's merchants are configured merchants: read it before anything depends on the merchants.
+        let scenario = match &config.state_files.scenario {
+            Some(path) => {
+                let bad = |message: String| StartError::Scenario {
+                    path: path.clone(),
+                    message,
+                };
+                let sc = crate::platform::scenario::read(path).map_err(bad)?;
+                config.merchants.extend(sc.merchant_configs().map_err(bad)?);
+                Some((path.clone(), sc))
+            }
+            None => None,
+        };
         // Configured merchants win: the demo merchant is added only where it clashes with nobody (its MSN is the
         // vendor's example MSN, which a user may well configure for themselves).
         let demo = MerchantConfig::demo();
@@ -333,6 +354,15 @@ impl Emulator {
                 .merge(crate::machine::routes()),
             axum::routing::get(crate::controls::ca_pem),
         );
+        if let Some((path, sc)) = &scenario {
+            crate::platform::scenario::seed(&state, &router, sc)
+                .await
+                .map_err(|message| StartError::Scenario {
+                    path: path.clone(),
+                    message,
+                })?;
+            tracing::info!(path = %path.display(), "seeded the scenario");
+        }
         let mut tasks = vec![tokio::spawn(crate::serve::serve(
             listener,
             router.clone(),

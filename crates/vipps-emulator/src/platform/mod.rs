@@ -17,6 +17,7 @@ pub(crate) mod jobs;
 pub(crate) mod middleware;
 pub(crate) mod product;
 pub(crate) mod reqlog;
+pub(crate) mod scenario;
 pub(crate) mod snapshot;
 pub(crate) mod store;
 pub(crate) mod token;

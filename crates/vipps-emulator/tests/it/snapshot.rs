@@ -456,3 +456,188 @@ async fn snapshot_controls_name_bad_input_and_export_on_exit_writes_atomically()
         .unwrap();
     assert_eq!(p["state"], "CREATED");
 }
+
+/// The example of `docs/scenario.md`, with the receiver's URL.
+fn scenario_toml(url: &str) -> String {
+    format!(
+        r#"
+[[merchants]]
+msn = "654321"
+client_id = "shop-two"
+client_secret = "shop-two-secret"
+subscription_key = "shop-two-key"
+
+[[webhooks]]
+url = "{url}"
+secret = "scenario-secret"
+
+[[payments]]
+reference = "order-seed-0001"
+amount = 1000
+
+[[payments]]
+reference = "order-seed-0002"
+amount = 2500
+state = "AUTHORIZED"
+captured = 2000
+refunded = 500
+
+[[payments]]
+reference = "order-seed-0003"
+amount = 700
+state = "TERMINATED"
+
+[[payments]]
+msn = "654321"
+reference = "order-seed-0004"
+amount = 900
+state = "ABORTED"
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_scenario_seeds_merchants_payments_and_webhooks() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, scenario_toml(&rx.url())).unwrap();
+    let env = start_with(Config {
+        state_files: StateFiles {
+            scenario: Some(file),
+            ..Default::default()
+        },
+        ..Config::ephemeral()
+    })
+    .await;
+    let t = env.token().await;
+    let state = |r: &'static str, token: String| {
+        let env = &env;
+        async move { json_of(env.get(&token, &format!("/epayment/v1/payments/{r}")).await).await }
+    };
+    assert_eq!(
+        state("order-seed-0001", t.clone()).await["state"],
+        "CREATED"
+    );
+    let p = state("order-seed-0002", t.clone()).await;
+    assert_eq!(p["state"], "AUTHORIZED");
+    assert_eq!(p["aggregate"]["capturedAmount"]["value"], 2000);
+    assert_eq!(p["aggregate"]["refundedAmount"]["value"], 500);
+    assert_eq!(
+        state("order-seed-0003", t.clone()).await["state"],
+        "TERMINATED"
+    );
+    // The scenario's own merchant works like a configured one.
+    let t2 = env
+        .token_for("shop-two", "shop-two-secret", "shop-two-key")
+        .await;
+    let r = env
+        .http
+        .get(env.url("/epayment/v1/payments/order-seed-0004"))
+        .bearer_auth(&t2)
+        .header("Ocp-Apim-Subscription-Key", "shop-two-key")
+        .header("Merchant-Serial-Number", "654321")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(r).await["state"], "ABORTED");
+    // The webhook got the seeded payments' events, signed with the scenario's secret.
+    let got = rx.wait_for("order-seed-0002", 4).await;
+    let names: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"]);
+    let d = &got[0];
+    let delivery = vipps_types::signing::Delivery {
+        path_and_query: &d.path,
+        host: d.headers["host"].to_str().unwrap(),
+        x_ms_date: d.headers["x-ms-date"].to_str().unwrap(),
+        x_ms_content_sha256: d.headers["x-ms-content-sha256"].to_str().unwrap(),
+        authorization: d.headers["authorization"].to_str().unwrap(),
+        body: &d.body,
+    };
+    vipps_types::signing::verify(
+        "scenario-secret",
+        &delivery,
+        std::time::SystemTime::now(),
+        vipps_types::signing::DEFAULT_SKEW,
+    )
+    .expect("signed with the scenario's secret");
+}
+
+/// A scenario that cannot be seeded.
+#[derive(Debug)]
+struct BadScenario {
+    toml: &'static str,
+    says: &'static str,
+}
+
+impl Case for BadScenario {
+    fn name(&self) -> String {
+        self.says.to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_bad_scenario_stops_the_start_naming_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        BadScenario {
+            toml: "[[rockets]]\nname = \"x\"\n",
+            says: "`rockets` is no product's scenario section",
+        },
+        BadScenario {
+            toml: "[[payments]]\nreference = \"order-bad-0001\"\namount = 100\nstate = \"PAID\"\n",
+            says: "payments[0]: state: `PAID` cannot be seeded",
+        },
+        BadScenario {
+            toml: "[[payments]]\nreference = \"order-bad-0001\"\namount = 100\ncolour = \"red\"\n",
+            says: "payments[0]: unknown field `colour`",
+        },
+        BadScenario {
+            toml: "[[payments]]\nreference = \"order-bad-0001\"\namount = 100\ncaptured = 50\n",
+            says: "only an AUTHORIZED payment",
+        },
+        BadScenario {
+            toml: "[[payments]]\nreference = \"x\"\namount = 100\n",
+            says: "payments[0]: POST /epayment/v1/payments answered 400",
+        },
+        BadScenario {
+            toml: "[[payments]]\nmsn = \"999999\"\nreference = \"order-bad-0001\"\namount = 100\n",
+            says: "MSN 999999 is not a configured merchant",
+        },
+        BadScenario {
+            toml: "[[webhooks]]\nurl = \"http://127.0.0.1:1/\"\nevents = [\"nope.v1\"]\n",
+            says: "webhooks[0]: unknown event type `nope.v1`",
+        },
+        BadScenario {
+            toml: "[[merchants]]\nmsn = \"12\"\nclient_id = \"a\"\nclient_secret = \"b\"\nsubscription_key = \"c\"\n",
+            says: "merchants[0]",
+        },
+        BadScenario {
+            toml: "payments = 3\n",
+            says: "invalid type",
+        },
+    ];
+    check_async(&cases, |c| {
+        let dir = &dir;
+        async move {
+            let file = dir.path().join("bad.toml");
+            std::fs::write(&file, c.toml).map_err(|e| e.to_string())?;
+            let cfg = Config {
+                state_files: StateFiles {
+                    scenario: Some(file),
+                    ..Default::default()
+                },
+                ..Config::ephemeral()
+            };
+            match Emulator::start(cfg).await {
+                Ok(_) => Err("the emulator started".into()),
+                Err(e) if e.to_string().contains(c.says) => Ok(()),
+                Err(e) => Err(format!("the error `{e}` does not say `{}`", c.says)),
+            }
+        }
+    })
+    .await;
+}

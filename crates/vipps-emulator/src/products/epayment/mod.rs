@@ -8,6 +8,7 @@
 //! - `controls.rs`: acting as the user (JSON controls).
 //! - `pages.rs`: the payer's pages (landing page, app screen, inbox); `qr.rs`: the QR image.
 //! - `view.rs`: how the dashboard shows a payment.
+//! - `seed.rs`: the `payments` section of a scenario file.
 
 mod api;
 mod commands;
@@ -16,6 +17,7 @@ mod domain;
 mod pages;
 mod qr;
 mod render;
+mod seed;
 mod view;
 
 use axum::Router;
@@ -47,6 +49,14 @@ impl Product for EPayment {
 
     fn event_types(&self) -> Vec<String> {
         vipps_types::webhooks::epayment_event_types()
+    }
+
+    fn seed(
+        &self,
+        section: &str,
+        item: &serde_json::Value,
+    ) -> Option<Result<Vec<crate::platform::product::SeedRequest>, String>> {
+        (section == "payments").then(|| seed::payment(item))
     }
 
     fn kinds(&self) -> &'static [(&'static str, &'static str)] {
