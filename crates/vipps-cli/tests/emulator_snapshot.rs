@@ -63,7 +63,7 @@ async fn export_on_exit_then_import_answers_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("state.snapshot");
     let file_arg = file.to_string_lossy().into_owned();
-    let (mut a, base) = spawn(&["--export-on-exit", &file_arg]);
+    let (a, base) = spawn(&["--export-on-exit", &file_arg]);
     let http = reqwest::Client::new();
     let t = token(&http, &base).await;
     let r = api(
