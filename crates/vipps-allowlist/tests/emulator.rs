@@ -18,6 +18,7 @@ use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::StatusCode;
+use reqwest::Method;
 use serde_json::{Value, json};
 use vipps_allowlist::resolve::ResolverOptions;
 use vipps_allowlist::{
@@ -459,6 +460,64 @@ async fn a_dns_failure_keeps_the_last_good_set() {
         assert_eq!(set_of(&allowlist), before);
         assert!(allowlist.contains(ip("127.0.3.1")) && allowlist.contains(new_ip));
         eprintln!("(c) took {:?}", started.elapsed());
+    })
+    .await;
+}
+
+/// (d) Delivery-side chaos from the emulator (`/_emulator/webhook-chaos`) against the receiver: deliveries with a
+/// wrong secret, a stale signature or a skewed `x-ms-date` are refused with 401 (and the emulator records the 401
+/// and retries); a duplicated delivery is accepted once and reported as a duplicate the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_refuses_spoiled_signatures_and_spots_duplicates() {
+    bounded(async {
+        let platform = Platform::start().await;
+        let mut refresher = refresher(platform.dns());
+        refresher.refresh().await.expect("the first refresh");
+        let shop = Shop::open(&platform, refresher.shared()).await;
+        let spoiled = [
+            json!({"action": "wrong_signature"}),
+            json!({"action": "stale_signature", "seconds": 900}),
+            json!({"action": "skew_date", "seconds": 60}),
+            json!({"action": "skew_date", "seconds": -900}),
+        ];
+        for (i, rule) in spoiled.iter().enumerate() {
+            let reference = format!("order-spoil-{i:05}");
+            let mut rule = rule.clone();
+            rule["event"] = "CREATED".into();
+            platform
+                .control(Method::POST, "/_emulator/webhook-chaos", Some(rule.clone()))
+                .await;
+            platform.create(&reference).await;
+            let a = platform.wait_attempt(&reference, "CREATED", 1).await;
+            assert_eq!(a["response_status"], 401, "{rule}: {a:#}");
+            assert_eq!(a["outcome"], "retry", "{rule}");
+            assert_eq!(a["chaos"]["action"], rule["action"]);
+            assert!(shop.seen(&reference).is_empty(), "{rule} was accepted");
+        }
+        // The retries carry good signatures again.
+        platform.advance(2).await;
+        for i in 0..spoiled.len() {
+            let reference = format!("order-spoil-{i:05}");
+            let a = platform.wait_attempt(&reference, "CREATED", 2).await;
+            assert_eq!(a["response_status"], 200, "{a:#}");
+            assert_eq!(shop.seen(&reference).len(), 1);
+        }
+
+        platform
+            .control(
+                Method::POST,
+                "/_emulator/webhook-chaos",
+                Some(json!({"action": "duplicate", "url": shop.url})),
+            )
+            .await;
+        let reference = "order-dupe-00001";
+        platform.create(reference).await;
+        let a = platform.wait_attempt(reference, "CREATED", 1).await;
+        assert_eq!(a["response_status"], 200);
+        assert_eq!(a["chaos"]["copies"], json!([200]));
+        let seen = shop.seen(reference);
+        let dupes: Vec<bool> = seen.iter().map(|s| s.duplicate).collect();
+        assert_eq!(dupes, [false, true], "the second copy is the same event");
     })
     .await;
 }

@@ -77,6 +77,16 @@ pub struct EmulatorArgs {
     /// The address those DNS answers carry instead of the --tls-listen one (implies --dns-api-hosts).
     #[arg(long, value_name = "IP")]
     dns_api_address: Option<IpAddr>,
+    /// Start from a snapshot file (POST /_emulator/snapshot, --export-on-exit) loaded into an empty store; a
+    /// malformed, truncated, corrupt or newer-format file is refused before anything is loaded.
+    #[arg(long, value_name = "FILE")]
+    import: Option<PathBuf>,
+    /// Seed merchants' payments and webhooks from a scenario file (TOML or JSON, docs/scenario.md) at start.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Write a snapshot of the whole state to this file (atomically) when the emulator stops.
+    #[arg(long, value_name = "FILE")]
+    export_on_exit: Option<PathBuf>,
 }
 
 fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
@@ -135,6 +145,15 @@ fn build_config(a: &EmulatorArgs) -> anyhow::Result<Config> {
     if let Some(ip) = a.dns_api_address {
         cfg.dns_api_address = Some(ip);
         cfg.dns_api_hosts = true;
+    }
+    if let Some(f) = &a.import {
+        cfg.state_files.import = Some(f.clone());
+    }
+    if let Some(f) = &a.scenario {
+        cfg.state_files.scenario = Some(f.clone());
+    }
+    if let Some(f) = &a.export_on_exit {
+        cfg.state_files.export_on_exit = Some(f.clone());
     }
     cfg.validate().map_err(|e| classify(Class::Usage, e))?;
     Ok(cfg)
@@ -274,12 +293,43 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let token = emu.shutdown_token();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("stopping");
-            token.cancel();
-        }
-        _ = emu.wait() => {}
+    let interrupted = tokio::select! {
+        _ = stop_signal() => true,
+        _ = emu.wait() => false,
+    };
+    if interrupted {
+        eprintln!("stopping");
+        token.cancel();
+        emu.wait().await;
+    }
+    if let Some(path) = emu.config().state_files.export_on_exit.clone() {
+        emu.export_snapshot(&path)
+            .await
+            .with_context(|| format!("writing the snapshot to {}", path.display()))?;
+        eprintln!("snapshot written to {}", path.display());
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM where there is one (a container or service manager stopping the emulator).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -39,6 +39,17 @@ pub enum StartError {
     /// The local certificate authority or the TLS configuration could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The snapshot to start from was refused, or could not be loaded.
+    #[error("cannot start from the snapshot: {0}")]
+    Snapshot(#[from] crate::platform::snapshot::SnapshotError),
+    /// The scenario file could not be read, or seeding it failed.
+    #[error("scenario {path}: {message}")]
+    Scenario {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (the item and the reason).
+        message: String,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -103,6 +114,19 @@ impl Emulator {
         mut config: Config,
         injected: Injected,
     ) -> Result<Emulator, StartError> {
+        // A scenario's merchants are configured merchants: read it before anything depends on the merchants.
+        let scenario = match &config.state_files.scenario {
+            Some(path) => {
+                let bad = |message: String| StartError::Scenario {
+                    path: path.clone(),
+                    message,
+                };
+                let sc = crate::platform::scenario::read(path).map_err(bad)?;
+                config.merchants.extend(sc.merchant_configs().map_err(bad)?);
+                Some((path.clone(), sc))
+            }
+            None => None,
+        };
         // Configured merchants win: the demo merchant is added only where it clashes with nobody (its MSN is the
         // vendor's example MSN, which a user may well configure for themselves).
         let demo = MerchantConfig::demo();
@@ -140,6 +164,14 @@ impl Emulator {
                 .await?,
             ),
         };
+        let products = crate::products::registry();
+        // Before anything else is written: the snapshot's signing key, certificate authority, clock and request
+        // servers are the ones this start then finds.
+        if let Some(path) = &config.state_files.import {
+            let loaded =
+                crate::platform::snapshot::import_from(store.as_ref(), &products, path).await?;
+            tracing::info!(path = %path.display(), rows = ?loaded.rows, "started from a snapshot");
+        }
         let write_meta = |key: &str, value: String| {
             Op::SetMeta {
                 key: key.into(),
@@ -320,14 +352,27 @@ impl Emulator {
             products,
             changes: tokio::sync::watch::Sender::new(0),
             metrics,
+            events: Default::default(),
+            chaos: Default::default(),
         });
         crate::platform::metrics::recount(&state).await;
         let shutdown = CancellationToken::new();
         let router = crate::platform::middleware::router(
             state.clone(),
-            crate::controls::routes().merge(crate::dashboard::routes().into()),
+            crate::controls::routes()
+                .merge(crate::dashboard::routes().into())
+                .merge(crate::machine::routes()),
             axum::routing::get(crate::controls::ca_pem),
         );
+        if let Some((path, sc)) = &scenario {
+            crate::platform::scenario::seed(&state, &router, sc)
+                .await
+                .map_err(|message| StartError::Scenario {
+                    path: path.clone(),
+                    message,
+                })?;
+            tracing::info!(path = %path.display(), "seeded the scenario");
+        }
         let mut tasks = vec![tokio::spawn(crate::serve::serve(
             listener,
             router.clone(),
@@ -432,12 +477,31 @@ impl Emulator {
         &self.state.config
     }
 
-    /// Stops serving and waits for the background tasks.
-    pub async fn shutdown(self) {
+    /// Stops serving and waits for the background tasks; then writes the snapshot the configuration asks for
+    /// (`export_on_exit`), logging a failure.
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        for t in self.tasks {
+        for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        if let Some(path) = &self.state.config.state_files.export_on_exit {
+            match self.export_snapshot(path).await {
+                Ok(()) => tracing::info!(path = %path.display(), "snapshot written"),
+                Err(e) => tracing::error!(error = %e, "could not write the snapshot at exit"),
+            }
+        }
+    }
+
+    /// Writes the whole state to a snapshot file, atomically (a temporary file beside it, then a rename). Start
+    /// another emulator from it with [`StateFiles::import`](crate::StateFiles::import).
+    pub async fn export_snapshot(
+        &self,
+        path: &Path,
+    ) -> Result<(), crate::platform::snapshot::SnapshotError> {
+        let now = crate::platform::clock::rfc3339(self.state.clock.now());
+        crate::platform::snapshot::export_to(self.state.store.as_ref(), path, now)
+            .await
+            .map(drop)
     }
 
     /// Waits until the emulator stops (after [`Emulator::shutdown`] from elsewhere or a fatal error).

@@ -325,6 +325,19 @@ pub struct Config {
     pub unresponsive_removal: Duration,
     /// At most this many deliveries in flight at once.
     pub delivery_concurrency: usize,
+    /// Snapshot and scenario files read at start and written at exit.
+    pub state_files: StateFiles,
+}
+
+/// Files the emulator starts from or leaves behind (`--import`, `--scenario`, `--export-on-exit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateFiles {
+    /// A snapshot to load at start, into an empty store, before anything else is written.
+    pub import: Option<PathBuf>,
+    /// A scenario file (merchants' payments, webhooks) to seed at start, after the import.
+    pub scenario: Option<PathBuf>,
+    /// Where to write a snapshot when the emulator shuts down.
+    pub export_on_exit: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -356,6 +369,7 @@ impl Default for Config {
             delivery_lease: None,
             unresponsive_removal: Duration::from_secs(14 * 86_400),
             delivery_concurrency: 256,
+            state_files: StateFiles::default(),
         }
     }
 }

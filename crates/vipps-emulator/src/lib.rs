@@ -29,6 +29,7 @@ mod app;
 pub mod config;
 mod controls;
 mod dashboard;
+mod machine;
 mod platform;
 mod products;
 mod proxy;
@@ -37,9 +38,11 @@ mod tls;
 
 pub use app::{Emulator, Injected, StartError};
 pub use config::{
-    Config, Durability, MerchantConfig, MerchantEnvironment, PartnerConfig, Storage, Validation,
+    Config, Durability, MerchantConfig, MerchantEnvironment, PartnerConfig, StateFiles, Storage,
+    Validation,
 };
 pub use platform::clock::{ManualTime, SystemTime, TimeSource};
 pub use platform::ids::{IdGen, RandomIds, SeededIds};
+pub use platform::snapshot::SnapshotError;
 pub use platform::store::postgres::redact_url;
 pub use tls::TlsError;

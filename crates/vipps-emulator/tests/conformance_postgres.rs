@@ -8,6 +8,8 @@ pub const SUITE_ON_POSTGRES: bool = true;
 
 #[path = "it/auth.rs"]
 mod auth;
+#[path = "it/chaos.rs"]
+mod chaos;
 #[path = "it/checkout.rs"]
 mod checkout;
 #[path = "it/common.rs"]
@@ -20,12 +22,16 @@ mod dashboard;
 mod delivery;
 #[path = "it/epayment.rs"]
 mod epayment;
+#[path = "it/events.rs"]
+mod events;
 #[path = "it/idempotency.rs"]
 mod idempotency;
 #[path = "it/machine.rs"]
 mod machine;
 #[path = "it/recurring.rs"]
 mod recurring;
+#[path = "it/snapshot.rs"]
+mod snapshot;
 #[path = "it/tls.rs"]
 mod tls;
 #[path = "it/webhooks.rs"]

@@ -205,7 +205,7 @@ where
     }
 
     fn state_of(&self, doc: &Decoded) -> Option<&'static str> {
-        downcast::<A>(doc).map(|a| a.state_label())
+        downcast::<A>(doc).map(Aggregate::state_label)
     }
 }
 

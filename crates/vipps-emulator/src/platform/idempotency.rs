@@ -99,7 +99,7 @@ pub(crate) async fn run_idempotent(
         }
         let mut req = req;
         req.now_ms = s2.clock.unix_ms();
-        let r = super::metrics::observe(&s2, req).await;
+        let r = s2.write(req).await;
         s2.changed();
         Some(r)
     });
@@ -164,9 +164,7 @@ pub(crate) async fn run_write(s: &Shared, meta: &RequestMeta, op: Op) -> ApiResu
         now_ms: s.clock.unix_ms(),
         request: meta.info(),
     };
-    let written = super::metrics::observe(s, req)
-        .await
-        .map_err(|e| internal(meta, &e));
+    let written = s.write(req).await.map_err(|e| internal(meta, &e));
     s.changed();
     match written? {
         WriteResult::Fresh(r) | WriteResult::Replayed(r) => Ok(stored_to_response(r, false)),

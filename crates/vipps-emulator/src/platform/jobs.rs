@@ -149,7 +149,7 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 if s.products.is_followed(cmd.key().kind) {
                     followed.push(cmd.key().clone());
                 }
-                super::metrics::observe(s, Op::Execute(cmd).background(now))
+                s.write(Op::Execute(cmd).background(now))
             })
             .collect();
         let written = futures::future::join_all(writes).await;

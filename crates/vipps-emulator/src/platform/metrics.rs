@@ -9,13 +9,13 @@
 //! Nothing here knows a product: kinds are labelled by the registry's names (`payments`, `agreements`...).
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,9 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::Shared;
-use super::aggregate::{AggregateKey, Command, Ctx, Decoded, Decoder, Effect};
 use super::product::Registry as Products;
-use super::store::{Op, StoreError, WriteRequest, WriteResult};
 
 /// The route label of a request no route matched (404 and the like).
 const UNMATCHED: &str = "unmatched";
@@ -279,7 +277,7 @@ impl Metrics {
     }
 
     /// Moves one aggregate between states (`from: None`: it was created).
-    fn moved(&self, kind: &str, from: Option<&'static str>, to: &'static str) {
+    pub(crate) fn moved(&self, kind: &str, from: Option<&'static str>, to: &'static str) {
         let Some(kind) = self.kind_label(kind) else {
             return;
         };
@@ -430,67 +428,6 @@ pub(crate) async fn serve(State(s): State<Shared>) -> Response {
             .into_response(),
         None => http::StatusCode::NOT_FOUND.into_response(),
     }
-}
-
-/// A product command that notes which state it moved its aggregate from and to; the write that ran it reports
-/// the move to the gauges once it has committed (the last run is the one committed: a backend may run a command
-/// again after a conflict, and an uncommitted run reports nothing).
-struct Observed {
-    inner: Box<dyn Command>,
-    moved: Arc<Mutex<Option<Moved>>>,
-}
-
-/// (from, to) of one aggregate.
-type Moved = (Option<&'static str>, &'static str);
-
-impl Command for Observed {
-    fn key(&self) -> &AggregateKey {
-        self.inner.key()
-    }
-
-    fn decoder(&self) -> Decoder {
-        self.inner.decoder()
-    }
-
-    fn apply(&self, current: Option<&Decoded>, ctx: &Ctx<'_>) -> Effect {
-        let from = current.and_then(|d| self.inner.state_of(d));
-        let effect = self.inner.apply(current, ctx);
-        *self.moved.lock() = effect.put.as_ref().map(|p| (from, p.state));
-        effect
-    }
-
-    fn state_of(&self, doc: &Decoded) -> Option<&'static str> {
-        self.inner.state_of(doc)
-    }
-}
-
-/// Runs a write through the store; a product command's state move goes to the aggregate gauges once committed.
-pub(crate) async fn observe(s: &Shared, mut req: WriteRequest) -> Result<WriteResult, StoreError> {
-    let Some(m) = s.metrics.as_ref() else {
-        return s.store.write(req).await;
-    };
-    let noted = match req.op {
-        Op::Execute(cmd) => {
-            let kind = cmd.key().kind;
-            let moved = Arc::new(Mutex::new(None));
-            req.op = Op::Execute(Box::new(Observed {
-                inner: cmd,
-                moved: moved.clone(),
-            }));
-            Some((kind, moved))
-        }
-        other => {
-            req.op = other;
-            None
-        }
-    };
-    let r = s.store.write(req).await;
-    if let (Ok(WriteResult::Fresh(_)), Some((kind, moved))) = (&r, noted) {
-        if let Some((from, to)) = moved.lock().take() {
-            m.moved(kind, from, to);
-        }
-    }
-    r
 }
 
 /// How often an instance on a shared store recounts the aggregates (other instances' writes reach its gauges

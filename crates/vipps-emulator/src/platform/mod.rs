@@ -6,6 +6,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod clock;
+pub(crate) mod events;
 pub(crate) mod extract;
 pub(crate) mod faults;
 pub(crate) mod html;
@@ -19,6 +20,8 @@ pub(crate) mod openapi;
 pub(crate) mod product;
 pub(crate) mod ratelimit;
 pub(crate) mod reqlog;
+pub(crate) mod scenario;
+pub(crate) mod snapshot;
 pub(crate) mod store;
 pub(crate) mod token;
 pub(crate) mod webhooks;
@@ -84,6 +87,10 @@ pub(crate) struct Platform {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// The Prometheus metrics (`None`: turned off).
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// The machine-readable event stream (aggregate state changes, delivery attempts).
+    pub events: events::Events,
+    /// Delivery-side chaos rules.
+    pub chaos: webhooks::chaos::Chaos,
 }
 
 impl Platform {
@@ -147,6 +154,7 @@ mod tidy {
         files.push(root.join("serve.rs"));
         files.push(root.join("controls.rs"));
         rust_files(&root.join("dashboard"), &mut files);
+        rust_files(&root.join("machine"), &mut files);
         // Built at run time so that this file does not name what it forbids.
         let needle = ["products", "::"].concat();
         let mut offenders = Vec::new();

@@ -66,6 +66,31 @@ pub(crate) trait Product: Send + Sync + 'static {
     fn followed_changed(&self, _s: Shared, _key: AggregateKey) -> BoxFut<'static, ()> {
         Box::pin(async {})
     }
+    /// The requests that bring one item of a scenario file's section about (such as a payment in a given state),
+    /// sent at start to the emulator's own routes as the item's merchant. `None`: `section` is not this
+    /// product's; `Err`: the item is invalid (the reason names the field).
+    fn seed(
+        &self,
+        _section: &str,
+        _item: &serde_json::Value,
+    ) -> Option<Result<Vec<SeedRequest>, String>> {
+        None
+    }
+}
+
+/// A request a scenario item is seeded with.
+#[derive(Debug, Clone)]
+pub(crate) struct SeedRequest {
+    /// The sales unit it is sent for (default: the first configured merchant).
+    pub msn: Option<String>,
+    /// Method.
+    pub method: http::Method,
+    /// Path and query.
+    pub path: String,
+    /// JSON body.
+    pub body: Option<serde_json::Value>,
+    /// `Idempotency-Key`, for operations that take one.
+    pub idempotency_key: Option<String>,
 }
 
 /// One aggregate as the dashboard shows it, built by its product: the dashboard renders it without knowing what

@@ -6,15 +6,18 @@
 pub const SUITE_ON_POSTGRES: bool = false;
 
 mod auth;
+mod chaos;
 mod checkout;
 mod common;
 mod controls;
 mod dashboard;
 mod delivery;
 mod epayment;
+mod events;
 mod idempotency;
 mod machine;
 mod postgres;
 mod recurring;
+mod snapshot;
 mod tls;
 mod webhooks;

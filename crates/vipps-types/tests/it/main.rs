@@ -8,6 +8,7 @@
 //! `vipps-docs__*` are bodies from the vendor's documentation and are maintained by hand.
 #![allow(clippy::print_stderr)]
 
+mod fuzz;
 mod specs;
 
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@
 //! with the change in the same transaction, so an acknowledged write and its idempotency record survive a crash
 //! together, and a retry after "response lost" replays instead of executing twice.
 
+pub(crate) mod dump;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
@@ -394,6 +395,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Sets what is called after every commit of writes (the metrics' commit latency and batch size). At most
     /// one hook; a backend without group commit may ignore it.
     fn on_commit(&self, _hook: CommitHook) {}
+    /// Every row of the durable state ([`dump::TABLES`]), read in one consistent transaction (snapshots).
+    fn export_state(&self) -> BoxFut<'static, Result<dump::StateDump, StoreError>>;
+    /// Loads a dump in one transaction into a store that holds no state yet (no aggregates, idempotency answers,
+    /// webhooks or deliveries); otherwise refuses, loading nothing.
+    fn import_state(&self, dump: dump::StateDump) -> BoxFut<'static, Result<(), StoreError>>;
 }
 
 /// Aggregates per kind and state: `(kind, state, count)`.

@@ -16,6 +16,7 @@
 //! instance takes the delivery over. Schema migrations run at start under an advisory lock.
 
 mod batch;
+mod dump;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -1128,6 +1129,19 @@ impl Store for PostgresStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn export_state(&self) -> BoxFut<'static, Result<super::dump::StateDump, StoreError>> {
+        let pool = self.pool.clone();
+        Box::pin(async move { dump::export(&pool).await })
+    }
+
+    fn import_state(
+        &self,
+        state: super::dump::StateDump,
+    ) -> BoxFut<'static, Result<(), StoreError>> {
+        let pool = self.pool.clone();
+        Box::pin(async move { dump::import(&pool, &state).await })
     }
 
     fn faults(&self) -> Option<&dyn SharedFaults> {

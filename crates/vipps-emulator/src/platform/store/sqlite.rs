@@ -23,6 +23,8 @@ use crate::platform::aggregate::{AggregateKey, Ctx, Decoded, Decoder};
 use crate::platform::http::StoredResponse;
 use crate::platform::ids::IdGen;
 
+mod dump;
+
 /// The schema of a new database (version [`SCHEMA_VERSION`], kept in `PRAGMA user_version`).
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -397,6 +399,27 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn export_state(&self) -> BoxFut<'static, Result<super::dump::StateDump, StoreError>> {
+        self.read(dump::export)
+    }
+
+    fn import_state(
+        &self,
+        state: super::dump::StateDump,
+    ) -> BoxFut<'static, Result<(), StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let c = Connection::open(&inner.path).map_err(err)?;
+                c.busy_timeout(std::time::Duration::from_secs(30))
+                    .map_err(err)?;
+                dump::import(&c, &state)
+            })
+            .await
+            .map_err(err)?
+        })
+    }
+
     fn write(&self, req: WriteRequest) -> BoxFut<'static, Result<WriteResult, StoreError>> {
         let (reply, rx) = oneshot::channel();
         let sent = match self.tx.lock().as_ref() {

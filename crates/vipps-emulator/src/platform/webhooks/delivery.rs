@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use vipps_types::signing;
 
+use super::chaos::ChaosAction;
 use super::request_servers::Side;
 use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
@@ -133,10 +134,13 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
     let attempt_no = d.attempts + 1;
     let at_ms = s.clock.unix_ms();
     let started = Instant::now();
+    let chaos = s.chaos.take(&d.event_type, &d.event_name, &d.url);
     let mut request_headers = serde_json::Map::new();
+    // The statuses of a duplicated attempt's copies after the first.
+    let mut copies: Vec<Option<u16>> = Vec::new();
     let result: Result<u16, String> = async {
         let url = url::Url::parse(&d.url).map_err(|e| format!("invalid URL: {e}"))?;
-        let signed = signing::sign(&d.secret, &url, &d.payload, s.clock.wall());
+        let signed = sign(&s, &d, &url, chaos.as_ref().map(|(_, a)| a));
         for (k, v) in [
             ("content-type", "application/json"),
             ("host", signed.host.as_str()),
@@ -149,36 +153,53 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
         ] {
             request_headers.insert(k.into(), v.into());
         }
+        match chaos.as_ref().map(|(_, a)| a) {
+            Some(ChaosAction::Drop) => {
+                return Err("dropped by a webhook chaos rule: not sent".to_owned());
+            }
+            Some(ChaosAction::Reorder) => return Ok(REORDERED),
+            Some(ChaosAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            _ => {}
+        }
         let client = clients.get(
             source,
             s.config.delivery_timeout,
             s.config.delivery_concurrency,
         )?;
-        let resp = client
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(signing::X_MS_DATE, &signed.x_ms_date)
-            .header(signing::X_MS_CONTENT_SHA256, &signed.x_ms_content_sha256)
-            .header(http::header::AUTHORIZATION, &signed.authorization)
-            .body(d.payload.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "timeout: no answer within the delivery timeout".to_owned()
-                } else {
-                    format!("{e}")
-                }
-            })?;
-        let status = resp.status().as_u16();
-        // Drain the body so the connection can be reused.
-        let _ = resp.bytes().await;
-        Ok(status)
+        let send = || async {
+            let resp = client
+                .post(url.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(signing::X_MS_DATE, &signed.x_ms_date)
+                .header(signing::X_MS_CONTENT_SHA256, &signed.x_ms_content_sha256)
+                .header(http::header::AUTHORIZATION, &signed.authorization)
+                .body(d.payload.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "timeout: no answer within the delivery timeout".to_owned()
+                    } else {
+                        format!("{e}")
+                    }
+                })?;
+            let status = resp.status().as_u16();
+            // Drain the body so the connection can be reused.
+            let _ = resp.bytes().await;
+            Ok::<u16, String>(status)
+        };
+        let first = send().await;
+        if matches!(chaos, Some((_, ChaosAction::Duplicate))) {
+            copies.push(send().await.ok());
+        }
+        first
     }
     .await;
     drop(permit);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let reordered = matches!(result, Ok(REORDERED));
     let (ok, status, error) = match &result {
+        Ok(REORDERED) => (true, None, None),
         Ok(st) => ((200..300).contains(st), Some(*st), None),
         Err(e) => (false, None, Some(e.clone())),
     };
@@ -188,7 +209,15 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
     } else {
         after_failure(attempt_no, first, at_ms)
     };
-    let record = serde_json::json!({
+    if reordered {
+        // The event goes to the back of its queue as a new delivery first, so it is never lost; this one is then
+        // finished without being sent.
+        let again = Op::Redeliver { delivery_id: d.id }.background(at_ms);
+        if let Err(e) = s.store.write(again).await {
+            tracing::warn!(error = %e, delivery = d.id, "could not queue a reordered delivery again");
+        }
+    }
+    let mut record = serde_json::json!({
         "delivery_id": d.id,
         "webhook_id": d.webhook_id,
         "url": d.url,
@@ -206,6 +235,7 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
         "source_address": source.to_string(),
         "source_hostname": hostname,
         "outcome": match outcome {
+            _ if reordered => "reordered".to_owned(),
             DeliveryOutcome::Delivered => "delivered".to_owned(),
             DeliveryOutcome::Retry { .. } => "retry".to_owned(),
             DeliveryOutcome::GiveUp => "given_up".to_owned(),
@@ -220,6 +250,14 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
         };
         m.delivery(label, Duration::from_secs_f64(latency_ms / 1000.0));
     }
+    if let Some((rule, action)) = &chaos {
+        let mut c = serde_json::to_value(action).unwrap_or_default();
+        c["rule"] = (*rule).into();
+        if !copies.is_empty() {
+            c["copies"] = serde_json::to_value(&copies).unwrap_or_default();
+        }
+        record["chaos"] = c;
+    }
     tracing::debug!(delivery = d.id, subject = %d.subject, event = %d.event_type, attempt = attempt_no, ?status, "webhook attempt");
     let w = Op::DeliveryResult {
         delivery_id: d.id,
@@ -231,6 +269,9 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
     }
     .background(at_ms);
     let written = s.store.write(w).await;
+    if written.is_ok() {
+        s.delivery_event(&record);
+    }
     s.changed();
     if let Err(e) = written {
         tracing::warn!(error = %e, delivery = d.id, "could not record a delivery attempt; it will be retried");
@@ -239,6 +280,39 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
 
 /// How long the dispatcher waits for a wake-up when every due delivery is already under way.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+
+/// Stands for "not sent, moved to the back of its queue" where an attempt's HTTP status goes (no real status is
+/// below 100).
+const REORDERED: u16 = 0;
+
+/// The signature headers of an attempt, as a chaos rule may spoil them.
+fn sign(
+    s: &S,
+    d: &DueDelivery,
+    url: &url::Url,
+    chaos: Option<&ChaosAction>,
+) -> signing::SignedHeaders {
+    let now = s.clock.wall();
+    match chaos {
+        Some(ChaosAction::WrongSignature) => {
+            signing::sign(&format!("{}-wrong", d.secret), url, &d.payload, now)
+        }
+        Some(ChaosAction::StaleSignature { seconds }) => signing::sign(
+            &d.secret,
+            url,
+            &d.payload,
+            now - Duration::from_secs(*seconds),
+        ),
+        Some(ChaosAction::SkewDate { seconds }) => {
+            let mut signed = signing::sign(&d.secret, url, &d.payload, now);
+            let skew = Duration::from_secs(seconds.unsigned_abs());
+            let moved = if *seconds > 0 { now + skew } else { now - skew };
+            signed.x_ms_date = signing::format_date(moved);
+            signed
+        }
+        _ => signing::sign(&d.secret, url, &d.payload, now),
+    }
+}
 
 /// How many due deliveries one read of the queue takes.
 const DUE_PAGE: usize = 1024;

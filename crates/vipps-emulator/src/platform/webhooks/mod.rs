@@ -2,6 +2,7 @@
 //! delivery of outbox events (`delivery`), the request servers they leave from (`request_servers`) and the DNS
 //! that publishes those servers (`dns`).
 
+pub(crate) mod chaos;
 pub(crate) mod delivery;
 pub(crate) mod dns;
 pub(crate) mod request_servers;

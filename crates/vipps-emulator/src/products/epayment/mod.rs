@@ -9,6 +9,7 @@
 //! - `pages.rs`: the payer's pages (landing page, app screen, inbox); `qr.rs`: the QR image.
 //! - `view.rs`: how the dashboard shows a payment.
 //! - `facade.rs`: the only part other products may use (create, decide and read a payment on a user's behalf).
+//! - `seed.rs`: the `payments` section of a scenario file.
 
 mod api;
 mod commands;
@@ -18,6 +19,7 @@ pub(crate) mod facade;
 mod pages;
 mod qr;
 mod render;
+mod seed;
 mod view;
 
 use axum::Router;
@@ -62,6 +64,14 @@ impl Product for EPayment {
 
     fn event_types(&self) -> Vec<String> {
         vipps_types::webhooks::epayment_event_types()
+    }
+
+    fn seed(
+        &self,
+        section: &str,
+        item: &serde_json::Value,
+    ) -> Option<Result<Vec<crate::platform::product::SeedRequest>, String>> {
+        (section == "payments").then(|| seed::payment(item))
     }
 
     fn kinds(&self) -> &'static [(&'static str, &'static str)] {

@@ -1,0 +1,164 @@
+//! Conformance fuzzing: schemathesis (from PyPI) generates requests from the vendor's official ePayment and
+//! Webhooks specs (vendored in `specs/`, the files `/_emulator/specs/` serves) against a running emulator, for a bounded time, and
+//! checks that no answer is a 5xx and every answer matches the spec's response schemas, content types and
+//! headers, with the documented exceptions of `tests/schemathesis/schemathesis.toml` (where the spec is wrong).
+//!
+//! Needs the `st` command (`python3 -m pip install schemathesis`); the test installs it when it is missing, and
+//! is skipped with a message only when that fails. `VIPPS_SCHEMATHESIS_SECONDS` sets the budget per spec
+//! (default 10). With `VIPPS_TEST_POSTGRES_URL` set, it runs on PostgreSQL as well.
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use vipps_emulator::{Config, Emulator, Storage};
+
+/// The `st` command, installed from PyPI when missing; `None` when it cannot be had.
+fn schemathesis() -> Option<PathBuf> {
+    let works = |cmd: &Path| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let st = PathBuf::from("st");
+    if works(&st) {
+        return Some(st);
+    }
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "schemathesis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed && works(&st) {
+        return Some(st);
+    }
+    None
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis")
+}
+
+/// The demo merchant's token, a created payment's reference and a webhook's id on a running emulator.
+async fn prepare(base: &str) -> (String, String, String) {
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{base}/accesstoken/get"))
+        .header("client_id", "demo-client-id")
+        .header("client_secret", "demo-client-secret")
+        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let api = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+            .header("Merchant-Serial-Number", "123456")
+    };
+    let reference = "order-schemathesis-1";
+    let r = api(reqwest::Method::POST, "/epayment/v1/payments")
+        .header("Idempotency-Key", "schemathesis-1")
+        .json(&json!({"amount": {"currency": "NOK", "value": 1000}, "paymentMethod": {"type": "WALLET"},
+                      "reference": reference, "userFlow": "WEB_REDIRECT",
+                      "returnUrl": "https://example.com/return"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = api(reqwest::Method::POST, "/webhooks/v1/webhooks")
+        .json(&json!({"url": "https://example.com/hooks", "events": ["epayments.payment.captured.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, reference.to_owned(), id)
+}
+
+/// Runs schemathesis on one spec; answers its output when it found a failure.
+fn run(st: &Path, spec: &str, url: &str, env: &[(&str, &str)], seconds: u64) -> Result<(), String> {
+    let out = Command::new(st)
+        .arg("--config-file")
+        .arg(dir().join("schemathesis.toml"))
+        .arg("run")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs").join(spec))
+        .args(["--url", url, "--max-time", &seconds.to_string()])
+        .args(["--seed", "1", "--workers", "1", "--no-color"])
+        .envs(env.iter().copied())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{spec}: schemathesis failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+async fn conform(st: &Path, storage: Storage, seconds: u64) {
+    let emu = Emulator::start(Config {
+        storage,
+        ..Config::ephemeral()
+    })
+    .await
+    .unwrap();
+    let base = emu.base_url().as_str().trim_end_matches('/').to_owned();
+    let (token, reference, webhook) = prepare(&base).await;
+    let st = st.to_owned();
+    let failures = tokio::task::spawn_blocking(move || {
+        let env = [
+            ("VIPPS_ST_TOKEN", token.as_str()),
+            ("VIPPS_ST_REFERENCE", reference.as_str()),
+            ("VIPPS_ST_WEBHOOK_ID", webhook.as_str()),
+        ];
+        [
+            run(&st, "epayment.v1.yml", &base, &env, seconds),
+            run(
+                &st,
+                "webhooks.v1.yml",
+                &format!("{base}/webhooks"),
+                &env,
+                seconds,
+            ),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    emu.shutdown().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_specs_find_no_5xx_and_no_undocumented_answer() {
+    let Some(st) = schemathesis() else {
+        eprintln!(
+            "skipping the schemathesis run: `st` is not on the PATH and `python3 -m pip install schemathesis` \
+             failed (no Python, no pip or no network)"
+        );
+        return;
+    };
+    let seconds = std::env::var("VIPPS_SCHEMATHESIS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    conform(&st, Storage::Ephemeral, seconds).await;
+    if let Some(db) = vipps_test_support::pg::PgDb::create().await {
+        conform(&st, Storage::Postgres(db.url.clone()), seconds).await;
+    }
+}
