@@ -90,7 +90,11 @@ fn run(st: &Path, spec: &str, url: &str, env: &[(&str, &str)], seconds: u64) -> 
         .arg("--config-file")
         .arg(dir().join("schemathesis.toml"))
         .arg("run")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs").join(spec))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("specs")
+                .join(spec),
+        )
         .args(["--url", url, "--max-time", &seconds.to_string()])
         .args(["--seed", "1", "--workers", "1", "--no-color"])
         .envs(env.iter().copied())
