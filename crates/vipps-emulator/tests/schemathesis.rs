@@ -1,7 +1,8 @@
-//! Conformance fuzzing: schemathesis (from PyPI) generates requests from the vendor's official ePayment and
-//! Webhooks specs (vendored in `specs/`, the files `/_emulator/specs/` serves) against a running emulator, for a bounded time, and
-//! checks that no answer is a 5xx and every answer matches the spec's response schemas, content types and
-//! headers, with the documented exceptions of `tests/schemathesis/schemathesis.toml` (where the spec is wrong).
+//! Conformance fuzzing: schemathesis (from PyPI) generates requests from the vendor's official ePayment, Webhooks,
+//! Recurring and Checkout specs (vendored in `specs/`, the files `/_emulator/specs/` serves) against a running
+//! emulator, for a bounded time each, and checks that no answer is a 5xx and every answer matches the spec's
+//! response schemas, content types and headers, with the documented exceptions of the configuration files in
+//! `tests/schemathesis/` (where the spec is wrong).
 //!
 //! Needs the `st` command (`python3 -m pip install schemathesis`); the test installs it when it is missing, and
 //! is skipped with a message only when that fails. `VIPPS_SCHEMATHESIS_SECONDS` sets the budget per spec
@@ -40,8 +41,19 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis")
 }
 
-/// The demo merchant's token, a created payment's reference and a webhook's id on a running emulator.
-async fn prepare(base: &str) -> (String, String, String) {
+/// What the runs act on: the demo merchant's token, and ids of things it created first.
+struct Prepared {
+    token: String,
+    reference: String,
+    webhook: String,
+    agreement: String,
+    charge: String,
+    session: String,
+}
+
+/// The demo merchant's token, a created payment, a webhook, an active agreement with a charge and a Checkout
+/// session on a running emulator.
+async fn prepare(base: &str) -> Prepared {
     let http = reqwest::Client::new();
     let token: Value = http
         .post(format!("{base}/accesstoken/get"))
@@ -77,18 +89,84 @@ async fn prepare(base: &str) -> (String, String, String) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
+    let webhook = r.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    (token, reference.to_owned(), id)
+    let r = api(reqwest::Method::POST, "/recurring/v3/agreements")
+        .header("Idempotency-Key", "schemathesis-agreement")
+        .json(&json!({"pricing": {"type": "LEGACY", "amount": 1000, "currency": "NOK"},
+                      "interval": {"unit": "MONTH", "count": 1},
+                      "merchantRedirectUrl": "https://example.com/r", "merchantAgreementUrl": "https://example.com/a",
+                      "productName": "Schemathesis", "phoneNumber": "4712345678"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let agreement = r.json::<Value>().await.unwrap()["agreementId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = http
+        .post(format!(
+            "{base}/_emulator/recurring/agreements/{agreement}/accept"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let due = (time::OffsetDateTime::now_utc() + time::Duration::days(10)).date();
+    let r = api(
+        reqwest::Method::POST,
+        &format!("/recurring/v3/agreements/{agreement}/charges"),
+    )
+    .header("Idempotency-Key", "schemathesis-charge")
+    .json(&json!({"amount": 1000, "description": "Schemathesis", "due": due.to_string(), "retryDays": 2,
+                  "transactionType": "DIRECT_CAPTURE"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let charge = r.json::<Value>().await.unwrap()["chargeId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = "checkout-schemathesis-1";
+    let r = http
+        .post(format!("{base}/checkout/v3/session"))
+        .header("client_id", "demo-client-id")
+        .header("client_secret", "demo-client-secret")
+        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
+        .header("Merchant-Serial-Number", "123456")
+        .json(&json!({"merchantInfo": {"callbackUrl": "https://example.com/cb", "returnUrl": "https://example.com/r",
+                                       "callbackAuthorizationToken": "schemathesis"},
+                      "transaction": {"amount": {"value": 1000, "currency": "NOK"}, "reference": session,
+                                      "paymentDescription": "Schemathesis"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    Prepared {
+        token,
+        reference: reference.to_owned(),
+        webhook,
+        agreement,
+        charge,
+        session: session.to_owned(),
+    }
 }
 
-/// Runs schemathesis on one spec; answers its output when it found a failure.
-fn run(st: &Path, spec: &str, url: &str, env: &[(&str, &str)], seconds: u64) -> Result<(), String> {
+/// Runs schemathesis on one spec with one configuration file; answers its output when it found a failure.
+fn run(
+    st: &Path,
+    (spec, config): (&str, &str),
+    url: &str,
+    env: &[(&str, &str)],
+    seconds: u64,
+) -> Result<(), String> {
     let out = Command::new(st)
         .arg("--config-file")
-        .arg(dir().join("schemathesis.toml"))
+        .arg(dir().join(config))
         .arg("run")
         .arg(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -120,20 +198,38 @@ async fn conform(st: &Path, storage: Storage, seconds: u64) {
     .await
     .unwrap();
     let base = emu.base_url().as_str().trim_end_matches('/').to_owned();
-    let (token, reference, webhook) = prepare(&base).await;
+    let p = prepare(&base).await;
     let st = st.to_owned();
     let failures = tokio::task::spawn_blocking(move || {
         let env = [
-            ("VIPPS_ST_TOKEN", token.as_str()),
-            ("VIPPS_ST_REFERENCE", reference.as_str()),
-            ("VIPPS_ST_WEBHOOK_ID", webhook.as_str()),
+            ("VIPPS_ST_TOKEN", p.token.as_str()),
+            ("VIPPS_ST_REFERENCE", p.reference.as_str()),
+            ("VIPPS_ST_WEBHOOK_ID", p.webhook.as_str()),
+            ("VIPPS_ST_AGREEMENT", p.agreement.as_str()),
+            ("VIPPS_ST_CHARGE", p.charge.as_str()),
+            ("VIPPS_ST_SESSION", p.session.as_str()),
         ];
+        let main = "schemathesis.toml";
         [
-            run(&st, "epayment.v1.yml", &base, &env, seconds),
+            run(&st, ("epayment.v1.yml", main), &base, &env, seconds),
             run(
                 &st,
-                "webhooks.v1.yml",
+                ("webhooks.v1.yml", main),
                 &format!("{base}/webhooks"),
+                &env,
+                seconds,
+            ),
+            run(
+                &st,
+                ("recurring.v3.yml", "recurring.toml"),
+                &base,
+                &env,
+                seconds,
+            ),
+            run(
+                &st,
+                ("checkout.v3.yml", "checkout.toml"),
+                &format!("{base}/checkout/v3"),
                 &env,
                 seconds,
             ),

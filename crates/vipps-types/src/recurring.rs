@@ -717,8 +717,8 @@ pub struct ChargeResponse {
     pub id: String,
     /// The agreement.
     pub agreement_id: String,
-    /// The merchant's id for the charge.
-    #[serde(default)]
+    /// The merchant's id for the charge (absent when none was given: the spec types it as a string, not null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// The merchant's id for the agreement.
     #[serde(default, skip_serializing_if = "Option::is_none")]

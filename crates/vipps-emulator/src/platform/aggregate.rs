@@ -105,6 +105,10 @@ pub(crate) trait Command: Send + Sync + 'static {
     fn state_of(&self, _doc: &Decoded) -> Option<&'static str> {
         None
     }
+    /// Whether another product follows this document (see [`Aggregate::followed`]).
+    fn followed(&self, _doc: &Decoded) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for dyn Command {
@@ -126,6 +130,12 @@ pub(crate) trait Aggregate: Serialize + DeserializeOwned + Send + Sync + 'static
     /// Fixed at creation.
     fn parent(&self) -> Option<&str> {
         None
+    }
+    /// Whether the products that follow this kind (`Product::follows`) want to hear when time changes this one:
+    /// a kind another product builds on marks the documents that product made, so the sweeper does not tell
+    /// it about every other one (each notice costs the follower a read). Default: always.
+    fn followed(&self) -> bool {
+        true
     }
 }
 
@@ -206,6 +216,10 @@ where
 
     fn state_of(&self, doc: &Decoded) -> Option<&'static str> {
         downcast::<A>(doc).map(Aggregate::state_label)
+    }
+
+    fn followed(&self, doc: &Decoded) -> bool {
+        downcast::<A>(doc).is_none_or(Aggregate::followed)
     }
 }
 

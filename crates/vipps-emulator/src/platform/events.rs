@@ -108,6 +108,7 @@ impl Events {
 struct Saved {
     state: &'static str,
     previous: Option<&'static str>,
+    followed: bool,
 }
 
 /// A command that remembers the state its last application saved (the store may apply a command more than once
@@ -131,12 +132,17 @@ impl Command for Observed {
         *self.saved.lock() = effect.put.as_ref().map(|p| Saved {
             state: p.state,
             previous: current.and_then(|c| self.inner.state_of(c)),
+            followed: self.inner.followed(&p.value),
         });
         effect
     }
 
     fn state_of(&self, doc: &Decoded) -> Option<&'static str> {
         self.inner.state_of(doc)
+    }
+
+    fn followed(&self, doc: &Decoded) -> bool {
+        self.inner.followed(doc)
     }
 }
 
@@ -145,7 +151,17 @@ impl Platform {
     /// metrics' state gauges (once committed: a backend may run a command again after a conflict, and an
     /// uncommitted run reports nothing). Every product command goes through here (requests and the sweeper), so
     /// both see every state change this instance makes.
-    pub(crate) async fn write(&self, mut req: WriteRequest) -> Result<WriteResult, StoreError> {
+    pub(crate) async fn write(&self, req: WriteRequest) -> Result<WriteResult, StoreError> {
+        self.write_noting(req).await.0
+    }
+
+    /// [`Platform::write`], also answering whether it saved a document other products follow
+    /// ([`super::aggregate::Aggregate::followed`]).
+    pub(crate) async fn write_noting(
+        &self,
+        mut req: WriteRequest,
+    ) -> (Result<WriteResult, StoreError>, bool) {
+        let mut followed = false;
         let observed = match req.op {
             Op::Execute(cmd) => {
                 let key = cmd.key().clone();
@@ -165,6 +181,7 @@ impl Platform {
         if let (Ok(WriteResult::Fresh(_)), Some((key, saved))) = (&result, observed) {
             let saved = saved.lock().take();
             if let Some(saved) = saved {
+                followed = saved.followed;
                 if let Some(m) = self.metrics.as_ref() {
                     m.moved(key.kind, saved.previous, saved.state);
                 }
@@ -189,7 +206,7 @@ impl Platform {
                 }
             }
         }
-        result
+        (result, followed)
     }
 
     /// Publishes a recorded delivery attempt (`record` as `/_emulator/deliveries` lists it).

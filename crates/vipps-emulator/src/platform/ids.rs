@@ -10,12 +10,29 @@ pub trait IdGen: Send + Sync + 'static {
     fn bytes16(&self) -> [u8; 16];
     /// A numeric pspReference (unique for the lifetime of the store).
     fn psp_reference(&self) -> String;
+    /// A number that grows by one with every call, from a random start, so short ids built from it differ
+    /// within a process and sort in the order they were issued. The default draws a random number each time
+    /// (unique with high probability, unordered).
+    fn sequence(&self) -> u64 {
+        let b = self.bytes16();
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
 }
 
 /// Random identifiers from the operating system's generator.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RandomIds {
     counter: AtomicU64,
+    sequence: AtomicU64,
+}
+
+impl Default for RandomIds {
+    fn default() -> Self {
+        RandomIds {
+            counter: AtomicU64::new(0),
+            sequence: AtomicU64::new(rand::rng().random()),
+        }
+    }
 }
 
 impl IdGen for RandomIds {
@@ -32,6 +49,9 @@ impl IdGen for RandomIds {
             .unwrap_or(0);
         format!("{}{:06}{:03}", t, n % 1_000_000, r)
     }
+    fn sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// Reproducible identifiers from a seed (for tests).
@@ -39,14 +59,18 @@ impl IdGen for RandomIds {
 pub struct SeededIds {
     rng: parking_lot::Mutex<rand::rngs::StdRng>,
     counter: AtomicU64,
+    sequence: AtomicU64,
 }
 
 impl SeededIds {
     /// From a seed.
     pub fn new(seed: u64) -> Self {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let sequence = AtomicU64::new(rng.random());
         SeededIds {
-            rng: parking_lot::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            rng: parking_lot::Mutex::new(rng),
             counter: AtomicU64::new(1),
+            sequence,
         }
     }
 }
@@ -57,6 +81,9 @@ impl IdGen for SeededIds {
     }
     fn psp_reference(&self) -> String {
         format!("{:012}", self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+    fn sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
     }
 }
 

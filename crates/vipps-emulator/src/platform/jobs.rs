@@ -146,19 +146,24 @@ pub(crate) async fn sweep_once(s: &Shared) {
                 cmd
             })
             .map(|cmd| {
-                if s.products.is_followed(cmd.key().kind) {
-                    followed.push(cmd.key().clone());
+                let key = s
+                    .products
+                    .is_followed(cmd.key().kind)
+                    .then(|| cmd.key().clone());
+                async move {
+                    let (w, noted) = s.write_noting(Op::Execute(cmd).background(now)).await;
+                    (w, key.filter(|_| noted))
                 }
-                s.write(Op::Execute(cmd).background(now))
             })
             .collect();
         let written = futures::future::join_all(writes).await;
         s.changed();
-        for w in written {
+        for (w, key) in written {
             match w {
                 Ok(_) => settled += 1,
                 Err(e) => tracing::warn!(error = %e, "a time-driven change failed"),
             }
+            followed.extend(key);
         }
         futures::future::join_all(
             followed

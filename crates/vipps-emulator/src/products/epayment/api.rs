@@ -530,6 +530,7 @@ fn validate_create(
                 .to_owned()
         }),
         qr_size: r.qr_format.as_ref().and_then(|q| q.size),
+        followed: false,
     })
 }
 

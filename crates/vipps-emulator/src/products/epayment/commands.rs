@@ -25,6 +25,10 @@ impl Aggregate for Payment {
     fn due_ms(&self) -> Option<i64> {
         Payment::due_ms(self)
     }
+
+    fn followed(&self) -> bool {
+        self.followed
+    }
 }
 
 /// The store key of a payment.
@@ -68,6 +72,8 @@ pub(super) struct Draft {
     pub(super) return_url: Option<String>,
     pub(super) qr_format: Option<String>,
     pub(super) qr_size: Option<u32>,
+    /// Made by another product through the façade, which follows it.
+    pub(super) followed: bool,
 }
 
 impl Draft {
@@ -111,6 +117,7 @@ impl Draft {
             },
             pending_until_ms: None,
             test: self.test,
+            followed: self.followed,
             token,
             events: vec![Event {
                 psp,

@@ -138,6 +138,10 @@ pub(super) struct Payment {
     pub pending_until_ms: Option<i64>,
     /// Whether the merchant is a test merchant (magic amounts and force approve apply).
     pub test: bool,
+    /// Made by another product (Checkout) through the façade: the products that follow payments hear of its
+    /// time-driven changes; of others they do not (see `Aggregate::followed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub followed: bool,
     /// The token in the redirect URL (force approve may name it).
     pub token: String,
     /// The event log, oldest first.
@@ -595,6 +599,7 @@ mod tests {
             expires_ms: 600_000,
             pending_until_ms: None,
             test: true,
+            followed: false,
             token: "t".into(),
             events: vec![],
             description: None,

@@ -69,6 +69,7 @@ pub(crate) fn create(n: NewPayment) -> Box<dyn Command> {
         return_url: Some(n.return_url),
         qr_format: None,
         qr_size: None,
+        followed: true,
     })
 }
 

@@ -609,7 +609,7 @@ async fn draft(
     let msn = d.msn.clone();
     let initial = d.initial.clone();
     let test = d.test;
-    let id = commands::new_agreement_id(s.clock.unix_ms(), s.ids.bytes16());
+    let id = commands::new_agreement_id(s.clock.unix_ms(), s.ids.sequence());
     let resp = run_idempotent(
         &s,
         &meta,
@@ -1107,7 +1107,7 @@ async fn create_one(
     let d = validate_charge(s, meta, &a, r, field_prefix, key)?;
     let id = match &r.order_id {
         Some(o) => o.clone(),
-        None => commands::new_charge_id(s.clock.unix_ms(), s.ids.bytes16()),
+        None => commands::new_charge_id(s.clock.unix_ms(), s.ids.sequence()),
     };
     let resp = run_idempotent(
         s,

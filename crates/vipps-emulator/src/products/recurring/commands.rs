@@ -65,30 +65,31 @@ pub(super) fn charge_key(msn: &str, id: &str) -> AggregateKey {
     }
 }
 
-/// Ids like the vendor's (`agr_5kSeqz`, `chr-WxrjKPW`): letters and digits, here a time part (7 characters, the
-/// milliseconds since 2020 on the emulator clock) then a random part (6 characters, 57^6 ≈ 3.4·10^10 values per
-/// millisecond). Time first, in an alphabet in ASCII order, so ids sort by creation: every insert goes to the end
-/// of the store's indexes instead of a random page of each (random ids made each commit of charge creates write
-/// pages all over the indexes, most of the writer's time).
-fn short_id(prefix: &str, now_ms: i64, bytes: [u8; 16]) -> String {
-    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+/// Ids like the vendor's (`agr_5kSeqz`, `chr-WxrjKPW`; the spec allows a charge id 15 characters): the prefix,
+/// then 11 letters and digits in an ASCII-ordered alphabet: 5 of the seconds since 2020 on the emulator clock
+/// (62^5 s, until 2049) and 6 of the id generator's sequence (62^6 values, a random start, one step per id). Time
+/// and then sequence first, so ids sort by creation: every insert goes to the end of the store's indexes instead of
+/// a random page of each (random ids made each commit of charge creates write pages all over the indexes, most of
+/// the writer's time), and two ids of one process never collide within a second.
+fn short_id(prefix: &str, now_ms: i64, sequence: u64) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     const BASE: u64 = ALPHABET.len() as u64;
     const EPOCH_2020_MS: i64 = 1_577_836_800_000;
-    let mut t = u64::try_from(now_ms - EPOCH_2020_MS).unwrap_or(0);
-    let mut time = [0u8; 7];
-    for c in time.iter_mut().rev() {
-        *c = ALPHABET[(t % BASE) as usize];
-        t /= BASE;
-    }
-    let mut s = String::with_capacity(prefix.len() + 13);
-    s.push_str(prefix);
-    s.extend(time.iter().map(|&c| c as char));
-    s.extend(
-        bytes
-            .iter()
-            .take(6)
-            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
+    let digits = |mut n: u64, out: &mut [u8]| {
+        for c in out.iter_mut().rev() {
+            *c = ALPHABET[(n % BASE) as usize];
+            n /= BASE;
+        }
+    };
+    let mut id = [0u8; 11];
+    digits(
+        u64::try_from((now_ms - EPOCH_2020_MS) / 1000).unwrap_or(0),
+        &mut id[..5],
     );
+    digits(sequence, &mut id[5..]);
+    let mut s = String::with_capacity(prefix.len() + id.len());
+    s.push_str(prefix);
+    s.extend(id.iter().map(|&c| c as char));
     s
 }
 
@@ -263,7 +264,7 @@ pub(super) fn draft_agreement(d: AgreementDraft, agreement_id: String) -> Box<dy
             id: i
                 .order_id
                 .clone()
-                .unwrap_or_else(|| new_charge_id(ctx.now_ms, ctx.ids.bytes16())),
+                .unwrap_or_else(|| new_charge_id(ctx.now_ms, ctx.ids.sequence())),
             amount: i.amount,
             description: i.description.clone(),
             transaction_type: i.transaction_type.clone(),
@@ -314,8 +315,8 @@ pub(super) fn draft_agreement(d: AgreementDraft, agreement_id: String) -> Box<dy
 }
 
 /// A new agreement id (the handler's, so a conflicting id can be retried before the key is spent).
-pub(super) fn new_agreement_id(now_ms: i64, bytes: [u8; 16]) -> String {
-    short_id("agr_", now_ms, bytes)
+pub(super) fn new_agreement_id(now_ms: i64, sequence: u64) -> String {
+    short_id("agr_", now_ms, sequence)
 }
 
 /// A change of an existing agreement.
@@ -569,8 +570,8 @@ pub(super) fn create_charge(d: ChargeDraft, charge_id: String) -> Box<dyn Comman
 }
 
 /// A new charge id.
-pub(super) fn new_charge_id(now_ms: i64, bytes: [u8; 16]) -> String {
-    short_id("chr-", now_ms, bytes)
+pub(super) fn new_charge_id(now_ms: i64, sequence: u64) -> String {
+    short_id("chr-", now_ms, sequence)
 }
 
 /// A change of an existing charge.
@@ -690,7 +691,7 @@ pub(super) fn charge_creation_failed(
         let charge_id = f
             .order_id
             .clone()
-            .unwrap_or_else(|| new_charge_id(ctx.now_ms, ctx.ids.bytes16()));
+            .unwrap_or_else(|| new_charge_id(ctx.now_ms, ctx.ids.sequence()));
         let t = RecurringEventType::ChargeCreationFailed;
         let body = render::creation_failed_event(a, &charge_id, &f, ctx.now_ms);
         Outcome {
@@ -712,18 +713,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_sort_by_creation_time_and_differ_within_a_millisecond() {
+    fn ids_sort_by_creation_and_fit_the_specs_fifteen_characters() {
         let t = 1_780_000_000_000;
-        let times = [t, t + 1, t + 999, t + 86_400_000, t + 40 * 365 * 86_400_000];
-        let ids: Vec<String> = times
-            .iter()
-            .map(|&ms| new_charge_id(ms, [200; 16]))
-            .collect();
+        // (time, sequence): later seconds first by time, ids of one second by sequence.
+        let issued = [
+            (t, 7),
+            (t + 1, 8),
+            (t + 999, 9),
+            (t + 1_000, 3),
+            (t + 86_400_000, 0),
+            (t + 20 * 365 * 86_400_000, 1),
+        ];
+        let ids: Vec<String> = issued.iter().map(|&(ms, n)| new_charge_id(ms, n)).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
-        assert!(ids.iter().all(|i| i.len() == "chr-".len() + 13), "{ids:?}");
-        assert_ne!(new_charge_id(t, [1; 16]), new_charge_id(t, [2; 16]));
-        assert!(new_agreement_id(t, [0; 16]).starts_with("agr_"));
+        assert!(ids.iter().all(|i| i.len() == 15), "{ids:?}");
+        assert!(
+            ids.iter()
+                .all(|i| i[4..].bytes().all(|b| b.is_ascii_alphanumeric())),
+            "{ids:?}"
+        );
+        assert_ne!(new_charge_id(t, 1), new_charge_id(t, 2));
+        assert!(new_agreement_id(t, 0).starts_with("agr_"));
     }
 }

@@ -76,7 +76,7 @@ pub(crate) async fn create_accepted(
         base_url: n.base_url,
         test: n.test,
     };
-    let id = commands::new_agreement_id(s.clock.unix_ms(), s.ids.bytes16());
+    let id = commands::new_agreement_id(s.clock.unix_ms(), s.ids.sequence());
     let resp = run_write(
         s,
         meta,
