@@ -108,6 +108,14 @@ impl Events {
 struct Saved {
     state: &'static str,
     previous: Option<&'static str>,
+}
+
+/// What the last application of an observed command noted.
+#[derive(Debug, Default)]
+struct Noted {
+    /// What it saved, if it saved anything.
+    saved: Option<Saved>,
+    /// Whether the document (as saved, or as it stays) is one other products follow.
     followed: bool,
 }
 
@@ -115,7 +123,7 @@ struct Saved {
 /// when a create races; the last application is the one that committed).
 struct Observed {
     inner: Box<dyn Command>,
-    saved: Arc<Mutex<Option<Saved>>>,
+    noted: Arc<Mutex<Noted>>,
 }
 
 impl Command for Observed {
@@ -129,11 +137,19 @@ impl Command for Observed {
 
     fn apply(&self, current: Option<&Decoded>, ctx: &Ctx<'_>) -> Effect {
         let effect = self.inner.apply(current, ctx);
-        *self.saved.lock() = effect.put.as_ref().map(|p| Saved {
-            state: p.state,
-            previous: current.and_then(|c| self.inner.state_of(c)),
-            followed: self.inner.followed(&p.value),
-        });
+        // A change that saves nothing (a due callback attempt) still concerns the followers of its document.
+        let followed = match (&effect.put, current) {
+            (Some(p), _) => self.inner.followed(&p.value),
+            (None, Some(c)) => self.inner.followed(c),
+            (None, None) => false,
+        };
+        *self.noted.lock() = Noted {
+            saved: effect.put.as_ref().map(|p| Saved {
+                state: p.state,
+                previous: current.and_then(|c| self.inner.state_of(c)),
+            }),
+            followed,
+        };
         effect
     }
 
@@ -165,12 +181,12 @@ impl Platform {
         let observed = match req.op {
             Op::Execute(cmd) => {
                 let key = cmd.key().clone();
-                let saved = Arc::new(Mutex::new(None));
+                let noted = Arc::new(Mutex::new(Noted::default()));
                 req.op = Op::Execute(Box::new(Observed {
                     inner: cmd,
-                    saved: saved.clone(),
+                    noted: noted.clone(),
                 }));
-                Some((key, saved))
+                Some((key, noted))
             }
             other => {
                 req.op = other;
@@ -178,10 +194,10 @@ impl Platform {
             }
         };
         let result = self.store.write(req).await;
-        if let (Ok(WriteResult::Fresh(_)), Some((key, saved))) = (&result, observed) {
-            let saved = saved.lock().take();
-            if let Some(saved) = saved {
-                followed = saved.followed;
+        if let (Ok(WriteResult::Fresh(_)), Some((key, noted))) = (&result, observed) {
+            let noted = std::mem::take(&mut *noted.lock());
+            followed = noted.followed;
+            if let Some(saved) = noted.saved {
                 if let Some(m) = self.metrics.as_ref() {
                     m.moved(key.kind, saved.previous, saved.state);
                 }
