@@ -50,19 +50,7 @@ impl Platform {
         let emu = Emulator::start(cfg).await.expect("the emulator starts");
         let base = emu.base_url().as_str().trim_end_matches('/').to_owned();
         let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{base}/accesstoken/get"))
-            .header("client_id", "demo-client-id")
-            .header("client_secret", "demo-client-secret")
-            .header("Ocp-Apim-Subscription-Key", KEY)
-            .send()
-            .await
-            .expect("access token request");
-        assert_eq!(r.status(), 200, "access token");
-        let token = r.json::<Value>().await.expect("token JSON")["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned();
+        let token = demo_token(&http, &base).await;
         Platform {
             emu,
             base,
@@ -366,4 +354,21 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An access token of the demo merchant from the emulator at `base` (no trailing slash).
+pub async fn demo_token(http: &reqwest::Client, base: &str) -> String {
+    let r = http
+        .post(format!("{base}/accesstoken/get"))
+        .header("client_id", "demo-client-id")
+        .header("client_secret", "demo-client-secret")
+        .header("Ocp-Apim-Subscription-Key", KEY)
+        .send()
+        .await
+        .expect("access token request");
+    assert_eq!(r.status(), 200, "access token");
+    r.json::<Value>().await.expect("token JSON")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
+use vipps_test_support::platform::demo_token;
 
 fn spawn(dir: &std::path::Path) -> (Child, String) {
     spawn_on(dir, &dir.to_string_lossy())
@@ -44,21 +45,6 @@ fn spawn_on(dir: &std::path::Path, store: &str) -> (Child, String) {
         "unexpected first line: {line}"
     );
     (child, url)
-}
-
-async fn token(http: &reqwest::Client, base: &str) -> String {
-    let v: Value = http
-        .post(format!("{base}/accesstoken/get"))
-        .header("client_id", "demo-client-id")
-        .header("client_secret", "demo-client-secret")
-        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
 }
 
 fn body(reference: &str) -> Value {
@@ -126,7 +112,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = spawn(dir.path());
     let http = reqwest::Client::new();
-    let t = token(&http, &base).await;
+    let t = demo_token(&http, &base).await;
 
     // One payment through capture, fully acknowledged before the crash.
     let r = req(&http, &base, &t, "/epayment/v1/payments")
@@ -216,7 +202,7 @@ async fn keys_of_a_killed_postgres_instance_are_free_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = spawn_on(dir.path(), &db.url);
     let http = reqwest::Client::new();
-    let t = token(&http, &base).await;
+    let t = demo_token(&http, &base).await;
 
     let n = 400;
     let acked: std::collections::HashSet<String> =
@@ -393,7 +379,7 @@ async fn undelivered_webhooks_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = spawn(dir.path());
     let http = reqwest::Client::new();
-    let t = token(&http, &base).await;
+    let t = demo_token(&http, &base).await;
     let rx = RawReceiver::start(503).await;
     let r = req(&http, &base, &t, "/webhooks/v1/webhooks")
         .json(&json!({"url": format!("http://{}/hook", rx.addr), "events": ["epayments.payment.created.v1"]}))

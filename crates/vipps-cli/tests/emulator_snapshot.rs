@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
+use vipps_test_support::platform::demo_token;
 
 /// Starts `vipps emulator` in memory with extra arguments; answers the child and its base URL.
 fn spawn(args: &[&str]) -> (Child, String) {
@@ -31,21 +32,6 @@ fn spawn(args: &[&str]) -> (Child, String) {
     (child, url)
 }
 
-async fn token(http: &reqwest::Client, base: &str) -> String {
-    let v: Value = http
-        .post(format!("{base}/accesstoken/get"))
-        .header("client_id", "demo-client-id")
-        .header("client_secret", "demo-client-secret")
-        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
-}
-
 fn api(
     http: &reqwest::Client,
     method: reqwest::Method,
@@ -65,7 +51,7 @@ async fn export_on_exit_then_import_answers_the_same() {
     let file_arg = file.to_string_lossy().into_owned();
     let (a, base) = spawn(&["--export-on-exit", &file_arg]);
     let http = reqwest::Client::new();
-    let t = token(&http, &base).await;
+    let t = demo_token(&http, &base).await;
     let r = api(
         &http,
         reqwest::Method::POST,

@@ -55,18 +55,7 @@ struct Prepared {
 /// session on a running emulator.
 async fn prepare(base: &str) -> Prepared {
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{base}/accesstoken/get"))
-        .header("client_id", "demo-client-id")
-        .header("client_secret", "demo-client-secret")
-        .header("Ocp-Apim-Subscription-Key", "demo-subscription-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let token = vipps_test_support::platform::demo_token(&http, base).await;
     let api = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{base}{path}"))
             .bearer_auth(&token)

@@ -98,10 +98,14 @@ document.addEventListener('focusout',function(){if(pending){pending=false;setTim
 var es=new EventSource('/_emulator/ui/events');es.onmessage=refresh;es.onerror=function(){live.textContent='offline';};
 })();"#;
 
+/// A health label (`checkout_sessions`) as a heading (`Checkout sessions`).
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
+        Some(f) => f
+            .to_uppercase()
+            .chain(c.map(|c| if c == '_' { ' ' } else { c }))
+            .collect(),
         None => String::new(),
     }
 }

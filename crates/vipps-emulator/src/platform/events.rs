@@ -95,6 +95,12 @@ impl Events {
         self.tx.subscribe()
     }
 
+    /// Whether anybody listens: every write and delivery attempt asks first, so that without a subscriber the
+    /// hot paths build no event at all.
+    fn listened(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// Numbers and sends an event (dropped when nobody listens).
     fn publish(&self, mut ev: PlatformEvent) {
         let _ordered = self.order.lock();
@@ -201,12 +207,13 @@ impl Platform {
                 if let Some(m) = self.metrics.as_ref() {
                     m.moved(key.kind, saved.previous, saved.state);
                 }
-                // Kinds no product lists (internal indexes) are not news to anyone.
-                let listed = self
-                    .products
-                    .owner(key.kind)
-                    .is_some_and(|p| p.decoder(key.kind).is_some());
-                if listed {
+                // Kinds no product lists are not news to anyone.
+                let listed = || {
+                    self.products
+                        .owner(key.kind)
+                        .is_some_and(|p| p.decoder(key.kind).is_some())
+                };
+                if self.events.listened() && listed() {
                     self.events.publish(PlatformEvent {
                         seq: 0,
                         event_type: EventType::State,
@@ -227,6 +234,9 @@ impl Platform {
 
     /// Publishes a recorded delivery attempt (`record` as `/_emulator/deliveries` lists it).
     pub(crate) fn delivery_event(&self, record: &serde_json::Value) {
+        if !self.events.listened() {
+            return;
+        }
         let text = |k: &str| record[k].as_str().unwrap_or_default().to_owned();
         let mut attempt = record.clone();
         if let Some(o) = attempt.as_object_mut() {

@@ -364,3 +364,66 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
         .map(str::trim)
         .filter(|s| !s.is_empty())
 }
+
+/// The rule for a URL a merchant gives a product API to send a person or a request to (return, callback, terms
+/// and agreement URLs): `https`, or `http` to a loopback host for local development; never `javascript:`, `data:`
+/// or `file:`; another scheme (an app's own, to return to an app) only when `app_scheme`. One rule for every
+/// product, so a URL that works for ePayment works for Recurring and Checkout. Answers why not.
+pub(crate) fn merchant_url(raw: &str, app_scheme: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a valid absolute URL ({e})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err("must use https:// (http:// is accepted for loopback hosts only)".into()),
+        s @ ("javascript" | "data" | "file") => Err(format!("the `{s}` scheme is not allowed")),
+        _ if app_scheme => Ok(url),
+        _ => Err("must use https://".into()),
+    }
+}
+
+/// A text field's length rule, counted in characters: answers why not.
+pub(crate) fn char_count(v: &str, min: usize, max: usize) -> Result<(), String> {
+    let n = v.chars().count();
+    if (min..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("must be {min} to {max} characters, got {n}"))
+    }
+}
+
+#[cfg(test)]
+mod merchant_url_tests {
+    use super::merchant_url;
+
+    #[test]
+    fn https_loopback_http_and_app_schemes() {
+        // (url, app scheme allowed, accepted)
+        let cases = [
+            ("https://example.com/return", false, true),
+            ("http://localhost:3000/cb", false, true),
+            ("http://127.0.0.2/cb", false, true),
+            ("http://[::1]:8080/cb", false, true),
+            ("http://example.com/cb", false, false),
+            ("http://localhost.example.com/cb", false, false),
+            ("myapp://return", true, true),
+            ("myapp://return", false, false),
+            ("javascript:alert(1)", true, false),
+            ("data:text/html,hi", true, false),
+            ("file:///etc/passwd", true, false),
+            ("not a url", true, false),
+        ];
+        for (url, app, ok) in cases {
+            assert_eq!(
+                merchant_url(url, app).is_ok(),
+                ok,
+                "{url} (app scheme {app})"
+            );
+        }
+    }
+}

@@ -242,7 +242,8 @@ async fn deliver(s: S, clients: Arc<Clients>, d: DueDelivery, permit: OwnedSemap
         },
         "next_attempt_ms": match outcome { DeliveryOutcome::Retry { next_ms } => Some(next_ms), _ => None },
     });
-    if let Some(m) = &s.metrics {
+    // A reordered attempt sent nothing: it is not an outcome of a delivery (its event is queued again).
+    if let Some(m) = s.metrics.as_ref().filter(|_| !reordered) {
         let label = match outcome {
             DeliveryOutcome::Delivered => DeliveryLabel::Delivered,
             DeliveryOutcome::Retry { .. } => DeliveryLabel::Retry,

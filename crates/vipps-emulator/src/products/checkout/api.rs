@@ -30,7 +30,7 @@ use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
 use crate::platform::auth::AuthCtx;
 use crate::platform::extract::{ClientKeys, JsonBody, OptionalIdemKey};
-use crate::platform::http::{ApiError, ApiResult, RequestMeta};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta, char_count, merchant_url};
 use crate::platform::idempotency::{Idempotent, fingerprint_of, run_idempotent, run_write};
 use crate::platform::store::Op;
 use crate::products::epayment::facade as epayment;
@@ -118,36 +118,12 @@ fn bad(meta: &RequestMeta, field: &str, reason: impl Into<String>) -> ApiError {
         .err()
 }
 
-/// `https`, or `http` to a loopback host (local development), as ePayment's URLs; `custom_scheme` also allows an
-/// app's own scheme (a `returnUrl` of a `NATIVE_REDIRECT` flow).
-fn check_url(
-    meta: &RequestMeta,
-    field: &str,
-    u: &str,
-    custom_scheme: bool,
-) -> Result<(), ApiError> {
-    let url = url::Url::parse(u)
-        .map_err(|e| bad(meta, field, format!("not a valid absolute URL ({e})")))?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" => match url.host() {
-            Some(url::Host::Domain("localhost")) => Ok(()),
-            Some(url::Host::Ipv4(a)) if a.is_loopback() => Ok(()),
-            Some(url::Host::Ipv6(a)) if a.is_loopback() => Ok(()),
-            _ => Err(bad(
-                meta,
-                field,
-                "must use https:// (http:// is accepted for loopback hosts only)",
-            )),
-        },
-        "javascript" | "data" | "file" => Err(bad(
-            meta,
-            field,
-            format!("the `{}` scheme is not allowed", url.scheme()),
-        )),
-        _ if custom_scheme => Ok(()),
-        _ => Err(bad(meta, field, "must use https://")),
-    }
+/// The platform's rule for merchant URLs ([`merchant_url`]); `app_scheme` for a `returnUrl`, which may return to an
+/// app (`NATIVE_REDIRECT`).
+fn check_url(meta: &RequestMeta, field: &str, u: &str, app_scheme: bool) -> Result<(), ApiError> {
+    merchant_url(u, app_scheme)
+        .map(drop)
+        .map_err(|e| bad(meta, field, e))
 }
 
 fn check_len(
@@ -157,15 +133,7 @@ fn check_len(
     min: usize,
     max: usize,
 ) -> Result<(), ApiError> {
-    let n = v.chars().count();
-    if n < min || n > max {
-        return Err(bad(
-            meta,
-            field,
-            format!("must be {min} to {max} characters, got {n}"),
-        ));
-    }
-    Ok(())
+    char_count(v, min, max).map_err(|e| bad(meta, field, e))
 }
 
 /// The spec's reference rule: 8 to 50 of `-a-zA-Z0-9`.

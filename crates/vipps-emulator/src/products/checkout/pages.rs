@@ -57,7 +57,7 @@ struct Form {
 }
 
 /// A radio button or checkbox with its text on one line (the shared stylesheet sizes inputs for text).
-const OPTION: &str = "display:flex;align-items:center;gap:.5rem;margin:.4rem 0";
+const OPTION: &str = "display:flex;flex-direction:row;align-items:center;gap:.5rem;margin:.4rem 0";
 const BOX: &str = "width:auto;margin:0";
 
 fn full(s: &Session) -> bool {

@@ -21,7 +21,7 @@ use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
 use crate::platform::auth::AuthCtx;
 use crate::platform::extract::{IdemKey, JsonBody, Merchant, OptionalIdemKey, OptionalJson};
-use crate::platform::http::{ApiError, ApiResult, RequestMeta};
+use crate::platform::http::{ApiError, ApiResult, RequestMeta, merchant_url};
 use crate::platform::idempotency::{
     Idempotent, fingerprint_of, read_settled, run_idempotent, run_write,
 };
@@ -160,22 +160,6 @@ fn bad(
     p.err()
 }
 
-/// Whether a return or receipt URL is allowed: `https`, a custom app scheme, or `http` to a loopback host (for
-/// local development).
-fn url_allowed(u: &str) -> Result<(), String> {
-    let url = url::Url::parse(u).map_err(|e| format!("not a valid absolute URL ({e})"))?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" => match url.host_str() {
-            Some("localhost") | Some("127.0.0.1") | Some("[::1]") => Ok(()),
-            Some(h) if h.starts_with("127.") => Ok(()),
-            _ => Err("must use https:// or a custom URL scheme (http:// is accepted for loopback hosts only)".into()),
-        },
-        "javascript" | "data" | "file" => Err(format!("the `{}` scheme is not allowed", url.scheme())),
-        _ => Ok(()),
-    }
-}
-
 /// Validates a create request beyond its JSON shape. The row itself is built by the command, once the key is
 /// claimed, from the write's own time and ids.
 fn validate_create(
@@ -261,13 +245,15 @@ fn validate_create(
                 Some(ErrorCode::MissingRequiredParameter),
             ));
         }
-        (_, Some(u)) => {
-            url_allowed(u).map_err(|e| bad(meta, "returnUrl", e, Some(ErrorCode::InvalidUrl)))?
-        }
+        (_, Some(u)) => merchant_url(u, true)
+            .map(drop)
+            .map_err(|e| bad(meta, "returnUrl", e, Some(ErrorCode::InvalidUrl)))?,
         _ => {}
     }
     if let Some(u) = &r.receipt_url {
-        url_allowed(u).map_err(|e| bad(meta, "receiptUrl", e, Some(ErrorCode::InvalidUrl)))?;
+        merchant_url(u, true)
+            .map(drop)
+            .map_err(|e| bad(meta, "receiptUrl", e, Some(ErrorCode::InvalidUrl)))?;
     }
     match &r.customer {
         None if r.user_flow == UserFlow::PushMessage => {

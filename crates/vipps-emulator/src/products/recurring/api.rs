@@ -35,7 +35,9 @@ use crate::config::MerchantEnvironment;
 use crate::platform::Shared as S;
 use crate::platform::auth::AuthCtx;
 use crate::platform::extract::{JsonBody, Merchant};
-use crate::platform::http::{ApiError, ApiResult, RequestMeta, parse_json, read_body};
+use crate::platform::http::{
+    ApiError, ApiResult, RequestMeta, char_count, merchant_url, parse_json, read_body,
+};
 use crate::platform::idempotency::{
     Idempotent, fingerprint_of, internal, read_settled, run_idempotent, run_write,
 };
@@ -294,25 +296,15 @@ const SCOPES: &[&str] = &[
     "nin",
 ];
 
-/// An https URL (or http to a loopback host, for local development); `deeplink` also allows app schemes.
+/// The platform's rule for merchant URLs ([`merchant_url`]), at most 1024 characters; `deeplink` also allows app
+/// schemes.
 fn check_url(meta: &RequestMeta, field: &str, u: &str, deeplink: bool) -> Result<(), ApiError> {
     if u.len() > 1024 {
         return Err(bad(meta, field, "at most 1024 characters"));
     }
-    let url = url::Url::parse(u).map_err(|e| bad(meta, field, format!("not a valid URL ({e})")))?;
-    let loopback = matches!(url.host_str(), Some("localhost") | Some("[::1]"))
-        || url.host_str().is_some_and(|h| h.starts_with("127."));
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        "http" | "javascript" | "data" | "file" => Err(bad(
-            meta,
-            field,
-            "must use https:// (http:// only to a loopback host)",
-        )),
-        _ if deeplink => Ok(()),
-        _ => Err(bad(meta, field, "must use https://")),
-    }
+    merchant_url(u, deeplink)
+        .map(drop)
+        .map_err(|e| bad(meta, field, e))
 }
 
 fn check_len(
@@ -322,15 +314,7 @@ fn check_len(
     min: usize,
     max: usize,
 ) -> Result<(), ApiError> {
-    let n = v.chars().count();
-    if n < min || n > max {
-        return Err(bad(
-            meta,
-            field,
-            format!("must be {min} to {max} characters, got {n}"),
-        ));
-    }
-    Ok(())
+    char_count(v, min, max).map_err(|e| bad(meta, field, e))
 }
 
 fn check_phone(meta: &RequestMeta, field: &str, p: &str) -> Result<(), ApiError> {
